@@ -1,0 +1,933 @@
+# distutils: language = c++
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The tokenizer's hot path: HF's BERT pipeline over code points, without Python objects.
+
+Stages, each mirroring one piece of HuggingFace `tokenizers` (the reference the tests compare with):
+  1. added tokens: literal special tokens are split out of the raw text first (AddedVocabulary);
+  2. normalizer (BertNormalizer): clean text, spaces around CJK ideographs, NFD + non-spacing-mark
+     removal, lowercasing; optionally a Lowercase normalizer in front (sentence-transformers'
+     do_lower_case);
+  3. added tokens marked `normalized` are split out of the normalized text;
+  4. pre-tokenizer (BertPreTokenizer): split on whitespace, isolate punctuation;
+  5. model (WordPiece): greedy longest match over a trie, continuation prefix, [UNK] for
+     unmatchable or over-long words;
+  6. post-processor (TemplateProcessing), truncation and padding.
+
+Every normalized character remembers the index of the raw character it came from (`src`); token
+offsets are (src of first char, src of last char + 1), which is what `tokenizers`' alignment
+tracking yields for these normalizers (see `_Encoder.strip_and_emit` for the one subtle case).
+Per-code-point Unicode data comes from _unicode_tables.h, generated from `tokenizers` itself.
+"""
+from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.ref cimport Py_INCREF
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
+from cython.parallel cimport prange, threadid
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libcpp.vector cimport vector
+
+cimport numpy as cnp
+import numpy as np
+
+cnp.import_array()
+
+cdef extern from "_unicode_tables.h" nogil:
+    const char* BERTCPU_UNICODE_TABLES_SOURCE
+    uint8_t bertcpu_flags(uint32_t cp)
+    uint8_t bertcpu_ccc(uint32_t cp)
+    int bertcpu_decompose(uint32_t cp, uint32_t* out)
+    int bertcpu_lowercase(uint32_t cp, uint32_t* out)
+
+cdef extern from "Python.h":
+    # PEP 393 access: the text is read in place, one code unit of 1, 2 or 4 bytes per character.
+    int PyUnicode_KIND(object o)
+    void* PyUnicode_DATA(object o)
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
+    object PyLong_FromLong(long v)
+
+UNICODE_TABLES_SOURCE = BERTCPU_UNICODE_TABLES_SOURCE.decode()
+
+# Per-code-point flags (bit layout written by tests/generate_unicode_tables.py).
+cdef enum:
+    F_REMOVE = 1
+    F_CLEAN_SPACE = 2
+    F_WHITESPACE = 4
+    F_PUNCT = 8
+    F_MN = 16
+    F_NFD = 32
+    F_LOWER = 64
+    F_CJK = 128
+
+# Truncation strategies, as numbered in tokenizer.py.
+cdef enum:
+    TRUNCATE_NONE = 0
+    TRUNCATE_LONGEST_FIRST = 1
+    TRUNCATE_ONLY_FIRST = 2
+    TRUNCATE_ONLY_SECOND = 3
+
+# Item errors found without the GIL, raised afterwards.
+cdef enum:
+    ERR_NONE = 0
+    ERR_SURROGATE = 1
+    ERR_SECOND_NOT_PROVIDED = 2
+    ERR_SEQUENCE_TOO_SHORT = 3
+
+# Template piece kinds.
+cdef enum:
+    PIECE_SPECIAL = 0
+    PIECE_SEQ_A = 1
+    PIECE_SEQ_B = 2
+
+cdef uint64_t EMPTY_KEY = 0xFFFFFFFFFFFFFFFFULL
+cdef int32_t WORD_ROOT = 0          # trie root for a word's first piece
+cdef int32_t CONTINUATION_ROOT = 1  # trie root for later pieces (their prefix, "##", left out)
+
+
+cdef struct TextView:
+    const void* data
+    int kind
+    Py_ssize_t length
+
+
+cdef struct PendingMark:
+    # One NFD output character waiting for canonical reordering.
+    uint32_t cp
+    uint8_t ccc
+    bint inserted  # not the first character of its source's decomposition
+
+
+cdef struct TemplatePiece:
+    int kind
+    int32_t id
+    int32_t type_id
+
+
+cdef cppclass Sequence:
+    # Tokens of one text before post-processing: ids and (start, end) character offsets.
+    vector[int32_t] ids
+    vector[int32_t] offsets
+    int error
+    Py_ssize_t error_position
+
+
+cdef cppclass Workspace:
+    # Scratch buffers of one thread, reused from text to text.
+    vector[uint32_t] norm_cp     # normalized characters of the current piece
+    vector[int32_t] norm_src     # for each, the index of the raw character it came from
+    vector[int32_t] nfd_src      # src of each character entering NFD, in order
+    vector[PendingMark] pending  # NFD characters since the last starter
+    Py_ssize_t nfd_consumed      # NFD input characters accounted for by emitted output
+
+
+cdef struct AddedToken:
+    int32_t id
+    bint lstrip
+    bint rstrip
+    int32_t start  # range in _Encoder.added_cps
+    int32_t length
+
+
+cdef inline uint32_t char_at(const TextView* text, Py_ssize_t i) noexcept nogil:
+    if text.kind == 1:
+        return (<const uint8_t*>text.data)[i]
+    if text.kind == 2:
+        return (<const unsigned short*>text.data)[i]
+    return (<const uint32_t*>text.data)[i]
+
+
+cdef inline uint64_t edge_key(int32_t node, uint32_t cp) noexcept nogil:
+    return (<uint64_t>node << 21) | cp
+
+
+cdef inline uint64_t edge_hash(uint64_t key) noexcept nogil:
+    return key * 0x9E3779B97F4A7C15ULL
+
+
+cdef class _Encoder:
+    """Vocabulary trie, pipeline settings and added tokens; encodes texts into token ids.
+
+    Built once per Tokenizer by tokenizer.py, which validates everything passed in.
+    """
+    # Trie over code points: node_token[n] is the vocabulary id ending at node n (or -1); edges are
+    # an open-addressing hash table from (node, code point) to child, with the ASCII children of
+    # both roots in a direct table.
+    cdef vector[int32_t] node_token
+    cdef vector[uint64_t] edge_keys
+    cdef vector[int32_t] edge_children
+    cdef uint64_t edge_mask
+    cdef int edge_shift
+    cdef int32_t root_ascii[2][128]
+
+    cdef int32_t unk_id
+    cdef Py_ssize_t max_input_chars_per_word
+    cdef bint clean_text, handle_chinese_chars, strip_accents, lowercase, lowercase_first
+
+    cdef vector[AddedToken] raw_added     # matched in the raw text
+    cdef vector[AddedToken] normalized_added  # matched in the normalized text
+    cdef vector[uint32_t] added_cps
+    cdef bint raw_first_ascii[128]
+    cdef vector[uint32_t] raw_first_other
+    cdef bint norm_first_ascii[128]
+    cdef vector[uint32_t] norm_first_other
+
+    cdef vector[TemplatePiece] single_template
+    cdef vector[TemplatePiece] pair_template
+    cdef Py_ssize_t n_special_single, n_special_pair
+    cdef int32_t pad_id, pad_type_id
+
+    cdef Workspace single_workspace  # for one-text calls, which hold the GIL throughout
+    cdef Sequence single_a, single_b
+
+    def __init__(self, list vocab, str continuing_prefix, int32_t unk_id, Py_ssize_t max_input_chars_per_word,
+                 bint clean_text, bint handle_chinese_chars, bint strip_accents, bint lowercase,
+                 bint lowercase_first, list added_tokens, list single_template, list pair_template,
+                 int32_t pad_id, int32_t pad_type_id):
+        """vocab: token strings by id. added_tokens: (content, id, normalized, lstrip, rstrip) tuples.
+        Templates: ("special", id, type_id) / ("A", type_id) / ("B", type_id) tuples."""
+        self.unk_id = unk_id
+        self.max_input_chars_per_word = max_input_chars_per_word
+        self.clean_text = clean_text
+        self.handle_chinese_chars = handle_chinese_chars
+        self.strip_accents = strip_accents
+        self.lowercase = lowercase
+        self.lowercase_first = lowercase_first
+        self.pad_id = pad_id
+        self.pad_type_id = pad_type_id
+        self._build_trie(vocab, continuing_prefix)
+        for content, token_id, normalized, lstrip, rstrip in added_tokens:
+            if normalized:
+                # Matched against normalized text, so its pattern is its own normalized form.
+                self._add_token(self.normalized_added, self.normalize(content)[0], token_id, lstrip, rstrip)
+            else:
+                self._add_token(self.raw_added, content, token_id, lstrip, rstrip)
+        self._index_first_chars(self.raw_added, self.raw_first_ascii, self.raw_first_other)
+        self._index_first_chars(self.normalized_added, self.norm_first_ascii, self.norm_first_other)
+        self.n_special_single = self._set_template(self.single_template, single_template)
+        self.n_special_pair = self._set_template(self.pair_template, pair_template)
+
+    # ---------------------------------------------------------------- construction
+
+    cdef _build_trie(self, list vocab, str prefix):
+        cdef Py_ssize_t total_chars = 0
+        cdef str token
+        for token in vocab:
+            total_chars += len(token)
+        cdef Py_ssize_t capacity = 1024
+        while capacity < 2 * (2 * total_chars + 16):
+            capacity *= 2
+        self.edge_mask = capacity - 1
+        self.edge_shift = 64 - (capacity.bit_length() - 1)
+        self.edge_keys.assign(capacity, EMPTY_KEY)
+        self.edge_children.assign(capacity, -1)
+        self.node_token.assign(2, -1)
+        cdef int r, c
+        for r in range(2):
+            for c in range(128):
+                self.root_ascii[r][c] = -1
+        cdef Py_ssize_t token_id
+        cdef Py_ssize_t plen = len(prefix)
+        for token_id, token in enumerate(vocab):
+            # Every token is a candidate for a word's start, exactly as the vocabulary lookup of
+            # WordPiece is; tokens with the prefix are also continuations (looked up without it).
+            self._insert(WORD_ROOT, token, <int32_t>token_id)
+            if plen and token.startswith(prefix):
+                self._insert(CONTINUATION_ROOT, token[plen:], <int32_t>token_id)
+
+    cdef _insert(self, int32_t root, str token, int32_t token_id):
+        if not token:
+            return  # an empty piece can never be matched
+        cdef int32_t node = root, child
+        cdef uint32_t cp
+        for ch in token:
+            cp = ord(ch)
+            child = self._child(node, cp)
+            if child < 0:
+                child = <int32_t>self.node_token.size()
+                self.node_token.push_back(-1)
+                self._set_child(node, cp, child)
+            node = child
+        # Duplicate tokens are rejected by tokenizer.py; keep the first id regardless.
+        if self.node_token[node] < 0:
+            self.node_token[node] = token_id
+
+    cdef void _set_child(self, int32_t node, uint32_t cp, int32_t child):
+        if node < 2 and cp < 128:
+            self.root_ascii[node][cp] = child
+            return
+        cdef uint64_t key = edge_key(node, cp)
+        cdef uint64_t slot = edge_hash(key) >> self.edge_shift
+        while self.edge_keys[slot] != EMPTY_KEY:
+            slot = (slot + 1) & self.edge_mask
+        self.edge_keys[slot] = key
+        self.edge_children[slot] = child
+
+    cdef inline int32_t _child(self, int32_t node, uint32_t cp) noexcept nogil:
+        if node < 2 and cp < 128:
+            return self.root_ascii[node][cp]
+        cdef uint64_t key = edge_key(node, cp)
+        cdef uint64_t slot = edge_hash(key) >> self.edge_shift
+        cdef uint64_t found
+        while True:
+            found = self.edge_keys[slot]
+            if found == key:
+                return self.edge_children[slot]
+            if found == EMPTY_KEY:
+                return -1
+            slot = (slot + 1) & self.edge_mask
+
+    cdef _add_token(self, vector[AddedToken]& tokens, str content, int32_t token_id, bint lstrip, bint rstrip):
+        if not content:
+            return  # an empty pattern matches nothing (tokenizers skips it too)
+        cdef AddedToken token
+        token.id = token_id
+        token.lstrip = lstrip
+        token.rstrip = rstrip
+        token.start = <int32_t>self.added_cps.size()
+        token.length = <int32_t>len(content)
+        for ch in content:
+            self.added_cps.push_back(ord(ch))
+        tokens.push_back(token)
+
+    cdef _index_first_chars(self, vector[AddedToken]& tokens, bint* first_ascii, vector[uint32_t]& first_other):
+        cdef int c
+        for c in range(128):
+            first_ascii[c] = False
+        cdef uint32_t first
+        cdef AddedToken token
+        for token in tokens:
+            first = self.added_cps[token.start]
+            if first < 128:
+                first_ascii[first] = True
+            else:
+                first_other.push_back(first)
+
+    cdef Py_ssize_t _set_template(self, vector[TemplatePiece]& template, list pieces):
+        cdef TemplatePiece piece
+        cdef Py_ssize_t n_special = 0
+        for spec in pieces:
+            if spec[0] == "special":
+                piece.kind = PIECE_SPECIAL
+                piece.id = spec[1]
+                piece.type_id = spec[2]
+                n_special += 1
+            else:
+                piece.kind = PIECE_SEQ_A if spec[0] == "A" else PIECE_SEQ_B
+                piece.id = -1
+                piece.type_id = spec[1]
+            template.push_back(piece)
+        return n_special
+
+    # ---------------------------------------------------------------- normalizer
+
+    cdef inline void emit_normalized(self, Workspace* ws, uint32_t cp, int32_t src) noexcept nogil:
+        """Last normalizer stage: lowercasing (per character, as NormalizedString::lowercase)."""
+        cdef uint32_t lowered[4]
+        cdef int n, k
+        if self.lowercase and bertcpu_flags(cp) & F_LOWER:
+            n = bertcpu_lowercase(cp, lowered)
+            for k in range(n):
+                ws.norm_cp.push_back(lowered[k])
+                ws.norm_src.push_back(src)
+        else:
+            ws.norm_cp.push_back(cp)
+            ws.norm_src.push_back(src)
+
+    cdef void flush_pending(self, Workspace* ws) noexcept nogil:
+        """Canonical reordering of the characters since the last starter, then mark removal.
+
+        Mirrors NFD in `tokenizers`: the decomposition iterator sorts by combining class (stably),
+        and each output character carries a change flag (0 for the first character of its source's
+        decomposition, +1 for the others). The alignment transform then gives characters their
+        alignment by position, not by source: the k-th flag-0 character gets the alignment of the
+        k-th input character, a +1 character the alignment of the input character before the
+        current position. Only reordering across source characters makes this differ from "the
+        source's alignment", and tokens see it only at their edges, but it is what HF reports.
+        """
+        cdef Py_ssize_t n = ws.pending.size(), i, j
+        cdef PendingMark mark
+        # Insertion sort: stable, and the runs are a handful of characters.
+        for i in range(1, n):
+            mark = ws.pending[i]
+            j = i - 1
+            while j >= 0 and ws.pending[j].ccc > mark.ccc:
+                ws.pending[j + 1] = ws.pending[j]
+                j -= 1
+            ws.pending[j + 1] = mark
+        cdef int32_t src
+        for i in range(n):
+            mark = ws.pending[i]
+            if not mark.inserted:
+                src = ws.nfd_src[ws.nfd_consumed]
+                ws.nfd_consumed += 1
+            else:
+                # The first character of a run always has flag 0 (see the tests), so
+                # nfd_consumed > 0 here.
+                src = ws.nfd_src[ws.nfd_consumed - 1]
+            if bertcpu_flags(mark.cp) & F_MN:
+                continue
+            self.emit_normalized(ws, mark.cp, src)
+        ws.pending.clear()
+
+    cdef inline void strip_and_emit(self, Workspace* ws, uint32_t cp, uint8_t flags, int32_t src) noexcept nogil:
+        """Accent stripping (NFD then removal of non-spacing marks) when enabled, then lowercasing."""
+        cdef uint32_t parts[4]
+        cdef int n, k
+        cdef PendingMark mark
+        if not self.strip_accents:
+            self.emit_normalized(ws, cp, src)
+            return
+        ws.nfd_src.push_back(src)
+        if not flags & F_NFD:
+            # A starter that NFD leaves alone: it ends the pending run and keeps its alignment.
+            if ws.pending.size():
+                self.flush_pending(ws)
+            ws.nfd_consumed += 1
+            if not flags & F_MN:
+                self.emit_normalized(ws, cp, src)
+            return
+        n = bertcpu_decompose(cp, parts)
+        for k in range(n):
+            mark.cp = parts[k]
+            mark.ccc = bertcpu_ccc(parts[k])
+            mark.inserted = k > 0
+            if mark.ccc == 0 and ws.pending.size():
+                self.flush_pending(ws)
+            ws.pending.push_back(mark)
+
+    cdef inline void clean_and_emit(self, Workspace* ws, uint32_t cp, int32_t src) noexcept nogil:
+        """clean_text and handle_chinese_chars, then the later stages."""
+        cdef uint8_t flags = bertcpu_flags(cp)
+        if self.clean_text:
+            if flags & F_REMOVE:
+                return
+            if flags & F_CLEAN_SPACE:
+                cp = 32
+                flags = bertcpu_flags(32)
+        if self.handle_chinese_chars and flags & F_CJK:
+            self.strip_and_emit(ws, 32, bertcpu_flags(32), src)
+            self.strip_and_emit(ws, cp, flags, src)
+            self.strip_and_emit(ws, 32, bertcpu_flags(32), src)
+        else:
+            self.strip_and_emit(ws, cp, flags, src)
+
+    cdef int normalize_range(self, const TextView* text, Py_ssize_t start, Py_ssize_t end, Workspace* ws,
+                             Sequence* out) noexcept nogil:
+        """Normalizes raw characters [start, end) into ws.norm_cp / ws.norm_src. -1 on a surrogate."""
+        ws.norm_cp.clear()
+        ws.norm_src.clear()
+        ws.nfd_src.clear()
+        ws.pending.clear()
+        ws.nfd_consumed = 0
+        cdef Py_ssize_t i
+        cdef uint32_t cp
+        cdef uint32_t lowered[4]
+        cdef int n, k
+        for i in range(start, end):
+            cp = char_at(text, i)
+            if 0xD800 <= cp <= 0xDFFF:
+                out.error = ERR_SURROGATE
+                out.error_position = i
+                return -1
+            if self.lowercase_first and bertcpu_flags(cp) & F_LOWER:
+                n = bertcpu_lowercase(cp, lowered)
+                for k in range(n):
+                    self.clean_and_emit(ws, lowered[k], <int32_t>i)
+            else:
+                self.clean_and_emit(ws, cp, <int32_t>i)
+        if ws.pending.size():
+            self.flush_pending(ws)
+        return 0
+
+    # ---------------------------------------------------------------- pre-tokenizer and WordPiece
+
+    cdef inline void push_token(self, Sequence* out, int32_t token_id, int32_t start, int32_t end) noexcept nogil:
+        out.ids.push_back(token_id)
+        out.offsets.push_back(start)
+        out.offsets.push_back(end)
+
+    cdef void wordpiece(self, Workspace* ws, Py_ssize_t start, Py_ssize_t end, Sequence* out) noexcept nogil:
+        """Greedy longest-match-first over normalized characters [start, end) of one word."""
+        cdef const uint32_t* cps = ws.norm_cp.data()
+        cdef const int32_t* src = ws.norm_src.data()
+        if end - start > self.max_input_chars_per_word:
+            self.push_token(out, self.unk_id, src[start], src[end - 1] + 1)
+            return
+        cdef size_t rollback = out.ids.size()
+        cdef Py_ssize_t pos = start, j, best_end
+        cdef int32_t node, best_id
+        while pos < end:
+            node = WORD_ROOT if pos == start else CONTINUATION_ROOT
+            best_end = -1
+            best_id = -1
+            for j in range(pos, end):
+                node = self._child(node, cps[j])
+                if node < 0:
+                    break
+                if self.node_token[node] >= 0:
+                    best_end = j + 1
+                    best_id = self.node_token[node]
+            if best_end < 0:
+                # One unmatchable piece makes the whole word [UNK].
+                out.ids.resize(rollback)
+                out.offsets.resize(2 * rollback)
+                self.push_token(out, self.unk_id, src[start], src[end - 1] + 1)
+                return
+            self.push_token(out, best_id, src[pos], src[best_end - 1] + 1)
+            pos = best_end
+
+    cdef void pre_tokenize(self, Workspace* ws, Py_ssize_t start, Py_ssize_t end, Sequence* out) noexcept nogil:
+        """Whitespace splits (and is dropped), punctuation is a word of its own."""
+        cdef const uint32_t* cps = ws.norm_cp.data()
+        cdef Py_ssize_t i = start, j
+        cdef uint8_t flags
+        while i < end:
+            flags = bertcpu_flags(cps[i])
+            if flags & F_WHITESPACE:
+                i += 1
+            elif flags & F_PUNCT:
+                self.wordpiece(ws, i, i + 1, out)
+                i += 1
+            else:
+                j = i + 1
+                while j < end and not bertcpu_flags(cps[j]) & (F_WHITESPACE | F_PUNCT):
+                    j += 1
+                self.wordpiece(ws, i, j, out)
+                i = j
+
+    # ---------------------------------------------------------------- added tokens
+
+    cdef inline bint may_start_token(self, uint32_t cp, const bint* first_ascii,
+                                     const vector[uint32_t]* first_other) noexcept nogil:
+        if cp < 128:
+            return first_ascii[cp]
+        cdef size_t k
+        for k in range(first_other.size()):
+            if first_other[0][k] == cp:
+                return True
+        return False
+
+    cdef int longest_added_at(self, const vector[AddedToken]* tokens, const TextView* text,
+                              const uint32_t* cps, Py_ssize_t i, Py_ssize_t end) noexcept nogil:
+        """Index of the longest added token matching at i (leftmost-longest, as aho-corasick), or -1.
+        Reads text when cps is NULL, else cps."""
+        cdef int best = -1
+        cdef int32_t best_length = 0
+        cdef size_t t
+        cdef int32_t k, length
+        cdef const AddedToken* token
+        cdef uint32_t c
+        for t in range(tokens.size()):
+            token = &tokens[0][t]
+            length = token.length
+            if length <= best_length or i + length > end:
+                continue
+            for k in range(length):
+                c = cps[i + k] if cps != NULL else char_at(text, i + k)
+                if c != self.added_cps[token.start + k]:
+                    break
+            else:
+                best = <int>t
+                best_length = length
+        return best
+
+    cdef void encode_piece(self, const TextView* text, Py_ssize_t start, Py_ssize_t end, Workspace* ws,
+                           Sequence* out) noexcept nogil:
+        """Normalizes raw characters [start, end), splits out normalized added tokens, tokenizes the rest."""
+        if self.normalize_range(text, start, end, ws, out) < 0:
+            return
+        cdef Py_ssize_t n = ws.norm_cp.size()
+        if self.normalized_added.size() == 0:
+            self.pre_tokenize(ws, 0, n, out)
+            return
+        cdef const uint32_t* cps = ws.norm_cp.data()
+        cdef const int32_t* src = ws.norm_src.data()
+        cdef Py_ssize_t i = 0, done = 0, match_start, match_stop
+        cdef int t
+        cdef const AddedToken* token
+        while i < n:
+            if self.may_start_token(cps[i], self.norm_first_ascii, &self.norm_first_other):
+                t = self.longest_added_at(&self.normalized_added, NULL, cps, i, n)
+                if t >= 0:
+                    token = &self.normalized_added[t]
+                    match_start = i
+                    match_stop = i + token.length
+                    if token.lstrip:
+                        while match_start > 0 and bertcpu_flags(cps[match_start - 1]) & F_WHITESPACE:
+                            match_start -= 1
+                        if match_start < done:
+                            match_start = done
+                    if token.rstrip:
+                        while match_stop < n and bertcpu_flags(cps[match_stop]) & F_WHITESPACE:
+                            match_stop += 1
+                    if done < match_start:
+                        self.pre_tokenize(ws, done, match_start, out)
+                    self.push_token(out, token.id, src[match_start], src[match_stop - 1] + 1)
+                    done = match_stop
+                    i += token.length
+                    continue
+            i += 1
+        if done < n:
+            self.pre_tokenize(ws, done, n, out)
+
+    cdef void encode_text(self, const TextView* text, Workspace* ws, Sequence* out) noexcept nogil:
+        """Tokens of one text (no special tokens added), or out.error set."""
+        out.ids.clear()
+        out.offsets.clear()
+        out.error = ERR_NONE
+        cdef Py_ssize_t n = text.length
+        if self.raw_added.size() == 0:
+            self.encode_piece(text, 0, n, ws, out)
+            return
+        cdef Py_ssize_t i = 0, done = 0, match_start, match_stop
+        cdef int t
+        cdef const AddedToken* token
+        while i < n:
+            if self.may_start_token(char_at(text, i), self.raw_first_ascii, &self.raw_first_other):
+                t = self.longest_added_at(&self.raw_added, text, NULL, i, n)
+                if t >= 0:
+                    token = &self.raw_added[t]
+                    match_start = i
+                    match_stop = i + token.length
+                    if token.lstrip:
+                        while match_start > 0 and bertcpu_flags(char_at(text, match_start - 1)) & F_WHITESPACE:
+                            match_start -= 1
+                        if match_start < done:
+                            match_start = done
+                    if token.rstrip:
+                        while match_stop < n and bertcpu_flags(char_at(text, match_stop)) & F_WHITESPACE:
+                            match_stop += 1
+                    if done < match_start:
+                        self.encode_piece(text, done, match_start, ws, out)
+                        if out.error:
+                            return
+                    self.push_token(out, token.id, <int32_t>match_start, <int32_t>match_stop)
+                    done = match_stop
+                    # The search resumes after the match itself, not after what rstrip took.
+                    i += token.length
+                    continue
+            i += 1
+        if done < n:
+            self.encode_piece(text, done, n, ws, out)
+
+    # ---------------------------------------------------------------- post-processing
+
+    cdef int truncated_lengths(self, Sequence* a, Sequence* b, bint has_pair, int strategy,
+                               Py_ssize_t max_length, bint add_special, Py_ssize_t* len_a,
+                               Py_ssize_t* len_b) noexcept nogil:
+        """Lengths after truncation, as tokenizers' truncate_encodings; an ERR_* code."""
+        cdef Py_ssize_t la = a.ids.size(), lb = b.ids.size() if has_pair else 0
+        cdef Py_ssize_t n_special
+        len_a[0] = la
+        len_b[0] = lb
+        if strategy == TRUNCATE_NONE:
+            return ERR_NONE
+        cdef Py_ssize_t limit = max_length
+        if add_special:
+            n_special = self.n_special_pair if has_pair else self.n_special_single
+            if limit < n_special:
+                return ERR_NONE  # tokenizers leaves such input alone rather than fail
+            limit -= n_special
+        if limit == 0:
+            len_a[0] = 0
+            len_b[0] = 0
+            return ERR_NONE
+        if la + lb <= limit:
+            return ERR_NONE
+        cdef Py_ssize_t to_remove = la + lb - limit, n1, n2
+        cdef bint swap
+        if strategy == TRUNCATE_LONGEST_FIRST:
+            if not has_pair:
+                len_a[0] = la - to_remove
+                return ERR_NONE
+            n1, n2 = la, lb
+            swap = n1 > n2
+            if swap:
+                n1, n2 = n2, n1
+            if n1 > limit:
+                n2 = n1
+            else:
+                n2 = max(n1, limit - n1)
+            if n1 + n2 > limit:
+                n1 = limit // 2
+                n2 = n1 + limit % 2
+            if swap:
+                n1, n2 = n2, n1
+            len_a[0] = min(la, n1)
+            len_b[0] = min(lb, n2)
+            return ERR_NONE
+        if strategy == TRUNCATE_ONLY_FIRST:
+            if la > to_remove:
+                len_a[0] = la - to_remove
+                return ERR_NONE
+            return ERR_SEQUENCE_TOO_SHORT
+        if not has_pair:
+            return ERR_SECOND_NOT_PROVIDED
+        if lb > to_remove:
+            len_b[0] = lb - to_remove
+            return ERR_NONE
+        return ERR_SEQUENCE_TOO_SHORT
+
+    cdef void fill_row(self, Sequence* a, Py_ssize_t len_a, Sequence* b, Py_ssize_t len_b, bint has_pair,
+                       bint add_special, Py_ssize_t width, int64_t* ids, int64_t* types, int64_t* mask,
+                       int64_t* offsets) noexcept nogil:
+        """Writes one post-processed, padded row; offsets may be NULL."""
+        cdef const vector[TemplatePiece]* template = &self.pair_template if has_pair else &self.single_template
+        cdef Py_ssize_t pos = 0, k, n
+        cdef size_t p
+        cdef Sequence* seq
+        cdef const TemplatePiece* piece
+        for p in range(template.size()):
+            piece = &template[0][p]
+            if piece.kind == PIECE_SPECIAL:
+                if not add_special:
+                    continue
+                ids[pos] = piece.id
+                types[pos] = piece.type_id
+                mask[pos] = 1
+                if offsets != NULL:
+                    offsets[2 * pos] = 0
+                    offsets[2 * pos + 1] = 0
+                pos += 1
+                continue
+            if piece.kind == PIECE_SEQ_A:
+                seq, n = a, len_a
+            else:
+                seq, n = b, len_b
+            for k in range(n):
+                ids[pos] = seq.ids[k]
+                types[pos] = piece.type_id
+                mask[pos] = 1
+                if offsets != NULL:
+                    offsets[2 * pos] = seq.offsets[2 * k]
+                    offsets[2 * pos + 1] = seq.offsets[2 * k + 1]
+                pos += 1
+        while pos < width:
+            ids[pos] = self.pad_id
+            types[pos] = self.pad_type_id
+            mask[pos] = 0
+            if offsets != NULL:
+                offsets[2 * pos] = 0
+                offsets[2 * pos + 1] = 0
+            pos += 1
+
+    # ---------------------------------------------------------------- Python entry points
+
+    def encode(self, texts, pairs, bint batched, int truncation, Py_ssize_t max_length, int padding,
+               Py_ssize_t pad_length, Py_ssize_t pad_to_multiple_of, bint add_special_tokens, bint as_numpy,
+               bint with_offsets, int num_threads):
+        """Encodes texts (a list of str; pairs a list of str or None), checked by tokenizer.py.
+
+        padding: 0 none, 1 longest in batch, 2 to pad_length. Returns a dict of input_ids,
+        token_type_ids, attention_mask (and offset_mapping): int64 arrays when as_numpy, else lists
+        (of lists when batched).
+        """
+        cdef Py_ssize_t n_items = len(texts), i
+        cdef bint has_pair = pairs is not None
+        cdef vector[TextView] views_a, views_b
+        views_a.resize(n_items)
+        if has_pair:
+            views_b.resize(n_items)
+        for i in range(n_items):
+            set_view(&views_a[i], texts[i])
+            if has_pair:
+                set_view(&views_b[i], pairs[i])
+
+        cdef vector[Sequence] seqs_a, seqs_b
+        cdef vector[Workspace] workspaces
+        cdef Sequence* seq_a
+        cdef Sequence* seq_b
+        cdef int n_threads = max(1, min(num_threads, <int>n_items))
+        if n_items == 1:
+            # One text: no threads, reused buffers (the GIL is held, so nobody else uses them).
+            self.encode_text(&views_a[0], &self.single_workspace, &self.single_a)
+            if has_pair and not self.single_a.error:
+                self.encode_text(&views_b[0], &self.single_workspace, &self.single_b)
+            seq_a = &self.single_a
+            seq_b = &self.single_b
+        else:
+            seqs_a.resize(n_items)
+            if has_pair:
+                seqs_b.resize(n_items)
+            workspaces.resize(n_threads)
+            self.encode_all(views_a, views_b, has_pair, seqs_a, seqs_b, workspaces, n_threads)
+            seq_a = seqs_a.data()
+            seq_b = seqs_b.data() if has_pair else &self.single_b
+
+        cdef vector[Py_ssize_t] lengths_a, lengths_b, row_lengths
+        lengths_a.resize(n_items)
+        lengths_b.resize(n_items)
+        row_lengths.resize(n_items)
+        cdef Py_ssize_t n_special = (self.n_special_pair if has_pair else self.n_special_single) if add_special_tokens else 0
+        cdef Py_ssize_t width = 0
+        cdef int error
+        for i in range(n_items):
+            error = seq_a[i].error
+            if not error and has_pair:
+                error = seq_b[i].error
+            if error == ERR_SURROGATE:
+                self.raise_surrogate(texts, pairs, i, &seq_a[i], &seq_b[i] if has_pair else NULL)
+            error = self.truncated_lengths(&seq_a[i], &seq_b[i] if has_pair else NULL, has_pair, truncation,
+                                           max_length, add_special_tokens, &lengths_a[i], &lengths_b[i])
+            if error == ERR_SECOND_NOT_PROVIDED:
+                raise ValueError("truncation='only_second' needs a second sequence (text_pair), "
+                                 "but none was given")
+            if error == ERR_SEQUENCE_TOO_SHORT:
+                only_first = truncation == TRUNCATE_ONLY_FIRST
+                raise ValueError(
+                    f"cannot truncate item {i} to max_length={max_length} with truncation="
+                    f"{'only_first' if only_first else 'only_second'}: its "
+                    f"{'first' if only_first else 'second'} sequence has "
+                    f"{lengths_a[i] if only_first else lengths_b[i]} tokens, not more than the "
+                    f"{lengths_a[i] + lengths_b[i] + n_special - max_length} that would have to go; "
+                    "use truncation='longest_first' or a larger max_length")
+            row_lengths[i] = lengths_a[i] + lengths_b[i] + n_special
+            width = max(width, row_lengths[i])
+        if padding == 2:
+            width = pad_length
+        if padding and pad_to_multiple_of > 0 and width % pad_to_multiple_of:
+            width += pad_to_multiple_of - width % pad_to_multiple_of
+
+        if as_numpy:
+            return self.to_numpy(seq_a, seq_b, has_pair, lengths_a, lengths_b, row_lengths, padding != 0,
+                                 width, add_special_tokens, with_offsets, n_threads)
+        return self.to_lists(seq_a, seq_b, has_pair, lengths_a, lengths_b, row_lengths, padding != 0,
+                             width, add_special_tokens, with_offsets, batched)
+
+    cdef void encode_all(self, vector[TextView]& views_a, vector[TextView]& views_b, bint has_pair,
+                         vector[Sequence]& seqs_a, vector[Sequence]& seqs_b, vector[Workspace]& workspaces,
+                         int n_threads):
+        cdef Py_ssize_t n_items = views_a.size(), i
+        cdef int thread
+        with nogil:
+            for i in prange(n_items, num_threads=n_threads, schedule="dynamic", chunksize=8):
+                thread = threadid()
+                self.encode_text(&views_a[i], &workspaces[thread], &seqs_a[i])
+                if has_pair and not seqs_a[i].error:
+                    self.encode_text(&views_b[i], &workspaces[thread], &seqs_b[i])
+
+    cdef raise_surrogate(self, texts, pairs, Py_ssize_t i, Sequence* a, Sequence* b):
+        if a.error == ERR_SURROGATE:
+            text, position, name = texts[i], a.error_position, "text"
+        else:
+            text, position, name = pairs[i], b.error_position, "text_pair"
+        raise ValueError(f"{name} item {i} has a lone surrogate U+{ord(text[position]):04X} at position "
+                         f"{position}; only valid Unicode text can be tokenized")
+
+    cdef object to_numpy(self, Sequence* seq_a, Sequence* seq_b, bint has_pair, vector[Py_ssize_t]& lengths_a,
+                         vector[Py_ssize_t]& lengths_b, vector[Py_ssize_t]& row_lengths, bint padded,
+                         Py_ssize_t width, bint add_special, bint with_offsets, int n_threads):
+        cdef Py_ssize_t n_items = row_lengths.size(), i
+        for i in range(n_items):
+            if not padded and row_lengths[i] != width or row_lengths[i] > width:
+                raise ValueError(
+                    "return_tensors='np' needs every sequence to have the same length, but they range "
+                    f"from {min(row_lengths)} to {max(row_lengths)} tokens; pass padding=True (or "
+                    "'max_length' with a max_length at least the longest, or truncation)")
+        ids = np.empty((n_items, width), dtype=np.int64)
+        types = np.empty((n_items, width), dtype=np.int64)
+        mask = np.empty((n_items, width), dtype=np.int64)
+        offsets = np.empty((n_items, width, 2), dtype=np.int64) if with_offsets else None
+        cdef int64_t* ids_data = <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>ids)
+        cdef int64_t* types_data = <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>types)
+        cdef int64_t* mask_data = <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>mask)
+        cdef int64_t* offsets_data = <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>offsets) if with_offsets else NULL
+        cdef int threads = n_threads if n_items * width >= 65536 else 1
+        with nogil:
+            for i in prange(n_items, num_threads=threads, schedule="static"):
+                self.fill_row(&seq_a[i], lengths_a[i], &seq_b[i] if has_pair else NULL, lengths_b[i], has_pair,
+                              add_special, width, ids_data + i * width, types_data + i * width,
+                              mask_data + i * width, offsets_data + 2 * i * width if offsets_data != NULL else NULL)
+        result = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
+        if with_offsets:
+            result["offset_mapping"] = offsets
+        return result
+
+    cdef object to_lists(self, Sequence* seq_a, Sequence* seq_b, bint has_pair, vector[Py_ssize_t]& lengths_a,
+                         vector[Py_ssize_t]& lengths_b, vector[Py_ssize_t]& row_lengths, bint padded,
+                         Py_ssize_t width, bint add_special, bint with_offsets, bint batched):
+        cdef Py_ssize_t n_items = row_lengths.size(), i, row_width, longest = 0
+        for i in range(n_items):
+            longest = max(longest, row_lengths[i])
+        cdef vector[int64_t] ids, types, mask, offsets
+        ids.resize(longest if longest > width else width)
+        types.resize(ids.size())
+        mask.resize(ids.size())
+        offsets.resize(2 * ids.size() if with_offsets else 0)
+        all_ids, all_types, all_mask, all_offsets = [], [], [], []
+        for i in range(n_items):
+            # A row longer than the padding target stays as long as it is (tokenizers does too).
+            row_width = max(width, row_lengths[i]) if padded else row_lengths[i]
+            self.fill_row(&seq_a[i], lengths_a[i], &seq_b[i] if has_pair else NULL, lengths_b[i], has_pair,
+                          add_special, row_width, ids.data(), types.data(), mask.data(),
+                          offsets.data() if with_offsets else NULL)
+            all_ids.append(int_list(ids.data(), row_width))
+            all_types.append(int_list(types.data(), row_width))
+            all_mask.append(int_list(mask.data(), row_width))
+            if with_offsets:
+                all_offsets.append(pair_list(offsets.data(), row_width))
+        if not batched:
+            result = {"input_ids": all_ids[0], "token_type_ids": all_types[0], "attention_mask": all_mask[0]}
+            if with_offsets:
+                result["offset_mapping"] = all_offsets[0]
+            return result
+        result = {"input_ids": all_ids, "token_type_ids": all_types, "attention_mask": all_mask}
+        if with_offsets:
+            result["offset_mapping"] = all_offsets
+        return result
+
+    def tokens_with_offsets(self, str text):
+        """(ids, offsets) of text's tokens, no special tokens added: tokenize() and word-level use."""
+        cdef TextView view
+        set_view(&view, text)
+        self.encode_text(&view, &self.single_workspace, &self.single_a)
+        if self.single_a.error == ERR_SURROGATE:
+            self.raise_surrogate([text], None, 0, &self.single_a, NULL)
+        n = self.single_a.ids.size()
+        ids = [self.single_a.ids[i] for i in range(n)]
+        offsets = [(self.single_a.offsets[2 * i], self.single_a.offsets[2 * i + 1]) for i in range(n)]
+        return ids, offsets
+
+    def normalize(self, str text):
+        """text through the normalizer (for inspection and tests), with each character's source index."""
+        cdef TextView view
+        set_view(&view, text)
+        cdef Workspace* ws = &self.single_workspace
+        if self.normalize_range(&view, 0, view.length, ws, &self.single_a) < 0:
+            self.raise_surrogate([text], None, 0, &self.single_a, NULL)
+        normalized = "".join([chr(ws.norm_cp[i]) for i in range(ws.norm_cp.size())])
+        return normalized, [ws.norm_src[i] for i in range(ws.norm_src.size())]
+
+
+cdef inline void set_view(TextView* view, object text):
+    # text is a str (or subclass): tokenizer.py checks.
+    view.data = PyUnicode_DATA(text)
+    view.kind = PyUnicode_KIND(text)
+    view.length = PyUnicode_GET_LENGTH(text)
+
+
+cdef list int_list(const int64_t* values, Py_ssize_t n):
+    cdef list out = PyList_New(n)
+    cdef Py_ssize_t i
+    cdef object item
+    for i in range(n):
+        item = PyLong_FromLong(values[i])
+        Py_INCREF(item)
+        PyList_SET_ITEM(out, i, item)
+    return out
+
+
+cdef list pair_list(const int64_t* values, Py_ssize_t n):
+    cdef list out = PyList_New(n)
+    cdef Py_ssize_t i
+    cdef tuple pair
+    cdef object start, end
+    for i in range(n):
+        start = PyLong_FromLong(values[2 * i])
+        end = PyLong_FromLong(values[2 * i + 1])
+        pair = PyTuple_New(2)
+        Py_INCREF(start)
+        PyTuple_SET_ITEM(pair, 0, start)
+        Py_INCREF(end)
+        PyTuple_SET_ITEM(pair, 1, end)
+        Py_INCREF(pair)
+        PyList_SET_ITEM(out, i, pair)
+    return out

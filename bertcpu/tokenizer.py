@@ -1,0 +1,526 @@
+"""bertcpu.Tokenizer: BERT WordPiece tokenization with exactly HuggingFace's ids, offsets and rules.
+
+The API mirrors `transformers` (BertTokenizer in transformers 5, BertTokenizerFast before), so code
+written against it switches over unchanged: `tok(texts, padding=True, truncation=True,
+return_tensors="np")`, `tok.decode(ids)`, special-token attributes, `from_pretrained(folder)`.
+The work is done by bertcpu._wordpiece (Cython); this module reads configuration files, checks
+arguments and resolves padding/truncation the way transformers does.
+"""
+import json
+import os
+
+from . import _wordpiece, runtime
+
+# transformers' stand-in for "no length limit" (a tokenizer without model_max_length gets this).
+VERY_LARGE_INTEGER = int(1e30)
+# Above this, transformers treats model_max_length as unset and neither pads nor truncates to it.
+LARGE_INTEGER = int(1e20)
+
+SPECIAL_TOKEN_NAMES = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+DEFAULT_SPECIAL_TOKENS = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
+                          "cls_token": "[CLS]", "mask_token": "[MASK]"}
+
+PADDING_LONGEST, PADDING_MAX_LENGTH = 1, 2
+_PADDING = {False: 0, "do_not_pad": 0, True: PADDING_LONGEST, "longest": PADDING_LONGEST,
+            "max_length": PADDING_MAX_LENGTH}
+# Numbering shared with _wordpiece.pyx.
+TRUNCATE_NONE, TRUNCATE_LONGEST_FIRST, TRUNCATE_ONLY_FIRST, TRUNCATE_ONLY_SECOND = 0, 1, 2, 3
+_TRUNCATION = {None: TRUNCATE_NONE, False: TRUNCATE_NONE, "do_not_truncate": TRUNCATE_NONE,
+               True: TRUNCATE_LONGEST_FIRST, "longest_first": TRUNCATE_LONGEST_FIRST,
+               "only_first": TRUNCATE_ONLY_FIRST, "only_second": TRUNCATE_ONLY_SECOND}
+
+
+class BatchEncoding(dict):
+    """What a tokenizer call returns: input_ids, token_type_ids, attention_mask (and offset_mapping).
+
+    A dict whose keys can also be read as attributes (`enc.input_ids`), as in transformers.
+    """
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"BatchEncoding has no {name!r}; it holds {sorted(self)}") from None
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_flag(name, value):
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+def _read_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+
+
+def _token_content(value):
+    """A special token from a config file: a string or an AddedToken-like dict."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value
+
+
+def _read_vocab_txt(path):
+    """Tokens by id from a vocab.txt: one token per line, the line number is the id."""
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline ends the last line, it does not add an empty token
+    tokens = [line[:-1] if line.endswith("\r") else line for line in lines]
+    first_line = {}
+    for i, token in enumerate(tokens):
+        if token in first_line:
+            raise ValueError(f"{path}: token {token!r} on line {i + 1} duplicates line {first_line[token] + 1}; "
+                             "every line must hold a different token")
+        first_line[token] = i
+    return tokens
+
+
+def _vocab_from_mapping(vocab, source):
+    """Tokens by id from a {token: id} mapping whose ids must be exactly 0..n-1."""
+    tokens = [None] * len(vocab)
+    for token, token_id in vocab.items():
+        if not isinstance(token, str) or not _is_int(token_id):
+            raise TypeError(f"{source}: vocabulary entries must map str to int, got {token!r}: {token_id!r}")
+        if not 0 <= token_id < len(vocab):
+            raise ValueError(f"{source}: token {token!r} has id {token_id}, outside 0..{len(vocab) - 1}; "
+                             "ids must be numbered 0..n-1 without gaps")
+        if tokens[token_id] is not None:
+            raise ValueError(f"{source}: tokens {tokens[token_id]!r} and {token!r} share id {token_id}")
+        tokens[token_id] = token
+    return tokens
+
+
+def _read_tokenizer_json(path):
+    """(tokens by id, added tokens, continuation prefix, max chars per word) of a WordPiece tokenizer.json."""
+    data = _read_json(path)
+    model = data.get("model") or {}
+    if model.get("type") != "WordPiece":
+        raise ValueError(f"{path}: bertcpu reads WordPiece tokenizers, this one's model is {model.get('type')!r}")
+    vocab = model.get("vocab")
+    if not isinstance(vocab, dict):
+        raise ValueError(f"{path}: the WordPiece model has no vocab mapping")
+    tokens = _vocab_from_mapping(vocab, path)
+    prefix = model.get("continuing_subword_prefix", "##")
+    max_chars = model.get("max_input_chars_per_word", 100)
+    return tokens, data.get("added_tokens") or [], prefix, max_chars
+
+
+class Tokenizer:
+    """BERT WordPiece tokenizer, identical in output to HuggingFace's fast BERT tokenizer.
+
+    vocab_file: a vocab.txt (one token per line), a tokenizer.json with a WordPiece model (its
+    vocabulary, added tokens, continuation prefix and word-length limit are used), or a
+    {token: id} dict. do_lower_case, strip_accents (None: follow do_lower_case, as BERT does) and
+    tokenize_chinese_chars configure the normalizer as in transformers' BertTokenizer.
+    lowercase_input lowercases the text before the normalizer (sentence-transformers'
+    do_lower_case). added_tokens: extra tokens matched literally in the text, as dicts with
+    tokenizer.json's fields (content, id, special, normalized, lstrip, rstrip).
+    """
+
+    def __init__(self, vocab_file, do_lower_case=True, strip_accents=None, tokenize_chinese_chars=True,
+                 unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]",
+                 model_max_length=VERY_LARGE_INTEGER, lowercase_input=False, clean_up_tokenization_spaces=False,
+                 added_tokens=None):
+        _check_flag("do_lower_case", do_lower_case)
+        if strip_accents is not None:
+            _check_flag("strip_accents", strip_accents)
+        _check_flag("tokenize_chinese_chars", tokenize_chinese_chars)
+        _check_flag("lowercase_input", lowercase_input)
+        _check_flag("clean_up_tokenization_spaces", clean_up_tokenization_spaces)
+        if not _is_int(model_max_length) or model_max_length < 1:
+            raise ValueError(f"model_max_length must be a positive integer, got {model_max_length!r}")
+
+        prefix, max_chars, file_added = "##", 100, []
+        if isinstance(vocab_file, dict):
+            tokens = _vocab_from_mapping(vocab_file, "vocab")
+        elif isinstance(vocab_file, (str, os.PathLike)):
+            path = os.fspath(vocab_file)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"vocabulary file not found: {path}")
+            if path.endswith(".json"):
+                tokens, file_added, prefix, max_chars = _read_tokenizer_json(path)
+            else:
+                tokens = _read_vocab_txt(path)
+        else:
+            raise TypeError(f"vocab_file must be a path (vocab.txt or tokenizer.json) or a dict, "
+                            f"got {type(vocab_file).__name__}")
+        if not tokens:
+            raise ValueError("the vocabulary is empty")
+        if not isinstance(prefix, str) or not _is_int(max_chars) or max_chars < 0:
+            raise ValueError(f"bad WordPiece settings: continuing_subword_prefix={prefix!r}, "
+                             f"max_input_chars_per_word={max_chars!r}")
+
+        specials = {"unk_token": unk_token, "sep_token": sep_token, "pad_token": pad_token,
+                    "cls_token": cls_token, "mask_token": mask_token}
+        for name, value in specials.items():
+            if value is None and name == "mask_token":
+                continue
+            if not isinstance(value, str) or not value:
+                raise TypeError(f"{name} must be a non-empty string, got {value!r}")
+
+        self._vocab_size = len(tokens)
+        self._id_to_token = list(tokens)
+        self._token_to_id = {token: i for i, token in enumerate(tokens)}
+        entries = list(file_added) + list(added_tokens or [])
+        declared = {entry.get("content") for entry in entries if isinstance(entry, dict)}
+        missing = [f"{name}={value!r}" for name, value in specials.items()
+                   if value is not None and value not in self._token_to_id and value not in declared]
+        if missing:
+            raise ValueError(f"the vocabulary lacks the special tokens {', '.join(missing)}; pass the special "
+                             "tokens this vocabulary uses (e.g. unk_token='<unk>')")
+        added = self._register_added_tokens(entries, specials)
+        for name, value in specials.items():
+            setattr(self, name, value)
+            setattr(self, name + "_id", None if value is None else self._token_to_id[value])
+
+        self.do_lower_case = do_lower_case
+        self.strip_accents = strip_accents
+        self.tokenize_chinese_chars = tokenize_chinese_chars
+        self.lowercase_input = lowercase_input
+        self.clean_up_tokenization_spaces = clean_up_tokenization_spaces
+        self.model_max_length = model_max_length
+        self.continuing_subword_prefix = prefix
+        self.padding_side = "right"
+        self.truncation_side = "right"
+        self.pad_token_type_id = 0
+
+        cls_id, sep_id = self.cls_token_id, self.sep_token_id
+        self._encoder = _wordpiece._Encoder(
+            self._id_to_token[:self._vocab_size], prefix, self.unk_token_id, max_chars,
+            True, tokenize_chinese_chars, do_lower_case if strip_accents is None else strip_accents,
+            do_lower_case, lowercase_input, added,
+            [("special", cls_id, 0), ("A", 0), ("special", sep_id, 0)],
+            [("special", cls_id, 0), ("A", 0), ("special", sep_id, 0), ("B", 1), ("special", sep_id, 1)],
+            self.pad_token_id, self.pad_token_type_id)
+
+    def _register_added_tokens(self, entries, specials):
+        """Records added tokens (new ids extend the vocabulary); returns them as _Encoder wants them."""
+        by_content = {}
+        for entry in entries:
+            if not isinstance(entry, dict) or not isinstance(entry.get("content"), str):
+                raise ValueError(f"an added token must be a dict with a 'content' string, got {entry!r}")
+            if entry.get("single_word"):
+                raise ValueError(f"added token {entry['content']!r} has single_word=True, which bertcpu "
+                                 "does not support")
+            by_content[entry["content"]] = entry
+        # Special tokens are always matched literally in the text, as transformers adds them.
+        for value in specials.values():
+            if value is not None and value not in by_content:
+                by_content[value] = {"content": value, "special": True, "normalized": False}
+        self._special_ids = set()
+        added = []
+        for content, entry in by_content.items():
+            token_id = entry.get("id")
+            known = self._token_to_id.get(content)
+            if token_id is None:
+                token_id = known if known is not None else len(self._id_to_token)
+            if not _is_int(token_id) or (known is not None and known != token_id):
+                raise ValueError(f"added token {content!r} has id {token_id!r} but the vocabulary gives it "
+                                 f"{known!r}")
+            if known is None:
+                if token_id != len(self._id_to_token):
+                    raise ValueError(f"added token {content!r} has id {token_id}; new tokens must continue "
+                                     f"the vocabulary at id {len(self._id_to_token)}")
+                self._id_to_token.append(content)
+                self._token_to_id[content] = token_id
+            if entry.get("special", False) or content in specials.values():
+                self._special_ids.add(token_id)
+            added.append((content, token_id, bool(entry.get("normalized", not entry.get("special", False))),
+                          bool(entry.get("lstrip", False)), bool(entry.get("rstrip", False))))
+        self._added_contents = [a[0] for a in added]
+        return added
+
+    @classmethod
+    def from_pretrained(cls, path, **overrides):
+        """Loads the tokenizer of a model folder as transformers (and sentence-transformers) would.
+
+        Reads tokenizer.json or vocab.txt, tokenizer_config.json and special_tokens_map.json
+        (do_lower_case, strip_accents, tokenize_chinese_chars, model_max_length, special tokens,
+        added tokens). In a sentence-transformers folder, sentence_bert_config.json's max_seq_length
+        becomes model_max_length and its do_lower_case lowercases input first, as
+        sentence-transformers does; without max_seq_length, model_max_length is capped at the model's
+        max_position_embeddings (config.json). Keyword arguments override what the files say.
+        """
+        folder = os.fspath(path)
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"tokenizer folder not found: {folder}")
+
+        def optional_json(name):
+            file = os.path.join(folder, name)
+            return _read_json(file) if os.path.isfile(file) else None
+
+        config = optional_json("tokenizer_config.json") or {}
+        special_map = optional_json("special_tokens_map.json") or {}
+        kwargs = {}
+        for key in ("do_lower_case", "tokenize_chinese_chars", "clean_up_tokenization_spaces"):
+            if config.get(key) is not None:
+                kwargs[key] = config[key]
+        if "strip_accents" in config:
+            kwargs["strip_accents"] = config["strip_accents"]
+        for name in SPECIAL_TOKEN_NAMES:
+            value = _token_content(special_map.get(name, config.get(name)))
+            if value is not None:
+                kwargs[name] = value
+        if _is_int(config.get("model_max_length")):
+            kwargs["model_max_length"] = config["model_max_length"]
+
+        tokenizer_json = os.path.join(folder, "tokenizer.json")
+        vocab_txt = os.path.join(folder, "vocab.txt")
+        if os.path.isfile(tokenizer_json):
+            kwargs["vocab_file"] = tokenizer_json
+        elif os.path.isfile(vocab_txt):
+            kwargs["vocab_file"] = vocab_txt
+            decoder = config.get("added_tokens_decoder") or {}
+            kwargs["added_tokens"] = [dict(entry, id=int(token_id)) for token_id, entry in decoder.items()]
+        else:
+            raise FileNotFoundError(f"{folder} has neither tokenizer.json nor vocab.txt")
+
+        sentence_config = optional_json("sentence_bert_config.json")
+        if sentence_config is not None:
+            kwargs["lowercase_input"] = bool(sentence_config.get("do_lower_case", False))
+            if sentence_config.get("max_seq_length") is not None:
+                kwargs["model_max_length"] = sentence_config["max_seq_length"]
+            else:
+                model_config = optional_json("config.json") or {}
+                positions = model_config.get("max_position_embeddings")
+                if _is_int(positions) and positions > 0:
+                    kwargs["model_max_length"] = min(kwargs.get("model_max_length", VERY_LARGE_INTEGER), positions)
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    # ------------------------------------------------------------------ encoding
+
+    def __call__(self, text, text_pair=None, *, add_special_tokens=True, padding=False, truncation=None,
+                 max_length=None, pad_to_multiple_of=None, return_tensors=None, return_token_type_ids=None,
+                 return_attention_mask=None, return_offsets_mapping=False):
+        """Tokenizes a text, a pair, or a batch (list) of texts or pairs, as transformers does.
+
+        padding: False / "do_not_pad", True / "longest" (to the longest in the batch), "max_length".
+        truncation: None / False / "do_not_truncate", True / "longest_first", "only_first",
+        "only_second". max_length defaults to model_max_length when padding to "max_length" or
+        truncating; max_length alone (padding=False, truncation=None) turns on "longest_first", as
+        in transformers. Without truncation, over-long input is returned whole.
+        return_tensors=None gives lists, "np" int64 arrays of shape (batch, length) (batch = 1 for
+        a single text).
+        """
+        if isinstance(text, str):
+            batched = False
+            texts = [text]
+            if text_pair is None:
+                pairs = None
+            elif isinstance(text_pair, str):
+                pairs = [text_pair]
+            else:
+                raise TypeError(f"text is a str, so text_pair must be a str too, got {type(text_pair).__name__}")
+        elif isinstance(text, (list, tuple)):
+            batched = True
+            texts, pairs = self._batch_inputs(text, text_pair)
+        else:
+            raise TypeError(f"text must be a str or a list of str (or of (text, pair) tuples), "
+                            f"got {type(text).__name__}")
+
+        try:
+            padding_mode = _PADDING[padding]
+            truncation_mode = _TRUNCATION[truncation]
+        except (KeyError, TypeError):
+            if padding not in _PADDING:
+                raise ValueError(f"padding must be one of False, True, 'longest', 'max_length', 'do_not_pad'; "
+                                 f"got {padding!r}") from None
+            raise ValueError(f"truncation must be one of None, False, True, 'longest_first', 'only_first', "
+                             f"'only_second', 'do_not_truncate'; got {truncation!r}") from None
+        if max_length is not None:
+            if not _is_int(max_length) or max_length < 0:
+                raise ValueError(f"max_length must be a non-negative integer or None, got {max_length!r}")
+            if padding is False and truncation is None:
+                truncation_mode = TRUNCATE_LONGEST_FIRST  # transformers' legacy rule
+        else:
+            if padding_mode == PADDING_MAX_LENGTH:
+                if self.model_max_length > LARGE_INTEGER:
+                    padding_mode = 0
+                else:
+                    max_length = self.model_max_length
+            if truncation_mode != TRUNCATE_NONE:
+                if self.model_max_length > LARGE_INTEGER:
+                    truncation_mode = TRUNCATE_NONE
+                else:
+                    max_length = self.model_max_length
+        if pad_to_multiple_of is not None:
+            if not _is_int(pad_to_multiple_of) or pad_to_multiple_of < 1:
+                raise ValueError(f"pad_to_multiple_of must be a positive integer or None, got {pad_to_multiple_of!r}")
+            if truncation_mode and padding_mode and max_length is not None and max_length % pad_to_multiple_of:
+                raise ValueError(f"truncation and padding are both on, but max_length={max_length} is not a "
+                                 f"multiple of pad_to_multiple_of={pad_to_multiple_of}")
+        if return_tensors is not None and return_tensors != "np":
+            raise ValueError(f"return_tensors must be None (lists) or 'np' (numpy arrays), got {return_tensors!r}")
+        _check_flag("add_special_tokens", add_special_tokens)
+        _check_flag("return_offsets_mapping", return_offsets_mapping)
+
+        result = self._encoder.encode(
+            texts, pairs, batched, truncation_mode, max_length if max_length is not None else 0, padding_mode,
+            max_length if padding_mode == PADDING_MAX_LENGTH else 0, pad_to_multiple_of or 0,
+            add_special_tokens, return_tensors == "np", return_offsets_mapping,
+            runtime.get_num_threads() if batched and len(texts) > 1 else 1)
+        if return_token_type_ids is False:
+            del result["token_type_ids"]
+        if return_attention_mask is False:
+            del result["attention_mask"]
+        return BatchEncoding(result)
+
+    @staticmethod
+    def _batch_inputs(text, text_pair):
+        """(texts, pairs or None) of a batch given as a list of texts (+ list of pairs) or of 2-tuples."""
+        if text_pair is None and text and all(isinstance(item, (list, tuple)) for item in text):
+            for i, item in enumerate(text):
+                if len(item) != 2 or not all(isinstance(part, str) for part in item):
+                    raise TypeError(f"batch item {i} must be a (text, text_pair) pair of str, got {item!r}")
+            return [item[0] for item in text], [item[1] for item in text]
+        texts = text if isinstance(text, list) else list(text)
+        for i, item in enumerate(texts):
+            if not isinstance(item, str):
+                raise TypeError(f"batch item {i} must be a str, got {type(item).__name__}")
+        if text_pair is None:
+            return texts, None
+        if not isinstance(text_pair, (list, tuple)):
+            raise TypeError(f"text is a list, so text_pair must be a list too, got {type(text_pair).__name__}")
+        if len(text_pair) != len(texts):
+            raise ValueError(f"text has {len(texts)} items but text_pair has {len(text_pair)}")
+        pairs = list(text_pair)
+        for i, item in enumerate(pairs):
+            if not isinstance(item, str):
+                raise TypeError(f"text_pair item {i} must be a str, got {type(item).__name__}")
+        return texts, pairs
+
+    def encode(self, text, text_pair=None, *, add_special_tokens=True, padding=False, truncation=None,
+               max_length=None, return_tensors=None):
+        """The input_ids of one text (or pair), as transformers' encode."""
+        if not isinstance(text, str):
+            raise TypeError(f"encode takes one text (str), got {type(text).__name__}; call the tokenizer for batches")
+        return self(text, text_pair, add_special_tokens=add_special_tokens, padding=padding, truncation=truncation,
+                    max_length=max_length, return_tensors=return_tensors)["input_ids"]
+
+    def tokenize(self, text, pair=None, add_special_tokens=False):
+        """The token strings of a text (and pair), without special tokens unless asked."""
+        if not isinstance(text, str) or not (pair is None or isinstance(pair, str)):
+            raise TypeError("tokenize takes a str (and optionally a str pair)")
+        if pair is None and not add_special_tokens:
+            ids, _ = self._encoder.tokens_with_offsets(text)
+        else:
+            ids = self(text, pair, add_special_tokens=add_special_tokens)["input_ids"]
+        return [self._id_to_token[i] for i in ids]
+
+    # ------------------------------------------------------------------ vocabulary
+
+    @property
+    def vocab_size(self):
+        """Size of the base vocabulary (without added tokens), as in transformers."""
+        return self._vocab_size
+
+    def __len__(self):
+        """Vocabulary size including added tokens."""
+        return len(self._id_to_token)
+
+    def get_vocab(self):
+        return dict(self._token_to_id)
+
+    @property
+    def all_special_tokens(self):
+        return [self._id_to_token[i] for i in sorted(self._special_ids)]
+
+    @property
+    def all_special_ids(self):
+        return sorted(self._special_ids)
+
+    def convert_tokens_to_ids(self, tokens):
+        """Id of a token (unk_token_id when unknown), or a list of ids for a list of tokens."""
+        if isinstance(tokens, str):
+            return self._token_to_id.get(tokens, self.unk_token_id)
+        if not isinstance(tokens, (list, tuple)):
+            raise TypeError(f"tokens must be a str or a list of str, got {type(tokens).__name__}")
+        for i, token in enumerate(tokens):
+            if not isinstance(token, str):
+                raise TypeError(f"token {i} must be a str, got {type(token).__name__}")
+        get, unk = self._token_to_id.get, self.unk_token_id
+        return [get(token, unk) for token in tokens]
+
+    def _check_ids(self, ids):
+        """ids as a list of Python ints, each a valid id."""
+        if hasattr(ids, "tolist"):  # numpy arrays and scalars
+            ids = ids.tolist()
+        if _is_int(ids):
+            ids = [ids]
+        if not isinstance(ids, (list, tuple)):
+            raise TypeError(f"token ids must be an int or a sequence of ints, got {type(ids).__name__}")
+        n = len(self._id_to_token)
+        for i in ids:
+            if not _is_int(i):
+                raise TypeError(f"token ids must be ints, got {i!r}")
+            if not 0 <= i < n:
+                raise ValueError(f"token id {i} is outside the vocabulary (0..{n - 1})")
+        return ids
+
+    def convert_ids_to_tokens(self, ids, skip_special_tokens=False):
+        """Token of an id, or the list of tokens of a list of ids."""
+        single = _is_int(ids) or (hasattr(ids, "ndim") and ids.ndim == 0)
+        ids = self._check_ids(ids)
+        tokens = [self._id_to_token[i] for i in ids if not (skip_special_tokens and i in self._special_ids)]
+        return tokens[0] if single else tokens
+
+    def decode(self, token_ids, skip_special_tokens=False, clean_up_tokenization_spaces=None):
+        """Text of token ids, joined as HF's WordPiece decoder does ("##" pieces glued, spaces between
+        words, and its cleanup of spaces before punctuation and contractions)."""
+        ids = self._check_ids(token_ids)
+        prefix = self.continuing_subword_prefix
+        pieces = []
+        for token_id in ids:
+            if skip_special_tokens and token_id in self._special_ids:
+                continue
+            token = self._id_to_token[token_id]
+            if pieces:
+                token = token[len(prefix):] if prefix and token.startswith(prefix) else " " + token
+            pieces.append(_cleanup(token))
+        text = "".join(pieces)
+        if clean_up_tokenization_spaces is None:
+            clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
+        if clean_up_tokenization_spaces:
+            text = _transformers_cleanup(text)
+        return text
+
+    def batch_decode(self, sequences, skip_special_tokens=False, clean_up_tokenization_spaces=None):
+        if hasattr(sequences, "tolist"):
+            sequences = sequences.tolist()
+        return [self.decode(ids, skip_special_tokens, clean_up_tokenization_spaces) for ids in sequences]
+
+    # ------------------------------------------------------------------ inspection
+
+    def normalize(self, text):
+        """text after the normalizer (what WordPiece sees), like backend_tokenizer.normalizer.normalize_str."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        return self._encoder.normalize(text)[0]
+
+    def __repr__(self):
+        return (f"Tokenizer(vocab_size={self._vocab_size}, do_lower_case={self.do_lower_case}, "
+                f"strip_accents={self.strip_accents}, tokenize_chinese_chars={self.tokenize_chinese_chars}, "
+                f"model_max_length={self.model_max_length})")
+
+
+def _cleanup(token):
+    """tokenizers' WordPiece decoder cleanup, applied to each token (with its leading space)."""
+    return (token.replace(" .", ".").replace(" ?", "?").replace(" !", "!").replace(" ,", ",")
+            .replace(" ' ", "'").replace(" n't", "n't").replace(" 'm", "'m").replace(" 's", "'s")
+            .replace(" 've", "'ve").replace(" 're", "'re"))
+
+
+def _transformers_cleanup(text):
+    """transformers' clean_up_tokenization, applied to the decoded text when configured."""
+    return (text.replace(" .", ".").replace(" ?", "?").replace(" !", "!").replace(" ,", ",")
+            .replace(" ' ", "'").replace(" n't", "n't").replace(" 'm", "'m").replace(" 's", "'s")
+            .replace(" 've", "'ve").replace(" 're", "'re"))
