@@ -816,8 +816,13 @@ cdef class _Encoder:
                          vector[Py_ssize_t]& lengths_b, vector[Py_ssize_t]& row_lengths, bint padded,
                          Py_ssize_t width, bint add_special, bint with_offsets, int n_threads):
         cdef Py_ssize_t n_items = row_lengths.size(), i
+        # Rows longer than the padding target keep their length (as in tokenizers), so the batch
+        # is rectangular only if they all end up equally long.
+        cdef Py_ssize_t target = width
+        if n_items:
+            width = max(target, row_lengths[0]) if padded else row_lengths[0]
         for i in range(n_items):
-            if not padded and row_lengths[i] != width or row_lengths[i] > width:
+            if (max(target, row_lengths[i]) if padded else row_lengths[i]) != width:
                 raise ValueError(
                     "return_tensors='np' needs every sequence to have the same length, but they range "
                     f"from {min(row_lengths)} to {max(row_lengths)} tokens; pass padding=True (or "

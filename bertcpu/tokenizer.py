@@ -200,6 +200,13 @@ class Tokenizer:
             [("special", cls_id, 0), ("A", 0), ("special", sep_id, 0)],
             [("special", cls_id, 0), ("A", 0), ("special", sep_id, 0), ("B", 1), ("special", sep_id, 1)],
             self.pad_token_id, self.pad_token_type_id)
+        # tokenizers names a normalized added token by its normalized form (id_to_token, decode,
+        # tokenize), while token_to_id and get_vocab keep the original content.
+        for content, token_id, normalized, _, _ in added:
+            if normalized:
+                self._id_to_token[token_id] = self._encoder.normalize(content)[0]
+        self._stripping_tokens = {token_id: normalized for _, token_id, normalized, lstrip, rstrip in added
+                                  if lstrip or rstrip}
 
     def _register_added_tokens(self, entries, specials):
         """Records added tokens (new ids extend the vocabulary); returns them as _Encoder wants them."""
@@ -410,11 +417,17 @@ class Tokenizer:
         """The token strings of a text (and pair), without special tokens unless asked."""
         if not isinstance(text, str) or not (pair is None or isinstance(pair, str)):
             raise TypeError("tokenize takes a str (and optionally a str pair)")
-        if pair is None and not add_special_tokens:
-            ids, _ = self._encoder.tokens_with_offsets(text)
-        else:
-            ids = self(text, pair, add_special_tokens=add_special_tokens)["input_ids"]
-        return [self._id_to_token[i] for i in ids]
+        if pair is not None or add_special_tokens:
+            return [self._id_to_token[i] for i in self(text, pair, add_special_tokens=add_special_tokens)["input_ids"]]
+        ids, offsets = self._encoder.tokens_with_offsets(text)
+        tokens = [self._id_to_token[i] for i in ids]
+        if self._stripping_tokens:
+            # A token that took in the whitespace around it is named by all it covers, as in tokenizers.
+            for k, (token_id, (start, end)) in enumerate(zip(ids, offsets)):
+                normalized = self._stripping_tokens.get(token_id)
+                if normalized is not None:
+                    tokens[k] = self.normalize(text[start:end]) if normalized else text[start:end]
+        return tokens
 
     # ------------------------------------------------------------------ vocabulary
 
