@@ -1,0 +1,43 @@
+// cpu_info(), and the thread count.
+#include <pybind11/stl.h>
+
+#include "bindings/bindings.h"
+#include "cpu/cpu_isa.h"
+#include "cpu/thread_pool.h"
+
+namespace py = pybind11;
+
+namespace bertcpu {
+
+void bind_runtime(py::module_& m) {
+  m.def("cpu_info", [] {
+    const CpuFeatures& f = cpu_features();
+    py::list features;
+    const std::pair<const char*, bool> flags[] = {
+        {"avx2", f.avx2},           {"fma", f.fma},
+        {"f16c", f.f16c},           {"avx512f", f.avx512f},
+        {"avx512bw", f.avx512bw},   {"avx512dq", f.avx512dq},
+        {"avx512vl", f.avx512vl},   {"avx512_bf16", f.avx512_bf16},
+        {"avx512_vnni", f.avx512_vnni}, {"avx512_fp16", f.avx512_fp16},
+        {"amx_tile", f.amx_tile},   {"amx_bf16", f.amx_bf16},
+        {"amx_int8", f.amx_int8}};
+    for (const auto& [name, present] : flags)
+      if (present) features.append(name);
+    py::list available;
+    for (Isa isa : available_isas()) available.append(isa_name(isa));
+    py::dict info;
+    info["vendor"] = f.vendor;
+    info["brand"] = f.brand;
+    info["features"] = features;
+    info["available_isas"] = available;
+    const char* forced = std::getenv("BERTCPU_ISA");
+    info["isa_forced"] = forced != nullptr && *forced != 0;
+    info["isa"] = isa_name(default_isa());
+    info["num_threads"] = get_num_threads();
+    return info;
+  }, "What the CPU offers and which kernel path runs (raises ValueError for a bad BERTCPU_ISA).");
+  m.def("set_num_threads", &set_num_threads, py::arg("n"));
+  m.def("get_num_threads", &get_num_threads);
+}
+
+}  // namespace bertcpu

@@ -1,0 +1,153 @@
+#include "cpu/cpu_isa.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+
+#if defined(BERTCPU_X86)
+#include <cpuid.h>
+#endif
+
+namespace bertcpu {
+
+namespace {
+
+#if defined(BERTCPU_X86)
+// XCR0 via XGETBV, written as raw bytes so this file needs no -mxsave.
+unsigned long long read_xcr0() {
+  unsigned eax, edx;
+  __asm__ volatile(".byte 0x0f, 0x01, 0xd0" : "=a"(eax), "=d"(edx) : "c"(0));
+  return (static_cast<unsigned long long>(edx) << 32) | eax;
+}
+
+CpuFeatures detect() {
+  CpuFeatures f;
+  unsigned a, b, c, d;
+  if (!__get_cpuid(0, &a, &b, &c, &d)) return f;
+  const unsigned max_leaf = a;
+  char vendor[13];
+  std::memcpy(vendor, &b, 4);
+  std::memcpy(vendor + 4, &d, 4);
+  std::memcpy(vendor + 8, &c, 4);
+  vendor[12] = 0;
+  f.vendor = vendor;
+
+  if (__get_cpuid(0x80000000, &a, &b, &c, &d) && a >= 0x80000004) {
+    char brand[49] = {0};
+    for (unsigned i = 0; i < 3; ++i) {
+      __get_cpuid(0x80000002 + i, &a, &b, &c, &d);
+      std::memcpy(brand + 16 * i, &a, 4);
+      std::memcpy(brand + 16 * i + 4, &b, 4);
+      std::memcpy(brand + 16 * i + 8, &c, 4);
+      std::memcpy(brand + 16 * i + 12, &d, 4);
+    }
+    f.brand = brand;
+    const auto first = f.brand.find_first_not_of(' ');
+    f.brand = first == std::string::npos ? "" : f.brand.substr(first);
+  }
+
+  __get_cpuid(1, &a, &b, &c, &d);
+  const bool osxsave = c & (1u << 27);
+  const bool has_fma = c & (1u << 12);
+  const bool has_f16c = c & (1u << 29);
+  const bool has_avx = c & (1u << 28);
+  if (!osxsave || !has_avx) return f;
+  const unsigned long long xcr0 = read_xcr0();
+  const bool os_ymm = (xcr0 & 0x6) == 0x6;            // SSE + AVX state
+  const bool os_zmm = os_ymm && (xcr0 & 0xe0) == 0xe0;  // opmask + ZMM state
+  const bool os_amx = (xcr0 & 0x60000) == 0x60000;    // XTILECFG + XTILEDATA
+  if (!os_ymm || max_leaf < 7) return f;
+
+  __cpuid_count(7, 0, a, b, c, d);
+  f.fma = has_fma;
+  f.f16c = has_f16c;
+  f.avx2 = b & (1u << 5);
+  if (os_zmm) {
+    f.avx512f = b & (1u << 16);
+    f.avx512dq = b & (1u << 17);
+    f.avx512bw = b & (1u << 30);
+    f.avx512vl = b & (1u << 31);
+    f.avx512_vnni = c & (1u << 11);
+    f.avx512_fp16 = d & (1u << 23);
+  }
+  if (os_amx) {
+    f.amx_bf16 = d & (1u << 22);
+    f.amx_tile = d & (1u << 24);
+    f.amx_int8 = d & (1u << 25);
+  }
+  __cpuid_count(7, 1, a, b, c, d);
+  if (os_zmm) f.avx512_bf16 = a & (1u << 5);
+  return f;
+}
+#else
+CpuFeatures detect() { return CpuFeatures{}; }
+#endif
+
+bool supports(const CpuFeatures& f, Isa isa) {
+  switch (isa) {
+    case Isa::generic:
+      return true;
+    case Isa::avx2:
+      return f.avx2 && f.fma && f.f16c;
+    case Isa::avx512:
+      return f.avx512f && f.avx512bw && f.avx512dq && f.avx512vl && f.fma && f.f16c;
+  }
+  return false;
+}
+
+}  // namespace
+
+const CpuFeatures& cpu_features() {
+  static const CpuFeatures features = detect();
+  return features;
+}
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::generic:
+      return "generic";
+    case Isa::avx2:
+      return "avx2";
+    case Isa::avx512:
+      return "avx512";
+  }
+  return "?";
+}
+
+Isa parse_isa(const std::string& name) {
+  for (Isa isa : {Isa::generic, Isa::avx2, Isa::avx512})
+    if (name == isa_name(isa)) return isa;
+  throw std::invalid_argument("unknown ISA '" + name + "': expected one of generic, avx2, avx512");
+}
+
+std::vector<Isa> available_isas() {
+  std::vector<Isa> out;
+  for (Isa isa : {Isa::generic, Isa::avx2, Isa::avx512})
+    if (supports(cpu_features(), isa)) out.push_back(isa);
+  return out;
+}
+
+void check_isa_supported(Isa isa) {
+  if (!supports(cpu_features(), isa))
+    throw std::invalid_argument(std::string("this CPU cannot run the ") + isa_name(isa) +
+                                " kernels (available: " +
+                                isa_name(available_isas().back()) + " and below)");
+}
+
+Isa default_isa() {
+  const Isa best = available_isas().back();
+  const char* forced = std::getenv("BERTCPU_ISA");
+  if (forced == nullptr || *forced == 0) return best;
+  Isa isa;
+  try {
+    isa = parse_isa(forced);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(std::string("BERTCPU_ISA: ") + e.what());
+  }
+  if (!supports(cpu_features(), isa))
+    throw std::invalid_argument(std::string("BERTCPU_ISA=") + forced +
+                                " but this CPU supports at most " + isa_name(best));
+  return isa;
+}
+
+}  // namespace bertcpu

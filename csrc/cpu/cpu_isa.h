@@ -1,0 +1,36 @@
+// CPU feature detection and the choice of kernel path (ISA).
+//
+// The extension is built for any x86-64; kernels for wider ISAs live in their own translation units
+// and are only called after this module has confirmed the CPU (and the OS, via XGETBV) supports them.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "cpu/isa.h"
+
+namespace bertcpu {
+
+struct CpuFeatures {
+  std::string vendor;
+  std::string brand;
+  bool avx2 = false, fma = false, f16c = false;
+  bool avx512f = false, avx512bw = false, avx512dq = false, avx512vl = false;
+  bool avx512_bf16 = false, avx512_vnni = false, avx512_fp16 = false;
+  bool amx_tile = false, amx_bf16 = false, amx_int8 = false;
+};
+
+const CpuFeatures& cpu_features();
+
+const char* isa_name(Isa isa);
+// Parses "generic" | "avx2" | "avx512"; throws std::invalid_argument otherwise.
+Isa parse_isa(const std::string& name);
+// Every path this CPU can run, lowest first.
+std::vector<Isa> available_isas();
+// The best available path, capped by BERTCPU_ISA when set. Throws std::invalid_argument if the
+// variable names an unknown path or one this CPU cannot run. Read at each call (i.e. at model load).
+Isa default_isa();
+// Throws std::invalid_argument if this CPU cannot run `isa`.
+void check_isa_supported(Isa isa);
+
+}  // namespace bertcpu

@@ -1,0 +1,191 @@
+#include "cpu/thread_pool.h"
+
+#include <pthread.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <exception>
+#include <mutex>
+#include <new>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#if defined(BERTCPU_X86)
+#include <immintrin.h>
+#define BERTCPU_PAUSE() _mm_pause()
+#elif defined(__aarch64__)
+#define BERTCPU_PAUSE() __asm__ volatile("yield")
+#else
+#define BERTCPU_PAUSE() ((void)0)
+#endif
+
+namespace bertcpu {
+
+namespace {
+
+// How long a worker keeps polling for the next region before it sleeps. Long enough to cover the
+// gap between the regions of one forward pass, short enough that nothing spins after it returns.
+constexpr auto kSpinTime = std::chrono::microseconds(200);
+
+thread_local bool t_inside_region = false;
+thread_local int t_worker = 0;  // 0: the calling thread; i + 1: pool worker i
+
+class Pool {
+ public:
+  void set_threads(int n) { requested_.store(n); }
+  int threads() const { return requested_.load(); }
+
+  void run(int n_tasks, const std::function<void(int)>& fn, int max_threads) {
+    if (n_tasks <= 0) return;
+    const int want = std::min(max_threads > 0 ? max_threads : requested_.load(), n_tasks);
+    if (want <= 1 || t_inside_region) {
+      for (int i = 0; i < n_tasks; ++i) fn(i);
+      return;
+    }
+    std::lock_guard<std::mutex> region(region_mutex_);
+    ensure_workers(want - 1);
+
+    fn_ = &fn;
+    n_tasks_ = n_tasks;
+    next_task_.store(0);
+    error_ = nullptr;
+    active_workers_ = want - 1;
+    pending_.store(active_workers_);
+    {
+      std::lock_guard<std::mutex> lock(wake_mutex_);
+      generation_.fetch_add(1, std::memory_order_release);
+    }
+    wake_cv_.notify_all();
+
+    t_inside_region = true;
+    t_worker = 0;
+    work();
+    t_inside_region = false;
+
+    // Wait until every participating worker has left the region, so fn stays alive while used.
+    auto spin_until = std::chrono::steady_clock::now() + kSpinTime;
+    while (pending_.load(std::memory_order_acquire) != 0) {
+      if (std::chrono::steady_clock::now() < spin_until) {
+        BERTCPU_PAUSE();
+      } else {
+        std::unique_lock<std::mutex> lock(done_mutex_);
+        done_cv_.wait(lock, [&] { return pending_.load(std::memory_order_acquire) == 0; });
+      }
+    }
+    fn_ = nullptr;
+    if (error_) std::rethrow_exception(error_);
+  }
+
+  // fork() support: the parent holds the region lock across fork so no region is mid-flight; the
+  // child forgets the parent's workers (they do not exist there) and starts new ones on demand.
+  void before_fork() { region_mutex_.lock(); }
+  void after_fork_parent() { region_mutex_.unlock(); }
+  void after_fork_child() {
+    new (&region_mutex_) std::mutex();
+    new (&wake_mutex_) std::mutex();
+    new (&done_mutex_) std::mutex();
+    new (&error_mutex_) std::mutex();
+    new (&wake_cv_) std::condition_variable();
+    new (&done_cv_) std::condition_variable();
+    workers_ = new std::vector<std::thread>();  // the old threads are gone; their handles leak
+    generation_.store(0);
+  }
+
+ private:
+  void ensure_workers(int n) {
+    while (static_cast<int>(workers_->size()) < n) {
+      const int index = static_cast<int>(workers_->size());
+      // The worker must see the region about to be published as new, however late it starts.
+      const unsigned long seen = generation_.load();
+      workers_->emplace_back([this, index, seen] { worker_loop(index, seen); });
+    }
+  }
+
+  void worker_loop(int index, unsigned long seen) {
+    t_worker = index + 1;
+    for (;;) {
+      // Wait for a new region: spin briefly, then sleep.
+      auto spin_until = std::chrono::steady_clock::now() + kSpinTime;
+      while (generation_.load(std::memory_order_acquire) == seen &&
+             std::chrono::steady_clock::now() < spin_until)
+        BERTCPU_PAUSE();
+      if (generation_.load(std::memory_order_acquire) == seen) {
+        std::unique_lock<std::mutex> lock(wake_mutex_);
+        wake_cv_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+      }
+      seen = generation_.load(std::memory_order_acquire);
+      if (index >= active_workers_) continue;  // not needed in this region
+      t_inside_region = true;
+      work();
+      t_inside_region = false;
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        std::lock_guard<std::mutex> lock(done_mutex_);
+        done_cv_.notify_one();
+      }
+    }
+  }
+
+  void work() {
+    for (;;) {
+      const int i = next_task_.fetch_add(1, std::memory_order_relaxed);
+      if (i >= n_tasks_) return;
+      try {
+        (*fn_)(i);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex_);
+        if (!error_) error_ = std::current_exception();
+        next_task_.store(n_tasks_);  // stop handing out tasks
+      }
+    }
+  }
+
+  std::atomic<int> requested_{1};
+  std::mutex region_mutex_;
+  std::vector<std::thread>* workers_ = new std::vector<std::thread>();  // lives for the process
+
+  // Region state, written by the caller before the generation bump that publishes it.
+  const std::function<void(int)>* fn_ = nullptr;
+  int n_tasks_ = 0;
+  int active_workers_ = 0;
+  std::atomic<int> next_task_{0};
+  std::atomic<int> pending_{0};
+  std::exception_ptr error_;
+  std::mutex error_mutex_;
+
+  std::atomic<unsigned long> generation_{0};
+  std::mutex wake_mutex_;
+  std::condition_variable wake_cv_;
+  std::mutex done_mutex_;
+  std::condition_variable done_cv_;
+};
+
+// Never destroyed: workers may still be parked on its condition variables at interpreter exit.
+Pool& pool() {
+  static Pool* instance = [] {
+    Pool* p = new Pool();
+    pthread_atfork([] { pool().before_fork(); }, [] { pool().after_fork_parent(); },
+                   [] { pool().after_fork_child(); });
+    return p;
+  }();
+  return *instance;
+}
+
+}  // namespace
+
+void set_num_threads(int n) {
+  if (n < 1) throw std::invalid_argument("number of threads must be at least 1");
+  pool().set_threads(n);
+}
+
+int get_num_threads() { return pool().threads(); }
+
+void parallel_for(int n_tasks, const std::function<void(int)>& fn, int max_threads) {
+  pool().run(n_tasks, fn, max_threads);
+}
+
+int current_worker() { return t_inside_region ? t_worker : 0; }
+
+}  // namespace bertcpu

@@ -1,0 +1,67 @@
+#include "encoder/attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "cpu/thread_pool.h"
+#include "kernels/gemm.h"
+
+namespace bertcpu {
+
+namespace {
+
+// Query rows handled at once: their scores (rows x length) stay in L2 up to length 512.
+constexpr int kQueryBlock = 64;
+
+}  // namespace
+
+void multi_head_attention(const KernelTable& kt, const float* qkv, int hidden, int heads,
+                          const SequenceLayout& layout, float* ctx, const AttentionProbsOut& probs,
+                          std::vector<AttentionScratch>& scratch, int threads) {
+  const int d = hidden / heads;
+  const int ld = 3 * hidden;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const int nr = kt.nr;
+  parallel_for(
+      layout.batch() * heads,
+      [&](int task) {
+        const int b = task / heads, h = task % heads;
+        const int length = layout.lengths[b], first = layout.offsets[b];
+        AttentionScratch& s = scratch[current_worker()];
+        s.packed_keys.reserve(packed_size(d, length, nr));
+        s.packed_values.reserve(packed_size(length, d, nr));
+        s.scores.reserve(static_cast<size_t>(kQueryBlock) * length);
+
+        const float* q = qkv + static_cast<size_t>(first) * ld + h * d;
+        const float* k = q + hidden;
+        const float* v = q + 2 * hidden;
+        // Keys packed as B = K^T (from K's rows), values as B = V: the GEMM's packed operand.
+        pack_b_nk(k, length, d, ld, nr, s.packed_keys.data());
+        pack_b_kn(v, length, d, ld, nr, s.packed_values.data());
+
+        for (int i0 = 0; i0 < length; i0 += kQueryBlock) {
+          const int rows = std::min(kQueryBlock, length - i0);
+          float* scores = s.scores.data();
+          gemm_serial(kt, rows, length, d, q + static_cast<size_t>(i0) * ld, ld,
+                      s.packed_keys.data(), scores, length, nullptr, Activation::none);
+          for (int i = 0; i < rows; ++i) kt.softmax(scores + static_cast<size_t>(i) * length, length, scale);
+          if (probs.data) {
+            const size_t S = probs.padded_length;
+            float* head_probs = probs.data + (static_cast<size_t>(b) * heads + h) * S * S;
+            const int* cols = probs.columns + first;
+            for (int i = 0; i < rows; ++i) {
+              float* dst = head_probs + cols[i0 + i] * S;
+              const float* src = scores + static_cast<size_t>(i) * length;
+              for (int j = 0; j < length; ++j) dst[cols[j]] = src[j];
+            }
+          }
+          gemm_serial(kt, rows, d, length, scores, length, s.packed_values.data(),
+                      ctx + static_cast<size_t>(first + i0) * hidden + h * d, hidden, nullptr,
+                      Activation::none);
+        }
+      },
+      threads);
+}
+
+}  // namespace bertcpu

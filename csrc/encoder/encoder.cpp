@@ -1,0 +1,325 @@
+#include "encoder/encoder.h"
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+
+#include "cpu/thread_pool.h"
+
+namespace bertcpu {
+
+namespace {
+
+// Rows of a row-wise pass (LayerNorm, embeddings, scatter) one task covers.
+constexpr int kRowsPerTask = 32;
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string s = "(";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + (shape.size() == 1 ? ",)" : ")");
+}
+
+void copy_into(AlignedBuffer& dst, const float* src, size_t n) {
+  dst.resize(n);
+  std::memcpy(dst.data(), src, n * sizeof(float));
+}
+
+}  // namespace
+
+void EncoderConfig::validate() const {
+  const std::pair<const char*, int> positive[] = {
+      {"hidden_size", hidden},       {"num_hidden_layers", layers},
+      {"num_attention_heads", heads}, {"intermediate_size", intermediate},
+      {"vocab_size", vocab},          {"max_position_embeddings", max_positions},
+      {"type_vocab_size", type_vocab}};
+  for (const auto& [name, value] : positive)
+    if (value <= 0)
+      throw std::invalid_argument(std::string(name) + " must be positive, got " +
+                                  std::to_string(value));
+  if (hidden % heads != 0)
+    throw std::invalid_argument("hidden_size (" + std::to_string(hidden) +
+                                ") is not a multiple of num_attention_heads (" +
+                                std::to_string(heads) + ")");
+  if (!(layer_norm_eps > 0.0f))
+    throw std::invalid_argument("layer_norm_eps must be positive");
+}
+
+Encoder::Encoder(const EncoderConfig& config, Isa isa)
+    : config_(config), kt_((config.validate(), kernel_table(isa))) {
+  layers_.resize(config_.layers);
+  define_slots();
+}
+
+void Encoder::add_slot(const std::string& name, std::vector<int64_t> shape,
+                       std::function<void(const float*)> set, std::function<void(float*)> get) {
+  slot_order_.push_back(name);
+  slots_[name] = Slot{std::move(shape), std::move(set), std::move(get), false};
+}
+
+void Encoder::define_slots() {
+  const int64_t H = config_.hidden, I = config_.intermediate;
+  auto raw = [this](const std::string& name, AlignedBuffer& buf, std::vector<int64_t> shape) {
+    size_t n = 1;
+    for (auto d : shape) n *= d;
+    add_slot(
+        name, shape, [&buf, n](const float* src) { copy_into(buf, src, n); },
+        [&buf, n](float* dst) { std::memcpy(dst, buf.data(), n * sizeof(float)); });
+  };
+  auto linear = [this](const std::string& prefix, PackedLinear& w, int64_t out, int64_t in) {
+    w.init(kt_.nr, static_cast<int>(out), static_cast<int>(in));
+    add_slot(
+        prefix + ".weight", {out, in}, [&w](const float* src) { w.pack_weight(src); },
+        [&w](float* dst) { w.unpack_weight(dst); });
+    add_slot(
+        prefix + ".bias", {out}, [&w](const float* src) { w.set_bias(src); },
+        [&w, out](float* dst) { std::memcpy(dst, w.bias.data(), out * sizeof(float)); });
+  };
+
+  raw("embeddings.word_embeddings.weight", word_embeddings_, {config_.vocab, H});
+  raw("embeddings.position_embeddings.weight", position_embeddings_, {config_.max_positions, H});
+  raw("embeddings.token_type_embeddings.weight", type_embeddings_, {config_.type_vocab, H});
+  raw("embeddings.LayerNorm.weight", embeddings_ln_gamma_, {H});
+  raw("embeddings.LayerNorm.bias", embeddings_ln_beta_, {H});
+  for (int l = 0; l < config_.layers; ++l) {
+    Layer& layer = layers_[l];
+    layer.qkv.init(kt_.nr, static_cast<int>(3 * H), static_cast<int>(H));
+    const std::string p = "encoder.layer." + std::to_string(l) + ".";
+    const char* qkv_names[3] = {"query", "key", "value"};
+    for (int part = 0; part < 3; ++part) {
+      for (int is_bias = 0; is_bias < 2; ++is_bias) {
+        const int index = part * 2 + is_bias;
+        const std::vector<int64_t> shape = is_bias ? std::vector<int64_t>{H} : std::vector<int64_t>{H, H};
+        const size_t n = is_bias ? H : H * H;
+        add_slot(
+            p + "attention.self." + qkv_names[part] + (is_bias ? ".bias" : ".weight"), shape,
+            [this, &layer, index, n](const float* src) {
+              if (layer.staged[index].empty()) ++layer.staged_count;
+              layer.staged[index].assign(src, src + n);
+              pack_qkv_if_complete(layer);
+            },
+            [&layer, part, is_bias, H](float* dst) {
+              if (is_bias) {
+                std::memcpy(dst, layer.qkv.bias.data() + part * H, H * sizeof(float));
+              } else {
+                std::vector<float> all(static_cast<size_t>(3 * H * H));
+                layer.qkv.unpack_weight(all.data());
+                std::memcpy(dst, all.data() + part * H * H, H * H * sizeof(float));
+              }
+            });
+      }
+    }
+    linear(p + "attention.output.dense", layer.attention_output, H, H);
+    raw(p + "attention.output.LayerNorm.weight", layer.ln1_gamma, {H});
+    raw(p + "attention.output.LayerNorm.bias", layer.ln1_beta, {H});
+    linear(p + "intermediate.dense", layer.intermediate, I, H);
+    linear(p + "output.dense", layer.output, H, I);
+    raw(p + "output.LayerNorm.weight", layer.ln2_gamma, {H});
+    raw(p + "output.LayerNorm.bias", layer.ln2_beta, {H});
+  }
+  if (config_.with_pooler) linear("pooler.dense", pooler_, H, H);
+}
+
+void Encoder::pack_qkv_if_complete(Layer& layer) {
+  if (layer.staged_count < 6) return;
+  const size_t H = config_.hidden;
+  std::vector<float> weight(3 * H * H), bias(3 * H);
+  for (int part = 0; part < 3; ++part) {
+    std::memcpy(weight.data() + part * H * H, layer.staged[2 * part].data(), H * H * sizeof(float));
+    std::memcpy(bias.data() + part * H, layer.staged[2 * part + 1].data(), H * sizeof(float));
+  }
+  layer.qkv.pack_weight(weight.data());
+  layer.qkv.set_bias(bias.data());
+  // The staged copies stay until finalize(), so re-setting one of the six tensors while loading
+  // repacks correctly.
+}
+
+std::vector<std::pair<std::string, std::vector<int64_t>>> Encoder::expected_weights() const {
+  std::vector<std::pair<std::string, std::vector<int64_t>>> out;
+  for (const auto& name : slot_order_) out.emplace_back(name, slots_.at(name).shape);
+  return out;
+}
+
+void Encoder::set_weight(const std::string& name, const float* data,
+                         const std::vector<int64_t>& shape) {
+  auto it = slots_.find(name);
+  if (it == slots_.end()) throw std::invalid_argument("unexpected tensor '" + name + "'");
+  if (shape != it->second.shape)
+    throw std::invalid_argument("tensor '" + name + "' has shape " + shape_string(shape) +
+                                ", expected " + shape_string(it->second.shape));
+  if (finalized_ && name.find("attention.self.") != std::string::npos)
+    throw std::invalid_argument("tensor '" + name + "' cannot be replaced after finalize()");
+  it->second.set(data);
+  it->second.is_set = true;
+}
+
+void Encoder::finalize() {
+  std::string missing;
+  int count = 0;
+  for (const auto& name : slot_order_) {
+    if (slots_.at(name).is_set) continue;
+    if (count < 10) missing += (count ? ", " : "") + name;
+    ++count;
+  }
+  if (count > 0)
+    throw std::invalid_argument("missing " + std::to_string(count) + " tensor(s): " + missing +
+                                (count > 10 ? ", ..." : ""));
+  for (Layer& layer : layers_)
+    for (auto& staged : layer.staged) std::vector<float>().swap(staged);
+  finalized_ = true;
+}
+
+std::vector<int64_t> Encoder::weight_shape(const std::string& name) const {
+  auto it = slots_.find(name);
+  if (it == slots_.end()) throw std::invalid_argument("unknown tensor '" + name + "'");
+  return it->second.shape;
+}
+
+void Encoder::get_weight(const std::string& name, float* out) const {
+  auto it = slots_.find(name);
+  if (it == slots_.end()) throw std::invalid_argument("unknown tensor '" + name + "'");
+  if (!it->second.is_set) throw std::invalid_argument("tensor '" + name + "' was never set");
+  it->second.get(out);
+}
+
+size_t Encoder::packed_bytes() const {
+  size_t total = word_embeddings_.bytes() + position_embeddings_.bytes() +
+                 type_embeddings_.bytes() + embeddings_ln_gamma_.bytes() +
+                 embeddings_ln_beta_.bytes() + pooler_.panels.bytes() + pooler_.bias.bytes();
+  for (const Layer& l : layers_)
+    for (const PackedLinear* w : {&l.qkv, &l.attention_output, &l.intermediate, &l.output})
+      total += w->panels.bytes() + w->bias.bytes();
+  return total;
+}
+
+SequenceLayout Encoder::plan(const EncoderInputs& in, std::vector<int>& token_ids,
+                             std::vector<int>& columns, std::vector<int>& types) const {
+  if (in.batch <= 0 || in.seq <= 0) throw std::invalid_argument("empty batch");
+  if (in.seq > config_.max_positions)
+    throw std::invalid_argument("sequence length " + std::to_string(in.seq) +
+                                " exceeds max_position_embeddings (" +
+                                std::to_string(config_.max_positions) + ")");
+  SequenceLayout layout;
+  for (int b = 0; b < in.batch; ++b) {
+    layout.offsets.push_back(static_cast<int>(token_ids.size()));
+    for (int j = 0; j < in.seq; ++j) {
+      const size_t at = static_cast<size_t>(b) * in.seq + j;
+      const int64_t m = in.attention_mask[at];
+      if (m != 0 && m != 1)
+        throw std::invalid_argument("attention_mask must hold only 0 and 1, found " +
+                                    std::to_string(m));
+      if (m == 0) continue;
+      const int64_t id = in.input_ids[at], type = in.token_type_ids[at];
+      if (id < 0 || id >= config_.vocab)
+        throw std::invalid_argument("input id " + std::to_string(id) + " at [" +
+                                    std::to_string(b) + ", " + std::to_string(j) +
+                                    "] is outside the vocabulary (size " +
+                                    std::to_string(config_.vocab) + ")");
+      if (type < 0 || type >= config_.type_vocab)
+        throw std::invalid_argument("token type " + std::to_string(type) + " at [" +
+                                    std::to_string(b) + ", " + std::to_string(j) +
+                                    "] is outside [0, " + std::to_string(config_.type_vocab) + ")");
+      token_ids.push_back(static_cast<int>(id));
+      columns.push_back(j);
+      types.push_back(static_cast<int>(type));
+    }
+    const int length = static_cast<int>(token_ids.size()) - layout.offsets.back();
+    if (length == 0)
+      throw std::invalid_argument("sequence " + std::to_string(b) +
+                                  " has an all-zero attention_mask");
+    layout.lengths.push_back(length);
+    layout.max_length = std::max(layout.max_length, length);
+  }
+  return layout;
+}
+
+void Encoder::rowwise(int rows, int threads, const std::function<void(int)>& fn) const {
+  const int tasks = ceil_div(rows, kRowsPerTask);
+  parallel_for(
+      tasks,
+      [&](int task) {
+        const int r1 = std::min(rows, (task + 1) * kRowsPerTask);
+        for (int r = task * kRowsPerTask; r < r1; ++r) fn(r);
+      },
+      threads);
+}
+
+void Encoder::scatter(const float* rows, const SequenceLayout& layout,
+                      const std::vector<int>& columns, int seq, float* padded, int threads) const {
+  const int H = config_.hidden;
+  std::vector<int> row_batch(columns.size());
+  for (int b = 0; b < layout.batch(); ++b)
+    std::fill_n(row_batch.begin() + layout.offsets[b], layout.lengths[b], b);
+  rowwise(static_cast<int>(columns.size()), threads, [&](int t) {
+    std::memcpy(padded + (static_cast<size_t>(row_batch[t]) * seq + columns[t]) * H,
+                rows + static_cast<size_t>(t) * H, H * sizeof(float));
+  });
+}
+
+void Encoder::forward(const EncoderInputs& in, const EncoderOutputs& out) {
+  if (!finalized_) throw std::invalid_argument("the model's weights are not all loaded");
+  std::vector<int> token_ids, columns, types;
+  const SequenceLayout layout = plan(in, token_ids, columns, types);
+  const int T = static_cast<int>(token_ids.size());
+  const int H = config_.hidden, I = config_.intermediate, heads = config_.heads;
+  const float eps = config_.layer_norm_eps;
+
+  std::lock_guard<std::mutex> guard(forward_mutex_);
+  const int threads = get_num_threads();
+  const size_t rows = T;
+  x_.reserve(rows * H);
+  x1_.reserve(rows * H);
+  ctx_.reserve(rows * H);
+  tmp_.reserve(rows * H);
+  qkv_.reserve(rows * 3 * H);
+  inter_.reserve(rows * I);
+  if (static_cast<int>(attention_scratch_.size()) < threads) attention_scratch_.resize(threads);
+  float *x = x_.data(), *x1 = x1_.data(), *ctx = ctx_.data(), *tmp = tmp_.data();
+  float *qkv = qkv_.data(), *inter = inter_.data();
+
+  rowwise(T, threads, [&](int t) {
+    kt_.add_layernorm(word_embeddings_.data() + static_cast<size_t>(token_ids[t]) * H,
+                      position_embeddings_.data() + static_cast<size_t>(columns[t]) * H,
+                      type_embeddings_.data() + static_cast<size_t>(types[t]) * H,
+                      embeddings_ln_gamma_.data(), embeddings_ln_beta_.data(), eps,
+                      x + static_cast<size_t>(t) * H, H);
+  });
+  if (!out.hidden_states.empty()) scatter(x, layout, columns, in.seq, out.hidden_states[0], threads);
+
+  for (int l = 0; l < config_.layers; ++l) {
+    const Layer& layer = layers_[l];
+    linear(kt_, layer.qkv, T, x, H, qkv, 3 * H, true, Activation::none);
+    AttentionProbsOut probs;
+    if (!out.attentions.empty()) probs = {out.attentions[l], in.seq, columns.data()};
+    multi_head_attention(kt_, qkv, H, heads, layout, ctx, probs, attention_scratch_, threads);
+    linear(kt_, layer.attention_output, T, ctx, H, tmp, H, false, Activation::none);
+    rowwise(T, threads, [&](int t) {
+      const size_t at = static_cast<size_t>(t) * H;
+      kt_.add_layernorm(tmp + at, layer.attention_output.bias.data(), x + at,
+                        layer.ln1_gamma.data(), layer.ln1_beta.data(), eps, x1 + at, H);
+    });
+    linear(kt_, layer.intermediate, T, x1, H, inter, I, true, config_.activation);
+    linear(kt_, layer.output, T, inter, I, tmp, H, false, Activation::none);
+    rowwise(T, threads, [&](int t) {
+      const size_t at = static_cast<size_t>(t) * H;
+      kt_.add_layernorm(tmp + at, layer.output.bias.data(), x1 + at, layer.ln2_gamma.data(),
+                        layer.ln2_beta.data(), eps, x + at, H);
+    });
+    if (!out.hidden_states.empty())
+      scatter(x, layout, columns, in.seq, out.hidden_states[l + 1], threads);
+  }
+  scatter(x, layout, columns, in.seq, out.last_hidden_state, threads);
+
+  if (config_.with_pooler && out.pooler_output) {
+    // The pooler reads each sequence's first real token (HF reads column 0, the same token
+    // unless the batch is left-padded).
+    const int B = layout.batch();
+    cls_.reserve(static_cast<size_t>(B) * H);
+    for (int b = 0; b < B; ++b)
+      std::memcpy(cls_.data() + static_cast<size_t>(b) * H,
+                  x + static_cast<size_t>(layout.offsets[b]) * H, H * sizeof(float));
+    linear(kt_, pooler_, B, cls_.data(), H, out.pooler_output, H, true, Activation::tanh);
+  }
+}
+
+}  // namespace bertcpu

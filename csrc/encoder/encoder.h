@@ -1,0 +1,111 @@
+// The BERT encoder graph: embeddings, N transformer layers, optional pooler, in fp32.
+//
+// Work happens on the real tokens only: the batch is flattened to the tokens whose mask is set
+// (SequenceLayout), every dense layer runs over those rows, attention runs per sequence over its
+// true length, and results are scattered back to the padded [batch, seq, hidden] shape at the end.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "cpu/aligned_buffer.h"
+#include "encoder/attention.h"
+#include "kernels/gemm.h"
+
+namespace bertcpu {
+
+struct EncoderConfig {
+  int hidden = 768, layers = 12, heads = 12, intermediate = 3072;
+  int vocab = 30522, max_positions = 512, type_vocab = 2;
+  float layer_norm_eps = 1e-12f;
+  Activation activation = Activation::gelu_erf;
+  bool with_pooler = true;
+
+  // Throws std::invalid_argument naming the first bad field.
+  void validate() const;
+};
+
+// A padded batch as the caller holds it; mask entries are 0 or 1.
+struct EncoderInputs {
+  const int64_t* input_ids;
+  const int64_t* attention_mask;
+  const int64_t* token_type_ids;
+  int batch, seq;
+};
+
+// Caller-owned, zero-filled outputs; null pointers are not produced.
+struct EncoderOutputs {
+  float* last_hidden_state;          // [batch, seq, hidden]
+  float* pooler_output;              // [batch, hidden]
+  std::vector<float*> hidden_states;  // layers + 1 entries of [batch, seq, hidden], or empty
+  std::vector<float*> attentions;     // layers entries of [batch, heads, seq, seq], or empty
+};
+
+class Encoder {
+ public:
+  Encoder(const EncoderConfig& config, Isa isa);
+
+  const EncoderConfig& config() const { return config_; }
+  Isa isa() const { return kt_.isa; }
+
+  // Every tensor the model needs, in checkpoint order, with its shape (PyTorch layout).
+  std::vector<std::pair<std::string, std::vector<int64_t>>> expected_weights() const;
+  // Copies (and packs) one tensor; throws std::invalid_argument for unknown names or shapes.
+  void set_weight(const std::string& name, const float* data, const std::vector<int64_t>& shape);
+  // Throws std::invalid_argument listing the tensors never set.
+  void finalize();
+  std::vector<int64_t> weight_shape(const std::string& name) const;
+  void get_weight(const std::string& name, float* out) const;
+  size_t packed_bytes() const;
+
+  // Checks the inputs (throws std::invalid_argument) and runs the model. Thread-safe: calls on
+  // one Encoder are serialized (they share its scratch memory).
+  void forward(const EncoderInputs& in, const EncoderOutputs& out);
+
+ private:
+  struct Layer {
+    PackedLinear qkv, attention_output, intermediate, output;
+    AlignedBuffer ln1_gamma, ln1_beta, ln2_gamma, ln2_beta;
+    // Q, K, V arrive as separate tensors; they are staged until all six are present and then
+    // packed as one [3 * hidden, hidden] matrix.
+    std::vector<float> staged[6];
+    int staged_count = 0;
+  };
+  struct Slot {
+    std::vector<int64_t> shape;
+    std::function<void(const float*)> set;
+    std::function<void(float*)> get;
+    bool is_set = false;
+  };
+
+  void add_slot(const std::string& name, std::vector<int64_t> shape,
+                std::function<void(const float*)> set, std::function<void(float*)> get);
+  void define_slots();
+  void pack_qkv_if_complete(Layer& layer);
+  SequenceLayout plan(const EncoderInputs& in, std::vector<int>& token_ids,
+                      std::vector<int>& columns, std::vector<int>& types) const;
+  void scatter(const float* rows, const SequenceLayout& layout, const std::vector<int>& columns,
+               int seq, float* padded, int threads) const;
+  void rowwise(int rows, int threads, const std::function<void(int)>& fn) const;
+
+  EncoderConfig config_;
+  const KernelTable& kt_;
+  AlignedBuffer word_embeddings_, position_embeddings_, type_embeddings_;
+  AlignedBuffer embeddings_ln_gamma_, embeddings_ln_beta_;
+  std::vector<Layer> layers_;
+  PackedLinear pooler_;
+  std::vector<std::string> slot_order_;
+  std::map<std::string, Slot> slots_;
+  bool finalized_ = false;
+
+  // Scratch, grown to the largest batch seen; guarded by forward_mutex_.
+  std::mutex forward_mutex_;
+  AlignedBuffer x_, x1_, qkv_, ctx_, tmp_, inter_, cls_;
+  std::vector<AttentionScratch> attention_scratch_;
+};
+
+}  // namespace bertcpu

@@ -1,0 +1,118 @@
+#include "kernels/gemm.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "cpu/thread_pool.h"
+
+namespace bertcpu {
+
+namespace {
+
+// K chunk: a KC x nr panel strip (16 KiB for AVX2) stays in L1 while the micro-kernel sweeps
+// the rows of A; the KC-wide slice of those rows stays in L2.
+constexpr int kKc = 256;
+// Rows of A one task covers: its KC slice (128 KiB) and the C block fit in L2 together.
+constexpr int kRowBlock = 128;
+// Columns one task covers at most.
+constexpr int kColBlock = 256;
+
+}  // namespace
+
+void pack_b_nk(const float* w, int N, int K, int ldw, int nr, float* out) {
+  const int panels = ceil_div(N, nr);
+  for (int p = 0; p < panels; ++p) {
+    float* dst = out + static_cast<size_t>(p) * K * nr;
+    const int cols = std::min(nr, N - p * nr);
+    for (int k = 0; k < K; ++k) {
+      float* row = dst + static_cast<size_t>(k) * nr;
+      for (int j = 0; j < cols; ++j) row[j] = w[static_cast<size_t>(p * nr + j) * ldw + k];
+      for (int j = cols; j < nr; ++j) row[j] = 0.0f;
+    }
+  }
+}
+
+void pack_b_kn(const float* b, int K, int N, int ldb, int nr, float* out) {
+  const int panels = ceil_div(N, nr);
+  for (int p = 0; p < panels; ++p) {
+    float* dst = out + static_cast<size_t>(p) * K * nr;
+    const int cols = std::min(nr, N - p * nr);
+    for (int k = 0; k < K; ++k) {
+      float* row = dst + static_cast<size_t>(k) * nr;
+      std::memcpy(row, b + static_cast<size_t>(k) * ldb + p * nr, cols * sizeof(float));
+      for (int j = cols; j < nr; ++j) row[j] = 0.0f;
+    }
+  }
+}
+
+void PackedLinear::init(int panel_width, int out, int in) {
+  in_features = in;
+  out_features = out;
+  nr = panel_width;
+  bias.resize(static_cast<size_t>(ceil_div(out, nr)) * nr);
+}
+
+void PackedLinear::pack_weight(const float* weight) {
+  panels.resize(packed_size(in_features, out_features, nr));
+  pack_b_nk(weight, out_features, in_features, in_features, nr, panels.data());
+}
+
+void PackedLinear::set_bias(const float* values) {
+  std::memcpy(bias.data(), values, out_features * sizeof(float));
+}
+
+void PackedLinear::unpack_weight(float* weight) const {
+  for (int n = 0; n < out_features; ++n) {
+    const float* panel = panels.data() + static_cast<size_t>(n / nr) * in_features * nr;
+    for (int k = 0; k < in_features; ++k)
+      weight[static_cast<size_t>(n) * in_features + k] = panel[static_cast<size_t>(k) * nr + n % nr];
+  }
+}
+
+void gemm_serial(const KernelTable& kt, int M, int N, int K, const float* A, int lda,
+                 const float* Bp, float* C, int ldc, const float* bias, Activation act) {
+  const int nr = kt.nr, mr = kt.mr;
+  const int panels = ceil_div(N, nr);
+  for (int k0 = 0; k0 < K; k0 += kKc) {
+    const int kc = std::min(kKc, K - k0);
+    const bool last = k0 + kc == K;
+    const int flags = k0 > 0 ? kGemmAccumulate : 0;
+    for (int p = 0; p < panels; ++p) {
+      const float* strip = Bp + static_cast<size_t>(p) * K * nr + static_cast<size_t>(k0) * nr;
+      const int n = std::min(nr, N - p * nr);
+      const float* panel_bias = (last && bias) ? bias + p * nr : nullptr;
+      const Activation panel_act = last ? act : Activation::none;
+      for (int i = 0; i < M; i += mr) {
+        kt.gemm_micro(kc, A + static_cast<size_t>(i) * lda + k0, lda, strip,
+                      C + static_cast<size_t>(i) * ldc + p * nr, ldc, std::min(mr, M - i), n,
+                      flags, panel_bias, panel_act);
+      }
+    }
+  }
+}
+
+void gemm(const KernelTable& kt, int M, int N, int K, const float* A, int lda, const float* Bp,
+          float* C, int ldc, const float* bias, Activation act) {
+  const int nr = kt.nr;
+  const int panels = ceil_div(N, nr);
+  const int row_blocks = ceil_div(M, kRowBlock);
+  // Enough tasks to balance the threads, but no narrower than one panel.
+  const int threads = get_num_threads();
+  int panels_per_task = std::max(1, kColBlock / nr);
+  while (panels_per_task > 1 && row_blocks * ceil_div(panels, panels_per_task) < 4 * threads)
+    panels_per_task /= 2;
+  const int col_blocks = ceil_div(panels, panels_per_task);
+  const int rows_per_task = ceil_div(M, row_blocks);
+  parallel_for(row_blocks * col_blocks, [&](int task) {
+    const int rb = task / col_blocks, cb = task % col_blocks;
+    const int m0 = rb * rows_per_task, m1 = std::min(M, m0 + rows_per_task);
+    const int p0 = cb * panels_per_task, p1 = std::min(panels, p0 + panels_per_task);
+    const int n0 = p0 * nr, n1 = std::min(N, p1 * nr);
+    if (m0 >= m1) return;
+    gemm_serial(kt, m1 - m0, n1 - n0, K, A + static_cast<size_t>(m0) * lda, lda,
+                Bp + static_cast<size_t>(p0) * K * nr, C + static_cast<size_t>(m0) * ldc + n0, ldc,
+                bias ? bias + n0 : nullptr, act);
+  });
+}
+
+}  // namespace bertcpu

@@ -1,0 +1,26 @@
+#include <stdexcept>
+
+#include "cpu/cpu_isa.h"
+#include "kernels/kernels.h"
+
+namespace bertcpu {
+
+const KernelTable& kernel_table(Isa isa) {
+  check_isa_supported(isa);
+  switch (isa) {
+    case Isa::generic:
+      return generic_kernels();
+#if defined(BERTCPU_X86)
+    case Isa::avx2:
+      return avx2_kernels();
+    case Isa::avx512:
+      return avx512_kernels();
+#else
+    default:
+      break;
+#endif
+  }
+  throw std::invalid_argument(std::string("no kernels for ISA ") + isa_name(isa));
+}
+
+}  // namespace bertcpu

@@ -1,0 +1,51 @@
+// The kernel table: one signature per kernel, one body per ISA.
+//
+// generic (kernels_generic.cpp) is plain C++ and the reference the others are tested against;
+// avx2 and avx512 are the same template source (kernels_simd.h) compiled once per ISA with that
+// ISA's flags. The engine looks its table up once, when a model is loaded.
+#pragma once
+
+#include "cpu/isa.h"
+
+namespace bertcpu {
+
+enum class Activation { none = 0, gelu_erf = 1, gelu_tanh = 2, relu = 3, tanh = 4 };
+
+// Flags of the GEMM micro-kernel.
+enum GemmFlags : int {
+  kGemmAccumulate = 1,  // C += A*B instead of C = A*B
+};
+
+struct KernelTable {
+  Isa isa;
+  int mr;  // rows of C one micro-kernel call computes at most
+  int nr;  // columns of a packed B panel (see gemm.h for the layout)
+
+  // C[m x n] (=|+=) A[m x kc] * Bp[kc x nr], m <= mr, n <= nr. A is row-major with stride lda, Bp a
+  // packed panel (kc rows of nr floats). When bias is non-null (nr floats, zero past n) it is added
+  // and `act` applied after the product: pass them only with the last K chunk.
+  void (*gemm_micro)(int kc, const float* a, int lda, const float* bp, float* c, int ldc, int m,
+                     int n, int flags, const float* bias, Activation act);
+
+  // out[i] = act(x[i]) for n floats; out may equal x.
+  void (*activation)(const float* x, float* out, int n, Activation act);
+
+  // out = LayerNorm(x + add1 + add2) * gamma + beta over n floats; add1/add2 may be null; out may
+  // alias x. The sum is formed in one pass and normalized in a second, all in fp32.
+  void (*add_layernorm)(const float* x, const float* add1, const float* add2, const float* gamma,
+                        const float* beta, float eps, float* out, int n);
+
+  // x[i] = exp(scale * (x[i] - max)) / sum over n floats, in place.
+  void (*softmax)(float* x, int n, float scale);
+};
+
+const KernelTable& kernel_table(Isa isa);
+
+// Defined in the per-ISA translation units.
+const KernelTable& generic_kernels();
+#if defined(BERTCPU_X86)
+const KernelTable& avx2_kernels();
+const KernelTable& avx512_kernels();
+#endif
+
+}  // namespace bertcpu

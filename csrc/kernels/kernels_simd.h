@@ -1,0 +1,249 @@
+// The SIMD kernels, written once over a vector type V (vec_avx2.h, vec_avx512.h) and compiled once
+// per ISA by kernels_avx2.cpp / kernels_avx512.cpp. Everything here has internal linkage, and no
+// library header is included, so no ISA-specific code can leak into other translation units.
+#pragma once
+
+#include "kernels/kernels.h"
+
+namespace bertcpu {
+namespace {
+
+// ---- elementwise math ---------------------------------------------------------------------
+
+// exp(x): range reduction to r in [-ln2/2, ln2/2], a degree-6 polynomial, scaling by 2^n.
+// About 1 ulp over the range that does not underflow; inputs below -87.3 give ~1e-38.
+template <class V>
+inline V vexp(V x) {
+  x = V::min(V::max(x, V::set1(-87.3f)), V::set1(88.7f));
+  const V n = V::round(x * V::set1(1.44269504088896341f));
+  V r = V::fnmadd(n, V::set1(0.693359375f), x);
+  r = V::fnmadd(n, V::set1(-2.12194440e-4f), r);
+  V p = V::set1(1.9875691500e-4f);
+  p = V::fmadd(p, r, V::set1(1.3981999507e-3f));
+  p = V::fmadd(p, r, V::set1(8.3334519073e-3f));
+  p = V::fmadd(p, r, V::set1(4.1665795894e-2f));
+  p = V::fmadd(p, r, V::set1(1.6666665459e-1f));
+  p = V::fmadd(p, r, V::set1(5.0000001201e-1f));
+  p = V::fmadd(p * r, r, r + V::set1(1.0f));
+  return p * V::pow2(n);
+}
+
+// erf(x), Abramowitz & Stegun 7.1.26: absolute error below 2e-7, enough for GELU, whose error is
+// then below 1e-6 of |x|.
+template <class V>
+inline V verf(V x) {
+  const V ax = V::abs(x);
+  const V t = V::set1(1.0f) / V::fmadd(V::set1(0.3275911f), ax, V::set1(1.0f));
+  V p = V::set1(1.061405429f);
+  p = V::fmadd(p, t, V::set1(-1.453152027f));
+  p = V::fmadd(p, t, V::set1(1.421413741f));
+  p = V::fmadd(p, t, V::set1(-0.284496736f));
+  p = V::fmadd(p, t, V::set1(0.254829592f));
+  p = p * t;
+  const V y = V::fnmadd(p, vexp(V::zero() - ax * ax), V::set1(1.0f));
+  return V::copysign(y, x);
+}
+
+// tanh(x) = sign(x) * (1 - 2 / (exp(2|x|) + 1)); absolute error about 1e-7.
+template <class V>
+inline V vtanh(V x) {
+  const V e = vexp(V::min(V::abs(x) * V::set1(2.0f), V::set1(88.0f)));
+  const V y = V::set1(1.0f) - V::set1(2.0f) / (e + V::set1(1.0f));
+  return V::copysign(y, x);
+}
+
+template <class V>
+inline V vactivation(V x, Activation act) {
+  switch (act) {
+    case Activation::none:
+      return x;
+    case Activation::gelu_erf:
+      return V::set1(0.5f) * x * (V::set1(1.0f) + verf(x * V::set1(0.70710678118654752f)));
+    case Activation::gelu_tanh: {
+      const V x3 = x * x * x;
+      const V inner = V::set1(0.79788456080286536f) * V::fmadd(V::set1(0.044715f), x3, x);
+      return V::set1(0.5f) * x * (V::set1(1.0f) + vtanh(inner));
+    }
+    case Activation::relu:
+      return V::max(x, V::zero());
+    case Activation::tanh:
+      return vtanh(x);
+  }
+  return x;
+}
+
+// ---- GEMM micro-kernel ----------------------------------------------------------------------
+
+// C[M x n] (=|+=) A[M x kc] * Bp[kc x 2W] with M rows held in 2*M vector accumulators.
+template <class V, int M>
+inline void gemm_micro_rows(int kc, const float* a, int lda, const float* bp, float* c, int ldc,
+                            int n, int flags, const float* bias, Activation act) {
+  constexpr int W = V::width;
+  V acc0[M], acc1[M];
+#pragma GCC unroll 16
+  for (int i = 0; i < M; ++i) acc0[i] = acc1[i] = V::zero();
+  for (int k = 0; k < kc; ++k) {
+    const V b0 = V::load(bp + k * 2 * W);
+    const V b1 = V::load(bp + k * 2 * W + W);
+#pragma GCC unroll 16
+    for (int i = 0; i < M; ++i) {
+      const V ai = V::set1(a[i * lda + k]);
+      acc0[i] = V::fmadd(ai, b0, acc0[i]);
+      acc1[i] = V::fmadd(ai, b1, acc1[i]);
+    }
+  }
+  const V bias0 = bias ? V::load(bias) : V::zero();
+  const V bias1 = bias ? V::load(bias + W) : V::zero();
+#pragma GCC unroll 16
+  for (int i = 0; i < M; ++i) {
+    float* row = c + i * ldc;
+    V r0 = acc0[i], r1 = acc1[i];
+    if (n == 2 * W) {
+      if (flags & kGemmAccumulate) {
+        r0 = r0 + V::load(row);
+        r1 = r1 + V::load(row + W);
+      }
+      vactivation(r0 + bias0, act).store(row);
+      vactivation(r1 + bias1, act).store(row + W);
+    } else if (n > W) {
+      if (flags & kGemmAccumulate) {
+        r0 = r0 + V::load(row);
+        r1 = r1 + V::load_partial(row + W, n - W, 0.0f);
+      }
+      vactivation(r0 + bias0, act).store(row);
+      vactivation(r1 + bias1, act).store_partial(row + W, n - W);
+    } else {
+      const int n0 = n;  // n <= W
+      if (flags & kGemmAccumulate) r0 = r0 + (n0 == W ? V::load(row) : V::load_partial(row, n0, 0.0f));
+      const V out = vactivation(r0 + bias0, act);
+      if (n0 == W)
+        out.store(row);
+      else
+        out.store_partial(row, n0);
+    }
+  }
+}
+
+template <class V, int MR>
+void gemm_micro(int kc, const float* a, int lda, const float* bp, float* c, int ldc, int m, int n,
+                int flags, const float* bias, Activation act) {
+  switch (m) {
+#define BERTCPU_ROWS_CASE(R)                                                            \
+  case R:                                                                               \
+    if constexpr (R <= MR) gemm_micro_rows<V, R>(kc, a, lda, bp, c, ldc, n, flags, bias, act); \
+    break;
+    BERTCPU_ROWS_CASE(1)
+    BERTCPU_ROWS_CASE(2)
+    BERTCPU_ROWS_CASE(3)
+    BERTCPU_ROWS_CASE(4)
+    BERTCPU_ROWS_CASE(5)
+    BERTCPU_ROWS_CASE(6)
+    BERTCPU_ROWS_CASE(7)
+    BERTCPU_ROWS_CASE(8)
+    BERTCPU_ROWS_CASE(9)
+    BERTCPU_ROWS_CASE(10)
+    BERTCPU_ROWS_CASE(11)
+    BERTCPU_ROWS_CASE(12)
+#undef BERTCPU_ROWS_CASE
+    default:
+      break;
+  }
+}
+
+// ---- row kernels ----------------------------------------------------------------------------
+
+template <class V>
+void activation(const float* x, float* out, int n, Activation act) {
+  constexpr int W = V::width;
+  int i = 0;
+  for (; i + W <= n; i += W) vactivation(V::load(x + i), act).store(out + i);
+  if (i < n) vactivation(V::load_partial(x + i, n - i, 0.0f), act).store_partial(out + i, n - i);
+}
+
+template <class V>
+void add_layernorm(const float* x, const float* add1, const float* add2, const float* gamma,
+                   const float* beta, float eps, float* out, int n) {
+  constexpr int W = V::width;
+  V sum = V::zero();
+  int i = 0;
+  for (; i + W <= n; i += W) {
+    V v = V::load(x + i);
+    if (add1) v = v + V::load(add1 + i);
+    if (add2) v = v + V::load(add2 + i);
+    v.store(out + i);
+    sum = sum + v;
+  }
+  if (i < n) {
+    const int r = n - i;
+    V v = V::load_partial(x + i, r, 0.0f);
+    if (add1) v = v + V::load_partial(add1 + i, r, 0.0f);
+    if (add2) v = v + V::load_partial(add2 + i, r, 0.0f);
+    v.store_partial(out + i, r);
+    sum = sum + v;
+  }
+  const float mean = sum.reduce_add() / n;
+  const V vmean = V::set1(mean);
+  V var = V::zero();
+  for (i = 0; i + W <= n; i += W) {
+    const V d = V::load(out + i) - vmean;
+    var = V::fmadd(d, d, var);
+  }
+  if (i < n) {
+    const V d = V::load_partial(out + i, n - i, mean) - vmean;
+    var = V::fmadd(d, d, var);
+  }
+  const float variance = var.reduce_add() / n;
+  const float inv_std = 1.0f / __builtin_sqrtf(variance + eps);
+  const V vinv = V::set1(inv_std);
+  for (i = 0; i + W <= n; i += W) {
+    const V y = (V::load(out + i) - vmean) * vinv;
+    V::fmadd(y, V::load(gamma + i), V::load(beta + i)).store(out + i);
+  }
+  if (i < n) {
+    const int r = n - i;
+    const V y = (V::load_partial(out + i, r, 0.0f) - vmean) * vinv;
+    V::fmadd(y, V::load_partial(gamma + i, r, 0.0f), V::load_partial(beta + i, r, 0.0f))
+        .store_partial(out + i, r);
+  }
+}
+
+template <class V>
+void softmax(float* x, int n, float scale) {
+  constexpr int W = V::width;
+  constexpr float kLowest = -3.4028234663852886e38f;
+  V vmax = V::set1(kLowest);
+  int i = 0;
+  for (; i + W <= n; i += W) vmax = V::max(vmax, V::load(x + i));
+  if (i < n) vmax = V::max(vmax, V::load_partial(x + i, n - i, kLowest));
+  const V max = V::set1(vmax.reduce_max());
+  const V vscale = V::set1(scale);
+  V sum = V::zero();
+  for (i = 0; i + W <= n; i += W) {
+    const V e = vexp((V::load(x + i) - max) * vscale);
+    e.store(x + i);
+    sum = sum + e;
+  }
+  if (i < n) {
+    const int r = n - i;
+    const V e = vexp((V::load_partial(x + i, r, 0.0f) - max) * vscale);
+    e.store_partial(x + i, r);
+    sum = sum + V::load_partial(x + i, r, 0.0f);
+  }
+  const V inv = V::set1(1.0f / sum.reduce_add());
+  for (i = 0; i + W <= n; i += W) (V::load(x + i) * inv).store(x + i);
+  if (i < n) (V::load_partial(x + i, n - i, 0.0f) * inv).store_partial(x + i, n - i);
+}
+
+template <class V, int MR>
+KernelTable make_kernel_table(Isa isa) {
+  return KernelTable{isa,
+                     MR,
+                     2 * V::width,
+                     gemm_micro<V, MR>,
+                     activation<V>,
+                     add_layernorm<V>,
+                     softmax<V>};
+}
+
+}  // namespace
+}  // namespace bertcpu
