@@ -1,0 +1,166 @@
+"""The benchmark harness (bertcpu.benchmark) on a tiny random model: it runs each system, and the
+numbers it reports are consistent with its measurements. No timing assertions: only the plumbing
+(FLOP counts, rates derived from the recorded times, max abs differences, the report) is checked.
+"""
+import importlib.util
+import json
+import statistics
+
+import numpy as np
+import pytest
+
+from bertcpu import BertModel, benchmark
+from bertcpu.config import BertConfig
+
+TINY = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                  vocab_size=100, max_position_embeddings=64)
+SHAPES = ["1x8", "3x4-16"]
+THREADS = 2
+# A fixed peak, so that % of peak is checkable and no microbenchmark runs.
+PEAK = benchmark.Peak(gflops=50.0, threads=THREADS, method="nominal", detail="test value")
+
+
+def _installed(*modules):
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    BertModel.from_config(TINY, seed=3).save_pretrained(folder)
+    return folder
+
+
+def test_flops_match_the_known_bert_figures():
+    # BERT-base: about 22.35 GFLOP per 128-token sequence; all-MiniLM-L6-v2: about 2.87.
+    assert round(benchmark.encoder_flops(BertConfig(), [128]) / 1e9, 2) == 22.35
+    minilm = BertConfig(hidden_size=384, num_hidden_layers=6, intermediate_size=1536)
+    assert round(benchmark.encoder_flops(minilm, [128]) / 1e9, 2) == 2.87
+    # Dense work grows with the token count, attention with each sequence's square.
+    h, i, layers = TINY.hidden_size, TINY.intermediate_size, TINY.num_hidden_layers
+    per_token = 2 * (4 * h * h + 2 * h * i)
+    expected = layers * (per_token * (3 + 5) + 4 * h * (3 * 3 + 5 * 5))
+    assert benchmark.encoder_flops(TINY, [3, 5]) == expected
+
+
+def test_parse_shape():
+    assert benchmark.parse_shape("8x128") == benchmark.Shape(8, 128)
+    assert benchmark.parse_shape("mixed") == benchmark.Shape(32, 128, 8)
+    assert benchmark.parse_shape("4x2-9") == benchmark.Shape(4, 9, 2)
+    assert benchmark.parse_shape("4x2-9").label == "4x2-9"
+    for bad in ["8*128", "0x16", "8x0", "2x9-3", ""]:
+        with pytest.raises(ValueError, match="shape"):
+            benchmark.parse_shape(bad)
+
+
+def test_mixed_batch_is_padded_to_its_longest_sequence():
+    batch = benchmark.make_batch(benchmark.parse_shape("32x8-128"), vocab_size=30522, seed=0)
+    lengths = batch.lengths
+    assert lengths.min() >= 8 and lengths.max() <= 128 and len(set(lengths.tolist())) > 10
+    assert batch.input_ids.shape == (32, lengths.max())
+    np.testing.assert_array_equal(batch.attention_mask.sum(axis=1), lengths)
+    assert (batch.input_ids[batch.attention_mask == 0] == 0).all()
+    assert (batch.input_ids[batch.attention_mask == 1] > 0).all()
+    again = benchmark.make_batch(benchmark.parse_shape("32x8-128"), vocab_size=30522, seed=0)
+    np.testing.assert_array_equal(again.input_ids, batch.input_ids)
+
+
+def _check_consistent(report, systems, rounds):
+    """Every derived figure follows from the recorded times and the FLOP formula."""
+    assert list(report.systems) == systems
+    assert [s.shape for s in report.shapes] == SHAPES
+    for shape in report.shapes:
+        assert shape.rounds == rounds
+        assert shape.real_tokens == sum(shape.lengths)
+        assert shape.gflop == pytest.approx(benchmark.encoder_flops(TINY, shape.lengths) / 1e9)
+        assert [r.system for r in shape.systems] == systems
+        bertcpu_ms = shape.systems[systems.index("bertcpu")].median_ms
+        for r in shape.systems:
+            assert len(r.times_ms) == rounds and all(t > 0 for t in r.times_ms)
+            assert r.median_ms == pytest.approx(statistics.median(r.times_ms))
+            assert r.sequences_per_s == pytest.approx(shape.batch / r.median_ms * 1e3)
+            assert r.tokens_per_s == pytest.approx(shape.real_tokens / r.median_ms * 1e3)
+            assert r.gflops == pytest.approx(shape.gflop / r.median_ms * 1e3)
+            assert r.percent_of_peak == pytest.approx(100 * r.gflops / PEAK.gflops)
+            assert r.speedup_of_bertcpu == pytest.approx(r.median_ms / bertcpu_ms)
+
+
+def test_bertcpu_alone(tiny_dir):
+    report = benchmark.run_benchmark(tiny_dir, systems=["bertcpu"], shapes=SHAPES,
+                                     threads=THREADS, rounds=3, peak=PEAK, log=None)
+    _check_consistent(report, ["bertcpu"], 3)
+    assert report.reference is None
+    assert all(r.max_abs_diff is None for s in report.shapes for r in s.systems)
+    table = benchmark.format_report(report)
+    assert "| 3x4-16 | 3 | bertcpu |" in table
+    json.dumps(report.to_dict())
+
+
+class _Perturbed(benchmark.BertcpuRunner):
+    """bertcpu with a known error at one real position and garbage at every padded position."""
+
+    name = "perturbed"
+    error = 0.25
+
+    def run(self, input_ids, attention_mask, token_type_ids):
+        out = super().run(input_ids, attention_mask, token_type_ids).copy()
+        out[0, 0, 1] += self.error
+        out[attention_mask == 0] = 1000.0
+        return out
+
+
+def test_max_abs_diff_counts_real_positions_only(tiny_dir):
+    report = benchmark.run_benchmark(tiny_dir, systems=["bertcpu", _Perturbed()], shapes=SHAPES,
+                                     threads=THREADS, rounds=1, reference="bertcpu", peak=PEAK,
+                                     log=None)
+    for shape in report.shapes:
+        exact, perturbed = shape.systems
+        assert exact.max_abs_diff == 0.0
+        assert perturbed.max_abs_diff == pytest.approx(_Perturbed.error, abs=1e-6)
+    assert "(reference)" in benchmark.format_report(report)
+
+
+@pytest.mark.skipif(not _installed("torch", "transformers"), reason="needs torch + transformers")
+def test_against_torch_from_a_config():
+    # A config, not a folder: the harness saves the random model once for both systems.
+    report = benchmark.run_benchmark(TINY, systems=["bertcpu", "torch"], shapes=SHAPES,
+                                     threads=THREADS, rounds=2, peak=PEAK, log=None)
+    _check_consistent(report, ["bertcpu", "torch"], 2)
+    assert report.reference == "torch"
+    for shape in report.shapes:
+        ours, torch_result = shape.systems
+        assert torch_result.max_abs_diff == 0.0
+        assert 0.0 < ours.max_abs_diff <= 1e-4
+    assert "max abs diff vs torch" in benchmark.format_report(report)
+
+
+@pytest.mark.skipif(not _installed("torch", "transformers", "onnx", "onnxruntime", "openvino"),
+                    reason="needs the peers of bench/requirements.txt")
+def test_onnxruntime_and_openvino(tiny_dir):
+    systems = ["bertcpu", "torch", "onnxruntime", "openvino"]
+    report = benchmark.run_benchmark(tiny_dir, systems=systems, shapes=SHAPES, threads=THREADS,
+                                     rounds=2, peak=PEAK, log=None)
+    _check_consistent(report, systems, 2)
+    assert "Attention 2" in report.systems["onnxruntime"]  # the optimizer fused both layers
+    assert "precision f32" in report.systems["openvino"]
+    for shape in report.shapes:
+        for r in shape.systems:
+            assert r.max_abs_diff <= 1e-4, (shape.shape, r.system)
+
+
+def test_bad_requests(tiny_dir):
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        benchmark.run_benchmark(tiny_dir, shapes=["1x65"], threads=THREADS, peak=PEAK, log=None)
+    with pytest.raises(ValueError, match="unknown system 'tensorflow'"):
+        benchmark.run_benchmark(tiny_dir, systems=["tensorflow"], shapes=SHAPES, threads=THREADS,
+                                peak=PEAK, log=None)
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        benchmark.run_benchmark(tiny_dir / "nowhere", shapes=SHAPES, threads=THREADS, peak=PEAK,
+                                log=None)
+
+
+def test_fp32_peak():
+    peak = benchmark.fp32_peak(1)
+    if peak is None:
+        pytest.skip("neither a C compiler with AVX2/AVX-512 nor a clock in /proc/cpuinfo")
+    assert peak.threads == 1 and peak.gflops > 0 and peak.method in ("measured", "nominal")
