@@ -341,8 +341,19 @@ def measure_fp32_peak(threads, trials=5):
 
 
 def fp32_peak(threads):
-    """The measured peak where it can be measured, otherwise the nominal one (or None)."""
-    return measure_fp32_peak(threads) or nominal_fp32_peak(threads)
+    """The measured peak where it can be measured, otherwise the nominal one (or None).
+
+    A measurement below the nominal peak means other processes held the cores (a core runs at
+    least at its reported clock): the nominal figure is returned then, saying so."""
+    measured = measure_fp32_peak(threads)
+    nominal = nominal_fp32_peak(threads)
+    if measured is None or nominal is None:
+        return measured or nominal
+    if measured.gflops < nominal.gflops:
+        nominal.detail += (f"; the microbenchmark reached only {measured.gflops:.1f} GFLOP/s, "
+                           f"so the cores were busy with other work")
+        return nominal
+    return measured
 
 
 # ---------------------------------------------------------------------------------------------
