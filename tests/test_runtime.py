@@ -1,0 +1,84 @@
+"""cpu_info, the BERTCPU_ISA override, thread settings, and the thread pool across fork."""
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import bertcpu
+from bertcpu import _core
+
+
+def run_python(code, **env):
+    full_env = dict(os.environ, **env)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=full_env, timeout=120)
+
+
+def test_cpu_info_reports_paths():
+    info = bertcpu.cpu_info()
+    assert info["available_isas"][0] == "generic"
+    assert info["isa"] in info["available_isas"]
+    assert set(info) >= {"vendor", "brand", "features", "available_isas", "isa", "isa_forced"}
+    if "avx2" in info["features"] and "fma" in info["features"]:
+        assert "avx2" in info["available_isas"]
+
+
+@pytest.mark.parametrize("isa", bertcpu.cpu_info()["available_isas"])
+def test_env_override_forces_lower_path(isa):
+    r = run_python("import bertcpu; i = bertcpu.cpu_info(); print(i['isa'], i['isa_forced'])",
+                   BERTCPU_ISA=isa)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [isa, "True"]
+
+
+def test_env_override_rejects_unknown_path():
+    r = run_python("import bertcpu; bertcpu.cpu_info()", BERTCPU_ISA="sse2")
+    assert r.returncode != 0
+    assert "BERTCPU_ISA" in r.stderr and "unknown ISA 'sse2'" in r.stderr
+
+
+def test_env_override_rejects_unsupported_path():
+    missing = [i for i in ("avx2", "avx512") if i not in bertcpu.cpu_info()["available_isas"]]
+    if not missing:
+        pytest.skip("this CPU runs every path")
+    r = run_python("import bertcpu; bertcpu.cpu_info()", BERTCPU_ISA=missing[0])
+    assert r.returncode != 0 and "supports at most" in r.stderr
+
+
+def test_set_num_threads():
+    before = bertcpu.get_num_threads()
+    try:
+        bertcpu.set_num_threads(3)
+        assert bertcpu.get_num_threads() == 3
+        for bad in (0, -1, 1.5, "2", True):
+            with pytest.raises(ValueError, match="positive integer"):
+                bertcpu.set_num_threads(bad)
+    finally:
+        bertcpu.set_num_threads(before)
+
+
+def test_num_threads_env_default():
+    r = run_python("import bertcpu; print(bertcpu.get_num_threads())", BERTCPU_NUM_THREADS="3")
+    assert r.stdout.strip() == "3", r.stderr
+    r = run_python("import bertcpu", BERTCPU_NUM_THREADS="many")
+    assert r.returncode != 0 and "BERTCPU_NUM_THREADS" in r.stderr
+
+
+def _linear_in_child(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((64, 96)).astype(np.float32)
+    w = rng.standard_normal((200, 96)).astype(np.float32)
+    out = _core.kernels.linear(x, w, None, "none")
+    return float(np.abs(out - x.astype(np.float64) @ w.T).max())
+
+
+def test_thread_pool_survives_fork():
+    bertcpu.set_num_threads(2)
+    assert _linear_in_child(0) < 1e-3  # the parent's pool is running
+    ctx = mp.get_context("fork")
+    with ctx.Pool(2) as pool:
+        errors = pool.map_async(_linear_in_child, range(4)).get(timeout=60)
+    assert max(errors) < 1e-3
