@@ -57,8 +57,9 @@ class BertModel:
     """A BERT encoder whose weights live, packed, in the C++ engine.
 
     Build one with from_pretrained (a folder with config.json and safetensors weights) or
-    from_config (random weights). Calling it is thread-safe: the engine releases the GIL, and one
-    model may serve several Python threads at once.
+    from_config (random weights). Calling it is thread-safe: the engine releases the GIL while it
+    runs, so one model may serve several Python threads; their calls take turns in the engine,
+    each using all of its threads (bertcpu.set_num_threads).
     """
 
     def __init__(self, encoder, config, has_pooler):
@@ -126,8 +127,8 @@ class BertModel:
         return cls(encoder, config, has_pooler=True)
 
     def save_pretrained(self, path):
-        """Write config.json and model.safetensors (float32) into folder `path`, in the layout
-        transformers' BertModel.from_pretrained and bertcpu's load."""
+        """Write config.json and model.safetensors (float32) into folder `path` (created if
+        needed); both transformers' BertModel.from_pretrained and this class's load it."""
         folder = os.fspath(path)
         os.makedirs(folder, exist_ok=True)
         self._config.to_json_file(os.path.join(folder, CONFIG_FILE))
@@ -234,7 +235,8 @@ def _index_array(value, name, dtypes, expected_shape):
         raise ValueError(f"{name}: rows of different lengths; pad them to one length and pass an "
                          f"attention_mask") from None
     if array.dtype == object:
-        raise ValueError(f"{name}: rows of different lengths or non-numeric values")
+        raise ValueError(f"{name}: rows of different lengths, or values that are not integers "
+                         f"numpy can hold")
     if expected_shape is not None and array.shape != expected_shape:
         raise ValueError(f"{name} has shape {array.shape} but input_ids has shape {expected_shape}")
     if array.ndim not in (1, 2):

@@ -373,6 +373,7 @@ def test_inputs_are_not_modified(odd):
     ([], ValueError, r"input_ids is empty \(shape \(0,\)\)"),
     ([[]], ValueError, r"input_ids is empty \(shape \(1, 0\)\)"),
     ([[1, 2], [3]], ValueError, "input_ids: rows of different lengths"),
+    ([[1, 2**70]], ValueError, "input_ids: rows of different lengths, or values that are not integers"),
     (np.ones((2, 3, 4), np.int64), ValueError, r"input_ids must have shape \[batch, seq\] or \[seq\], got shape \(2, 3, 4\)"),
     (7, ValueError, r"input_ids must have shape \[batch, seq\] or \[seq\], got shape \(\)"),
     (np.ones((1, 3), np.float32), TypeError, "input_ids must be an array of int32, int64, got dtype float32"),
