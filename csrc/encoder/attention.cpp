@@ -44,7 +44,8 @@ void multi_head_attention(const KernelTable& kt, const float* qkv, int hidden, i
           const int rows = std::min(kQueryBlock, length - i0);
           float* scores = s.scores.data();
           gemm_serial(kt, rows, length, d, q + static_cast<size_t>(i0) * ld, ld,
-                      s.packed_keys.data(), scores, length, nullptr, Activation::none);
+                      s.packed_keys.data(), ceil_div(length, nr), 0, scores, length, nullptr,
+                      Activation::none);
           for (int i = 0; i < rows; ++i) kt.softmax(scores + static_cast<size_t>(i) * length, length, scale);
           if (probs.data) {
             const size_t S = probs.padded_length;
@@ -57,7 +58,7 @@ void multi_head_attention(const KernelTable& kt, const float* qkv, int hidden, i
             }
           }
           gemm_serial(kt, rows, d, length, scores, length, s.packed_values.data(),
-                      ctx + static_cast<size_t>(first + i0) * hidden + h * d, hidden, nullptr,
+                      ceil_div(d, nr), 0, ctx + static_cast<size_t>(first + i0) * hidden + h * d, hidden, nullptr,
                       Activation::none);
         }
       },

@@ -9,9 +9,6 @@ namespace bertcpu {
 
 namespace {
 
-// K chunk: a KC x nr panel strip (16 KiB for AVX2) stays in L1 while the micro-kernel sweeps
-// the rows of A; the KC-wide slice of those rows stays in L2.
-constexpr int kKc = 256;
 // Rows of A one task covers: its KC slice (128 KiB) and the C block fit in L2 together.
 constexpr int kRowBlock = 128;
 // Columns one task covers at most.
@@ -19,13 +16,18 @@ constexpr int kColBlock = 256;
 
 }  // namespace
 
+// The packed row of B holding (k, panel p): nr floats.
+static inline float* packed_row(float* out, int K, int panels, int nr, int k, int p) {
+  const int k0 = k - k % kGemmKc;
+  return out + strip_offset(K, panels, nr, k0, p) + static_cast<size_t>(k - k0) * nr;
+}
+
 void pack_b_nk(const float* w, int N, int K, int ldw, int nr, float* out) {
   const int panels = ceil_div(N, nr);
   for (int p = 0; p < panels; ++p) {
-    float* dst = out + static_cast<size_t>(p) * K * nr;
     const int cols = std::min(nr, N - p * nr);
     for (int k = 0; k < K; ++k) {
-      float* row = dst + static_cast<size_t>(k) * nr;
+      float* row = packed_row(out, K, panels, nr, k, p);
       for (int j = 0; j < cols; ++j) row[j] = w[static_cast<size_t>(p * nr + j) * ldw + k];
       for (int j = cols; j < nr; ++j) row[j] = 0.0f;
     }
@@ -34,11 +36,10 @@ void pack_b_nk(const float* w, int N, int K, int ldw, int nr, float* out) {
 
 void pack_b_kn(const float* b, int K, int N, int ldb, int nr, float* out) {
   const int panels = ceil_div(N, nr);
-  for (int p = 0; p < panels; ++p) {
-    float* dst = out + static_cast<size_t>(p) * K * nr;
-    const int cols = std::min(nr, N - p * nr);
-    for (int k = 0; k < K; ++k) {
-      float* row = dst + static_cast<size_t>(k) * nr;
+  for (int k = 0; k < K; ++k) {
+    for (int p = 0; p < panels; ++p) {
+      float* row = packed_row(out, K, panels, nr, k, p);
+      const int cols = std::min(nr, N - p * nr);
       std::memcpy(row, b + static_cast<size_t>(k) * ldb + p * nr, cols * sizeof(float));
       for (int j = cols; j < nr; ++j) row[j] = 0.0f;
     }
@@ -62,23 +63,25 @@ void PackedLinear::set_bias(const float* values) {
 }
 
 void PackedLinear::unpack_weight(float* weight) const {
-  for (int n = 0; n < out_features; ++n) {
-    const float* panel = panels.data() + static_cast<size_t>(n / nr) * in_features * nr;
+  const int count = ceil_div(out_features, nr);
+  float* packed = const_cast<float*>(panels.data());
+  for (int n = 0; n < out_features; ++n)
     for (int k = 0; k < in_features; ++k)
-      weight[static_cast<size_t>(n) * in_features + k] = panel[static_cast<size_t>(k) * nr + n % nr];
-  }
+      weight[static_cast<size_t>(n) * in_features + k] =
+          packed_row(packed, in_features, count, nr, k, n / nr)[n % nr];
 }
 
 void gemm_serial(const KernelTable& kt, int M, int N, int K, const float* A, int lda,
-                 const float* Bp, float* C, int ldc, const float* bias, Activation act) {
+                 const float* Bp, int panels_total, int p0, float* C, int ldc, const float* bias,
+                 Activation act) {
   const int nr = kt.nr, mr = kt.mr;
   const int panels = ceil_div(N, nr);
-  for (int k0 = 0; k0 < K; k0 += kKc) {
-    const int kc = std::min(kKc, K - k0);
+  for (int k0 = 0; k0 < K; k0 += kGemmKc) {
+    const int kc = std::min(kGemmKc, K - k0);
     const bool last = k0 + kc == K;
     const int flags = k0 > 0 ? kGemmAccumulate : 0;
     for (int p = 0; p < panels; ++p) {
-      const float* strip = Bp + static_cast<size_t>(p) * K * nr + static_cast<size_t>(k0) * nr;
+      const float* strip = Bp + strip_offset(K, panels_total, nr, k0, p0 + p);
       const int n = std::min(nr, N - p * nr);
       const float* panel_bias = (last && bias) ? bias + p * nr : nullptr;
       const Activation panel_act = last ? act : Activation::none;
@@ -109,9 +112,8 @@ void gemm(const KernelTable& kt, int M, int N, int K, const float* A, int lda, c
     const int p0 = cb * panels_per_task, p1 = std::min(panels, p0 + panels_per_task);
     const int n0 = p0 * nr, n1 = std::min(N, p1 * nr);
     if (m0 >= m1) return;
-    gemm_serial(kt, m1 - m0, n1 - n0, K, A + static_cast<size_t>(m0) * lda, lda,
-                Bp + static_cast<size_t>(p0) * K * nr, C + static_cast<size_t>(m0) * ldc + n0, ldc,
-                bias ? bias + n0 : nullptr, act);
+    gemm_serial(kt, m1 - m0, n1 - n0, K, A + static_cast<size_t>(m0) * lda, lda, Bp, panels, p0,
+                C + static_cast<size_t>(m0) * ldc + n0, ldc, bias ? bias + n0 : nullptr, act);
   });
 }
 

@@ -1,8 +1,10 @@
 // fp32 GEMM over pre-packed B: C[M x N] = act(A[M x K] * B[K x N] + bias).
 //
-// B is packed once into panels of `nr` columns (the micro-kernel's width): panel p holds, for each
-// k in [0, K), the nr values B[k][p*nr .. p*nr+nr), zero-padded past N. A micro-kernel call then
-// reads a panel strip contiguously, and a panel strip of KC rows stays in L1 while it sweeps A.
+// B is packed once into panels of `nr` columns (the micro-kernel's width), zero-padded past N, and
+// split along K into chunks of kGemmKc rows. Chunk-major: chunk c holds, panel after panel, the
+// strip of rows [c*kGemmKc, c*kGemmKc + kc) of each panel (kc rows of nr floats). A micro-kernel
+// reads one strip contiguously, the strip stays in L1 while it sweeps the rows of A, and a pass
+// over the panels of one chunk streams memory in order (what keeps batch-1 runs at memory speed).
 #pragma once
 
 #include "cpu/aligned_buffer.h"
@@ -11,6 +13,16 @@
 namespace bertcpu {
 
 inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+// K chunk: a kGemmKc x nr strip (16 KiB for AVX2) stays in L1 while the micro-kernel sweeps the
+// rows of A; the kGemmKc-wide slice of those rows stays in L2.
+constexpr int kGemmKc = 256;
+
+// Where the strip of panel p for the K chunk starting at k0 begins in a packed [K x N] operand.
+inline size_t strip_offset(int K, int panels, int nr, int k0, int p) {
+  const int kc = K - k0 < kGemmKc ? K - k0 : kGemmKc;
+  return static_cast<size_t>(k0) * panels * nr + static_cast<size_t>(p) * kc * nr;
+}
 
 // Floats a packed [K x N] operand occupies for panel width nr.
 inline size_t packed_size(int K, int N, int nr) {
@@ -37,9 +49,11 @@ struct PackedLinear {
   void unpack_weight(float* weight) const;
 };
 
-// C = act(A * Bp + bias) on the calling thread. Bp packed with kt.nr; bias padded or null.
+// C = act(A * B + bias) on the calling thread, for the columns of panels [p0, p0 + ceil(N / nr))
+// of a packed operand Bp of `panels` panels; bias (padded) and C start at column p0 * nr.
 void gemm_serial(const KernelTable& kt, int M, int N, int K, const float* A, int lda,
-                 const float* Bp, float* C, int ldc, const float* bias, Activation act);
+                 const float* Bp, int panels, int p0, float* C, int ldc, const float* bias,
+                 Activation act);
 
 // The same, split into (row block x column block) tasks over the thread pool.
 void gemm(const KernelTable& kt, int M, int N, int K, const float* A, int lda, const float* Bp,
