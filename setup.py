@@ -68,13 +68,16 @@ core = Extension(
     define_macros=[("BERTCPU_X86", "1")] if IS_X86 else [],
 )
 
+# Batches run on plain threads started per call (bertcpu/_parallel.h), not OpenMP: GNU OpenMP's
+# idle threads spin after a region and a process that forks after using it hangs in the child.
 wordpiece = Extension(
     "bertcpu._wordpiece",
     sources=["bertcpu/_wordpiece.pyx"],
+    depends=["bertcpu/_unicode_tables.h", "bertcpu/_parallel.h"],
     include_dirs=[numpy.get_include()],
     language="c++",
-    extra_compile_args=["-O3", "-std=c++17", "-fopenmp"] + EXTRA,
-    extra_link_args=["-fopenmp"] + EXTRA,
+    extra_compile_args=["-O3", "-std=c++17", "-pthread"] + EXTRA,
+    extra_link_args=["-pthread"] + EXTRA,
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
 )
 

@@ -15,14 +15,20 @@ Stages, each mirroring one piece of HuggingFace `tokenizers` (the reference the 
 
 Every normalized character remembers the index of the raw character it came from (`src`); token
 offsets are (src of first char, src of last char + 1), which is what `tokenizers`' alignment
-tracking yields for these normalizers (see `_Encoder.strip_and_emit` for the one subtle case).
-Per-code-point Unicode data comes from _unicode_tables.h, generated from `tokenizers` itself.
+tracking yields for these normalizers (see `flush_pending` for the one subtle case). Per-code-point
+Unicode data comes from _unicode_tables.h, generated from `tokenizers` itself.
+
+The pipeline is free functions over a `Core` (vocabulary trie and settings, read-only once built)
+and a per-thread `Workspace`, so batches run on several threads without the GIL.
 """
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.ref cimport Py_INCREF
-from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
-from cython.parallel cimport prange, threadid
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_New, PyTuple_SET_ITEM
+from cython.operator cimport dereference as deref
+from libc.stddef cimport ptrdiff_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libcpp.algorithm cimport sort
+from libcpp.unordered_map cimport unordered_map
 from libcpp.vector cimport vector
 
 cimport numpy as cnp
@@ -36,6 +42,11 @@ cdef extern from "_unicode_tables.h" nogil:
     uint8_t bertcpu_ccc(uint32_t cp)
     int bertcpu_decompose(uint32_t cp, uint32_t* out)
     int bertcpu_lowercase(uint32_t cp, uint32_t* out)
+
+cdef extern from "_parallel.h" nogil:
+    ctypedef void (*bertcpu_task)(void* context, ptrdiff_t item, int worker) noexcept nogil
+    void bertcpu_parallel_for(ptrdiff_t n_items, int n_threads, ptrdiff_t chunk, bertcpu_task task,
+                              void* context)
 
 cdef extern from "Python.h":
     # PEP 393 access: the text is read in place, one code unit of 1, 2 or 4 bytes per character.
@@ -77,9 +88,13 @@ cdef enum:
     PIECE_SEQ_A = 1
     PIECE_SEQ_B = 2
 
-cdef uint64_t EMPTY_KEY = 0xFFFFFFFFFFFFFFFFULL
-cdef int32_t WORD_ROOT = 0          # trie root for a word's first piece
-cdef int32_t CONTINUATION_ROOT = 1  # trie root for later pieces (their prefix, "##", left out)
+cdef enum:
+    WORD_ROOT = 0          # trie root for a word's first piece
+    CONTINUATION_ROOT = 1  # trie root for later pieces (their prefix, "##", left out)
+
+# Batches smaller than this many characters per extra thread run on the calling thread alone:
+# starting a thread costs about as much as tokenizing a few thousand characters.
+cdef Py_ssize_t CHARS_PER_THREAD = 8192
 
 
 cdef struct TextView:
@@ -95,10 +110,29 @@ cdef struct PendingMark:
     bint inserted  # not the first character of its source's decomposition
 
 
+cdef struct TrieNode:
+    int32_t first_edge
+    int32_t n_edges
+    int32_t token  # vocabulary id of the string ending here, or -1
+
+
+cdef struct TrieEdge:
+    uint32_t cp
+    int32_t child
+
+
 cdef struct TemplatePiece:
     int kind
     int32_t id
     int32_t type_id
+
+
+cdef struct AddedToken:
+    int32_t id
+    bint lstrip
+    bint rstrip
+    int32_t start  # range in Core.added_cps
+    int32_t length
 
 
 cdef cppclass Sequence:
@@ -107,39 +141,647 @@ cdef cppclass Sequence:
     vector[int32_t] offsets
     int error
     Py_ssize_t error_position
+    char cache_line_gap[64]  # neighbours in a batch are written by different threads
 
 
 cdef cppclass Workspace:
     # Scratch buffers of one thread, reused from text to text.
     vector[uint32_t] norm_cp     # normalized characters of the current piece
     vector[int32_t] norm_src     # for each, the index of the raw character it came from
-    vector[int32_t] nfd_src      # src of each character entering NFD, in order
     vector[PendingMark] pending  # NFD characters since the last starter
-    Py_ssize_t nfd_consumed      # NFD input characters accounted for by emitted output
+    vector[int32_t] nfd_queue    # src of NFD input characters whose first output is still pending
+    size_t nfd_head
+    int32_t last_src             # src of the last NFD input character accounted for
+    char cache_line_gap[128]     # each thread's buffers' bookkeeping on its own cache lines
 
 
-cdef struct AddedToken:
-    int32_t id
-    bint lstrip
-    bint rstrip
-    int32_t start  # range in _Encoder.added_cps
-    int32_t length
+cdef cppclass Core:
+    # Everything encoding reads: built once by _Encoder, then shared read-only by all threads.
+    # Trie over code points, nodes numbered breadth-first: a node's children are adjacent in
+    # `edges`, sorted by code point; the ASCII children of both roots are also in a direct table.
+    vector[TrieNode] nodes
+    vector[TrieEdge] edges
+    int32_t root_ascii[2][128]
+
+    int32_t unk_id
+    Py_ssize_t max_input_chars_per_word
+    bint clean_text, handle_chinese_chars, strip_accents, lowercase, lowercase_first
+    int32_t ascii_out[128]  # the normalizer's output for each ASCII character, -1 if removed
+
+    vector[AddedToken] raw_added         # matched in the raw text
+    vector[AddedToken] normalized_added  # matched in the normalized text
+    vector[uint32_t] added_cps
+    bint raw_first_ascii[128]
+    vector[uint32_t] raw_first_other
+    bint norm_first_ascii[128]
+    vector[uint32_t] norm_first_other
+
+    vector[TemplatePiece] single_template
+    vector[TemplatePiece] pair_template
+    Py_ssize_t n_special_single, n_special_pair
+    int32_t pad_id, pad_type_id
+
+
+ctypedef fused code_unit:
+    uint8_t
+    uint16_t
+    uint32_t
 
 
 cdef inline uint32_t char_at(const TextView* text, Py_ssize_t i) noexcept nogil:
     if text.kind == 1:
         return (<const uint8_t*>text.data)[i]
     if text.kind == 2:
-        return (<const unsigned short*>text.data)[i]
+        return (<const uint16_t*>text.data)[i]
     return (<const uint32_t*>text.data)[i]
+
+
+# ------------------------------------------------------------------------------------ trie
+
+cdef inline int32_t search_child(const Core* core, int32_t node, uint32_t cp) noexcept nogil:
+    cdef const TrieNode* info = &core.nodes[node]
+    cdef const TrieEdge* edges = core.edges.data() + info.first_edge
+    cdef int32_t lo = 0, hi = info.n_edges - 1, mid
+    if info.n_edges <= 8:
+        for mid in range(info.n_edges):
+            if edges[mid].cp == cp:
+                return edges[mid].child
+        return -1
+    while lo <= hi:
+        mid = (lo + hi) >> 1
+        if edges[mid].cp < cp:
+            lo = mid + 1
+        elif edges[mid].cp > cp:
+            hi = mid - 1
+        else:
+            return edges[mid].child
+    return -1
+
+
+cdef inline int32_t trie_child(const Core* core, int32_t node, uint32_t cp) noexcept nogil:
+    if node <= CONTINUATION_ROOT and cp < 128:
+        return core.root_ascii[node][cp]
+    return search_child(core, node, cp)
 
 
 cdef inline uint64_t edge_key(int32_t node, uint32_t cp) noexcept nogil:
     return (<uint64_t>node << 21) | cp
 
 
-cdef inline uint64_t edge_hash(uint64_t key) noexcept nogil:
-    return key * 0x9E3779B97F4A7C15ULL
+cdef bint edge_before(const TrieEdge& a, const TrieEdge& b) noexcept nogil:
+    return a.cp < b.cp
+
+
+cdef insert_token(unordered_map[uint64_t, int32_t]& edge_of, vector[vector[TrieEdge]]& children,
+                  vector[int32_t]& token_at, int32_t root, str token, int32_t token_id):
+    """Adds token below root in the construction trie (the first id wins for a repeated string)."""
+    if not token:
+        return  # an empty piece can never be matched
+    cdef int32_t node = root
+    cdef TrieEdge edge
+    cdef uint64_t key
+    for ch in token:
+        edge.cp = ord(ch)
+        key = edge_key(node, edge.cp)
+        found = edge_of.find(key)
+        if found == edge_of.end():
+            edge.child = <int32_t>token_at.size()
+            token_at.push_back(-1)
+            children.push_back(vector[TrieEdge]())
+            children[node].push_back(edge)
+            edge_of[key] = edge.child
+            node = edge.child
+        else:
+            node = deref(found).second
+    if token_at[node] < 0:
+        token_at[node] = token_id
+
+
+cdef build_trie(Core* core, list vocab, str prefix):
+    # First a trie with hashed edges, in insertion order; then renumbered breadth-first into the
+    # compact layout the walk uses, each node's children sorted and adjacent.
+    cdef unordered_map[uint64_t, int32_t] edge_of
+    cdef vector[vector[TrieEdge]] children
+    cdef vector[int32_t] token_at
+    children.resize(2)
+    token_at.assign(2, -1)
+    cdef Py_ssize_t token_id, plen = len(prefix)
+    cdef str token
+    for token_id, token in enumerate(vocab):
+        # Every token is a candidate for a word's start, exactly as the vocabulary lookup of
+        # WordPiece is; tokens with the prefix are also continuations (looked up without it).
+        insert_token(edge_of, children, token_at, WORD_ROOT, token, <int32_t>token_id)
+        if plen and token.startswith(prefix):
+            insert_token(edge_of, children, token_at, CONTINUATION_ROOT, token[plen:], <int32_t>token_id)
+
+    cdef vector[int32_t] order, new_id
+    new_id.assign(token_at.size(), -1)
+    order.push_back(WORD_ROOT)
+    order.push_back(CONTINUATION_ROOT)
+    new_id[WORD_ROOT] = WORD_ROOT
+    new_id[CONTINUATION_ROOT] = CONTINUATION_ROOT
+    cdef size_t head = 0, n
+    cdef int32_t old
+    cdef TrieEdge edge
+    while head < order.size():
+        old = order[head]
+        sort(children[old].begin(), children[old].end(), edge_before)
+        for edge in children[old]:
+            new_id[edge.child] = <int32_t>order.size()
+            order.push_back(edge.child)
+        head += 1
+    core.nodes.resize(order.size())
+    core.edges.clear()
+    for n in range(order.size()):
+        old = order[n]
+        core.nodes[n].token = token_at[old]
+        core.nodes[n].first_edge = <int32_t>core.edges.size()
+        core.nodes[n].n_edges = <int32_t>children[old].size()
+        for edge in children[old]:
+            edge.child = new_id[edge.child]
+            core.edges.push_back(edge)
+    cdef int r, c
+    for r in range(2):
+        for c in range(128):
+            core.root_ascii[r][c] = search_child(core, r, c)
+
+
+# ------------------------------------------------------------------------------------ normalizer
+
+cdef inline void emit_normalized(const Core* core, Workspace* ws, uint32_t cp, int32_t src) noexcept nogil:
+    """Last normalizer stage: lowercasing (per character, as NormalizedString::lowercase)."""
+    cdef uint32_t lowered[4]
+    cdef int n, k
+    if core.lowercase and bertcpu_flags(cp) & F_LOWER:
+        n = bertcpu_lowercase(cp, lowered)
+        for k in range(n):
+            ws.norm_cp.push_back(lowered[k])
+            ws.norm_src.push_back(src)
+    else:
+        ws.norm_cp.push_back(cp)
+        ws.norm_src.push_back(src)
+
+
+cdef void flush_pending(const Core* core, Workspace* ws) noexcept nogil:
+    """Canonical reordering of the characters since the last starter, then mark removal.
+
+    Mirrors NFD in `tokenizers`: the decomposition iterator sorts by combining class (stably), and
+    each output character carries a change flag (0 for the first character of its source's
+    decomposition, +1 for the others). The alignment transform then assigns alignments by
+    position, not by source: the k-th flag-0 character gets the alignment of the k-th input
+    character, a +1 character that of the last input character consumed. Only reordering across
+    source characters makes this differ from "the source's alignment", and tokens see it only at
+    their edges, but it is what HF reports. The first character of a run always has flag 0 (the
+    first part of a decomposition has the lowest class in it), so last_src is always set.
+    """
+    cdef Py_ssize_t n = ws.pending.size(), i, j
+    cdef PendingMark mark
+    # Insertion sort: stable, and the runs are a handful of characters.
+    for i in range(1, n):
+        mark = ws.pending[i]
+        j = i - 1
+        while j >= 0 and ws.pending[j].ccc > mark.ccc:
+            ws.pending[j + 1] = ws.pending[j]
+            j -= 1
+        ws.pending[j + 1] = mark
+    for i in range(n):
+        mark = ws.pending[i]
+        if not mark.inserted:
+            ws.last_src = ws.nfd_queue[ws.nfd_head]
+            ws.nfd_head += 1
+        if bertcpu_flags(mark.cp) & F_MN:
+            continue
+        emit_normalized(core, ws, mark.cp, ws.last_src)
+    ws.pending.clear()
+    if ws.nfd_head == ws.nfd_queue.size():
+        ws.nfd_queue.clear()
+        ws.nfd_head = 0
+
+
+cdef inline void strip_and_emit(const Core* core, Workspace* ws, uint32_t cp, uint8_t flags,
+                                int32_t src) noexcept nogil:
+    """Accent stripping (NFD then removal of non-spacing marks) when enabled, then lowercasing."""
+    cdef uint32_t parts[4]
+    cdef int n, k
+    cdef PendingMark mark
+    if not core.strip_accents:
+        emit_normalized(core, ws, cp, src)
+        return
+    if not flags & F_NFD:
+        # A starter that NFD leaves alone: it ends the pending run and keeps its own alignment.
+        if ws.pending.size():
+            flush_pending(core, ws)
+        ws.last_src = src
+        if not flags & F_MN:
+            emit_normalized(core, ws, cp, src)
+        return
+    ws.nfd_queue.push_back(src)
+    n = bertcpu_decompose(cp, parts)
+    for k in range(n):
+        mark.cp = parts[k]
+        mark.ccc = bertcpu_ccc(parts[k])
+        mark.inserted = k > 0
+        if mark.ccc == 0 and ws.pending.size():
+            flush_pending(core, ws)
+        ws.pending.push_back(mark)
+
+
+cdef inline void clean_and_emit(const Core* core, Workspace* ws, uint32_t cp, int32_t src) noexcept nogil:
+    """clean_text and handle_chinese_chars, then the later stages."""
+    cdef uint8_t flags = bertcpu_flags(cp)
+    if core.clean_text:
+        if flags & F_REMOVE:
+            return
+        if flags & F_CLEAN_SPACE:
+            cp = 32
+            flags = bertcpu_flags(32)
+    if core.handle_chinese_chars and flags & F_CJK:
+        strip_and_emit(core, ws, 32, bertcpu_flags(32), src)
+        strip_and_emit(core, ws, cp, flags, src)
+        strip_and_emit(core, ws, 32, bertcpu_flags(32), src)
+    else:
+        strip_and_emit(core, ws, cp, flags, src)
+
+
+cdef int normalize_units(const Core* core, const code_unit* text, Py_ssize_t start, Py_ssize_t end,
+                         Workspace* ws, Sequence* out) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef uint32_t cp
+    cdef int32_t ascii
+    cdef uint32_t lowered[4]
+    cdef int n, k
+    for i in range(start, end):
+        cp = text[i]
+        if cp < 128:
+            # No ASCII character decomposes or reorders, so the whole normalizer is one table.
+            ascii = core.ascii_out[cp]
+            if ascii >= 0:
+                if ws.pending.size():
+                    flush_pending(core, ws)
+                ws.last_src = <int32_t>i
+                ws.norm_cp.push_back(<uint32_t>ascii)
+                ws.norm_src.push_back(<int32_t>i)
+                continue
+            if ascii == -1:
+                continue  # removed (a control character)
+            # -2: the table is being built, take the general path
+        if code_unit is not uint8_t:
+            if 0xD800 <= cp <= 0xDFFF:
+                out.error = ERR_SURROGATE
+                out.error_position = i
+                return -1
+        if core.lowercase_first and bertcpu_flags(cp) & F_LOWER:
+            n = bertcpu_lowercase(cp, lowered)
+            for k in range(n):
+                clean_and_emit(core, ws, lowered[k], <int32_t>i)
+        else:
+            clean_and_emit(core, ws, cp, <int32_t>i)
+    if ws.pending.size():
+        flush_pending(core, ws)
+    return 0
+
+
+cdef int normalize_range(const Core* core, const TextView* text, Py_ssize_t start, Py_ssize_t end,
+                         Workspace* ws, Sequence* out) noexcept nogil:
+    """Normalizes raw characters [start, end) into ws.norm_cp / ws.norm_src. -1 on a surrogate."""
+    ws.norm_cp.clear()
+    ws.norm_src.clear()
+    ws.pending.clear()
+    ws.nfd_queue.clear()
+    ws.nfd_head = 0
+    ws.last_src = <int32_t>start
+    if text.kind == 1:
+        return normalize_units(core, <const uint8_t*>text.data, start, end, ws, out)
+    if text.kind == 2:
+        return normalize_units(core, <const uint16_t*>text.data, start, end, ws, out)
+    return normalize_units(core, <const uint32_t*>text.data, start, end, ws, out)
+
+
+# ------------------------------------------------------------------------------------ pre-tokenizer, WordPiece
+
+cdef inline void push_token(Sequence* out, int32_t token_id, int32_t start, int32_t end) noexcept nogil:
+    out.ids.push_back(token_id)
+    out.offsets.push_back(start)
+    out.offsets.push_back(end)
+
+
+cdef void wordpiece(const Core* core, Workspace* ws, Py_ssize_t start, Py_ssize_t end, Sequence* out) noexcept nogil:
+    """Greedy longest-match-first over normalized characters [start, end) of one word."""
+    cdef const uint32_t* cps = ws.norm_cp.data()
+    cdef const int32_t* src = ws.norm_src.data()
+    if end - start > core.max_input_chars_per_word:
+        push_token(out, core.unk_id, src[start], src[end - 1] + 1)
+        return
+    cdef size_t rollback = out.ids.size()
+    cdef Py_ssize_t pos = start, j, best_end
+    cdef int32_t node, best_id, token
+    while pos < end:
+        node = WORD_ROOT if pos == start else CONTINUATION_ROOT
+        best_end = -1
+        best_id = -1
+        for j in range(pos, end):
+            node = trie_child(core, node, cps[j])
+            if node < 0:
+                break
+            token = core.nodes[node].token
+            if token >= 0:
+                best_end = j + 1
+                best_id = token
+        if best_end < 0:
+            # One unmatchable piece makes the whole word [UNK].
+            out.ids.resize(rollback)
+            out.offsets.resize(2 * rollback)
+            push_token(out, core.unk_id, src[start], src[end - 1] + 1)
+            return
+        push_token(out, best_id, src[pos], src[best_end - 1] + 1)
+        pos = best_end
+
+
+cdef void pre_tokenize(const Core* core, Workspace* ws, Py_ssize_t start, Py_ssize_t end, Sequence* out) noexcept nogil:
+    """Whitespace splits (and is dropped), punctuation is a word of its own."""
+    cdef const uint32_t* cps = ws.norm_cp.data()
+    cdef Py_ssize_t i = start, j
+    cdef uint8_t flags
+    while i < end:
+        flags = bertcpu_flags(cps[i])
+        if flags & F_WHITESPACE:
+            i += 1
+        elif flags & F_PUNCT:
+            wordpiece(core, ws, i, i + 1, out)
+            i += 1
+        else:
+            j = i + 1
+            while j < end and not bertcpu_flags(cps[j]) & (F_WHITESPACE | F_PUNCT):
+                j += 1
+            wordpiece(core, ws, i, j, out)
+            i = j
+
+
+# ------------------------------------------------------------------------------------ added tokens
+
+cdef inline bint may_start_token(uint32_t cp, const bint* first_ascii, const vector[uint32_t]* first_other) noexcept nogil:
+    if cp < 128:
+        return first_ascii[cp]
+    cdef size_t k
+    for k in range(first_other.size()):
+        if deref(first_other)[k] == cp:
+            return True
+    return False
+
+
+cdef int longest_added_at(const Core* core, const vector[AddedToken]* tokens, const TextView* text,
+                          const uint32_t* cps, Py_ssize_t i, Py_ssize_t end) noexcept nogil:
+    """Index of the longest added token matching at i (leftmost-longest, as aho-corasick), or -1.
+    Reads text when cps is NULL, else cps."""
+    cdef int best = -1
+    cdef int32_t best_length = 0, k, length
+    cdef size_t t
+    cdef const AddedToken* token
+    cdef uint32_t c
+    for t in range(tokens.size()):
+        token = &deref(tokens)[t]
+        length = token.length
+        if length <= best_length or i + length > end:
+            continue
+        for k in range(length):
+            c = cps[i + k] if cps != NULL else char_at(text, i + k)
+            if c != core.added_cps[token.start + k]:
+                break
+        else:
+            best = <int>t
+            best_length = length
+    return best
+
+
+cdef void encode_piece(const Core* core, const TextView* text, Py_ssize_t start, Py_ssize_t end, Workspace* ws,
+                       Sequence* out) noexcept nogil:
+    """Normalizes raw characters [start, end), splits out normalized added tokens, tokenizes the rest."""
+    if normalize_range(core, text, start, end, ws, out) < 0:
+        return
+    cdef Py_ssize_t n = ws.norm_cp.size()
+    if core.normalized_added.size() == 0:
+        pre_tokenize(core, ws, 0, n, out)
+        return
+    cdef const uint32_t* cps = ws.norm_cp.data()
+    cdef const int32_t* src = ws.norm_src.data()
+    cdef Py_ssize_t i = 0, done = 0, match_start, match_stop
+    cdef int t
+    cdef const AddedToken* token
+    while i < n:
+        if may_start_token(cps[i], core.norm_first_ascii, &core.norm_first_other):
+            t = longest_added_at(core, &core.normalized_added, NULL, cps, i, n)
+            if t >= 0:
+                token = &core.normalized_added[t]
+                match_start = i
+                match_stop = i + token.length
+                if token.lstrip:
+                    while match_start > 0 and bertcpu_flags(cps[match_start - 1]) & F_WHITESPACE:
+                        match_start -= 1
+                    if match_start < done:
+                        match_start = done
+                if token.rstrip:
+                    while match_stop < n and bertcpu_flags(cps[match_stop]) & F_WHITESPACE:
+                        match_stop += 1
+                if done < match_start:
+                    pre_tokenize(core, ws, done, match_start, out)
+                push_token(out, token.id, src[match_start], src[match_stop - 1] + 1)
+                done = match_stop
+                i += token.length
+                continue
+        i += 1
+    if done < n:
+        pre_tokenize(core, ws, done, n, out)
+
+
+cdef void encode_text(const Core* core, const TextView* text, Workspace* ws, Sequence* out) noexcept nogil:
+    """Tokens of one text (no special tokens added), or out.error set."""
+    out.ids.clear()
+    out.offsets.clear()
+    out.error = ERR_NONE
+    cdef Py_ssize_t n = text.length
+    if core.raw_added.size() == 0:
+        encode_piece(core, text, 0, n, ws, out)
+        return
+    cdef Py_ssize_t i = 0, done = 0, match_start, match_stop
+    cdef int t
+    cdef const AddedToken* token
+    while i < n:
+        if may_start_token(char_at(text, i), core.raw_first_ascii, &core.raw_first_other):
+            t = longest_added_at(core, &core.raw_added, text, NULL, i, n)
+            if t >= 0:
+                token = &core.raw_added[t]
+                match_start = i
+                match_stop = i + token.length
+                if token.lstrip:
+                    while match_start > 0 and bertcpu_flags(char_at(text, match_start - 1)) & F_WHITESPACE:
+                        match_start -= 1
+                    if match_start < done:
+                        match_start = done
+                if token.rstrip:
+                    while match_stop < n and bertcpu_flags(char_at(text, match_stop)) & F_WHITESPACE:
+                        match_stop += 1
+                if done < match_start:
+                    encode_piece(core, text, done, match_start, ws, out)
+                    if out.error:
+                        return
+                push_token(out, token.id, <int32_t>match_start, <int32_t>match_stop)
+                done = match_stop
+                # The search resumes after the match itself, not after what rstrip took.
+                i += token.length
+                continue
+        i += 1
+    if done < n:
+        encode_piece(core, text, done, n, ws, out)
+
+
+# ------------------------------------------------------------------------------------ post-processing
+
+cdef int truncated_lengths(const Core* core, const Sequence* a, const Sequence* b, bint has_pair, int strategy,
+                           Py_ssize_t max_length, bint add_special, Py_ssize_t* len_a, Py_ssize_t* len_b) noexcept nogil:
+    """Lengths after truncation, as tokenizers' truncate_encodings; an ERR_* code."""
+    cdef Py_ssize_t la = a.ids.size(), lb = b.ids.size() if has_pair else 0
+    cdef Py_ssize_t limit = max_length, n_special, to_remove, n1, n2
+    cdef bint swap
+    len_a[0] = la
+    len_b[0] = lb
+    if strategy == TRUNCATE_NONE:
+        return ERR_NONE
+    if add_special:
+        n_special = core.n_special_pair if has_pair else core.n_special_single
+        if limit < n_special:
+            return ERR_NONE  # tokenizers leaves such input alone rather than fail
+        limit -= n_special
+    if limit == 0:
+        len_a[0] = 0
+        len_b[0] = 0
+        return ERR_NONE
+    if la + lb <= limit:
+        return ERR_NONE
+    to_remove = la + lb - limit
+    if strategy == TRUNCATE_LONGEST_FIRST:
+        if not has_pair:
+            len_a[0] = la - to_remove
+            return ERR_NONE
+        n1, n2 = la, lb
+        swap = n1 > n2
+        if swap:
+            n1, n2 = n2, n1
+        if n1 > limit:
+            n2 = n1
+        else:
+            n2 = max(n1, limit - n1)
+        if n1 + n2 > limit:
+            n1 = limit // 2
+            n2 = n1 + limit % 2
+        if swap:
+            n1, n2 = n2, n1
+        len_a[0] = min(la, n1)
+        len_b[0] = min(lb, n2)
+        return ERR_NONE
+    if strategy == TRUNCATE_ONLY_FIRST:
+        if la > to_remove:
+            len_a[0] = la - to_remove
+            return ERR_NONE
+        return ERR_SEQUENCE_TOO_SHORT
+    if not has_pair:
+        return ERR_SECOND_NOT_PROVIDED
+    if lb > to_remove:
+        len_b[0] = lb - to_remove
+        return ERR_NONE
+    return ERR_SEQUENCE_TOO_SHORT
+
+
+cdef void fill_row(const Core* core, const Sequence* a, Py_ssize_t len_a, const Sequence* b, Py_ssize_t len_b,
+                   bint has_pair, bint add_special, Py_ssize_t width, int64_t* ids, int64_t* types, int64_t* mask,
+                   int64_t* offsets) noexcept nogil:
+    """Writes one post-processed, padded row; offsets may be NULL."""
+    cdef const vector[TemplatePiece]* template = &core.pair_template if has_pair else &core.single_template
+    cdef Py_ssize_t pos = 0, k, n
+    cdef size_t p
+    cdef const Sequence* seq
+    cdef const TemplatePiece* piece
+    for p in range(template.size()):
+        piece = &deref(template)[p]
+        if piece.kind == PIECE_SPECIAL:
+            if not add_special:
+                continue
+            ids[pos] = piece.id
+            types[pos] = piece.type_id
+            mask[pos] = 1
+            if offsets != NULL:
+                offsets[2 * pos] = 0
+                offsets[2 * pos + 1] = 0
+            pos += 1
+            continue
+        if piece.kind == PIECE_SEQ_A:
+            seq, n = a, len_a
+        else:
+            seq, n = b, len_b
+        for k in range(n):
+            ids[pos] = seq.ids[k]
+            types[pos] = piece.type_id
+            mask[pos] = 1
+            if offsets != NULL:
+                offsets[2 * pos] = seq.offsets[2 * k]
+                offsets[2 * pos + 1] = seq.offsets[2 * k + 1]
+            pos += 1
+    while pos < width:
+        ids[pos] = core.pad_id
+        types[pos] = core.pad_type_id
+        mask[pos] = 0
+        if offsets != NULL:
+            offsets[2 * pos] = 0
+            offsets[2 * pos + 1] = 0
+        pos += 1
+
+
+# ------------------------------------------------------------------------------------ batch jobs
+
+cdef struct EncodeJob:
+    const Core* core
+    const TextView* views_a
+    const TextView* views_b  # NULL without pairs
+    Sequence* seqs_a
+    Sequence* seqs_b
+    Workspace* workspaces
+
+
+cdef void encode_item(void* context, ptrdiff_t i, int worker) noexcept nogil:
+    cdef EncodeJob* job = <EncodeJob*>context
+    encode_text(job.core, &job.views_a[i], &job.workspaces[worker], &job.seqs_a[i])
+    if job.views_b != NULL and not job.seqs_a[i].error:
+        encode_text(job.core, &job.views_b[i], &job.workspaces[worker], &job.seqs_b[i])
+
+
+cdef struct FillJob:
+    const Core* core
+    const Sequence* seqs_a
+    const Sequence* seqs_b  # NULL without pairs
+    const Py_ssize_t* lengths_a
+    const Py_ssize_t* lengths_b
+    bint add_special
+    Py_ssize_t width
+    int64_t* ids
+    int64_t* types
+    int64_t* mask
+    int64_t* offsets  # NULL without offsets
+
+
+cdef void fill_item(void* context, ptrdiff_t i, int worker) noexcept nogil:
+    cdef FillJob* job = <FillJob*>context
+    cdef Py_ssize_t w = job.width
+    fill_row(job.core, &job.seqs_a[i], job.lengths_a[i], &job.seqs_b[i] if job.seqs_b != NULL else NULL,
+             job.lengths_b[i], job.seqs_b != NULL, job.add_special, w, job.ids + i * w, job.types + i * w,
+             job.mask + i * w, job.offsets + 2 * i * w if job.offsets != NULL else NULL)
+
+
+# ------------------------------------------------------------------------------------ Python side
+
+cdef inline void set_view(TextView* view, object text):
+    # text is a str (or subclass): checked by the caller.
+    view.data = PyUnicode_DATA(text)
+    view.kind = PyUnicode_KIND(text)
+    view.length = PyUnicode_GET_LENGTH(text)
 
 
 cdef class _Encoder:
@@ -147,132 +789,50 @@ cdef class _Encoder:
 
     Built once per Tokenizer by tokenizer.py, which validates everything passed in.
     """
-    # Trie over code points: node_token[n] is the vocabulary id ending at node n (or -1); edges are
-    # an open-addressing hash table from (node, code point) to child, with the ASCII children of
-    # both roots in a direct table.
-    cdef vector[int32_t] node_token
-    cdef vector[uint64_t] edge_keys
-    cdef vector[int32_t] edge_children
-    cdef uint64_t edge_mask
-    cdef int edge_shift
-    cdef int32_t root_ascii[2][128]
-
-    cdef int32_t unk_id
-    cdef Py_ssize_t max_input_chars_per_word
-    cdef bint clean_text, handle_chinese_chars, strip_accents, lowercase, lowercase_first
-
-    cdef vector[AddedToken] raw_added     # matched in the raw text
-    cdef vector[AddedToken] normalized_added  # matched in the normalized text
-    cdef vector[uint32_t] added_cps
-    cdef bint raw_first_ascii[128]
-    cdef vector[uint32_t] raw_first_other
-    cdef bint norm_first_ascii[128]
-    cdef vector[uint32_t] norm_first_other
-
-    cdef vector[TemplatePiece] single_template
-    cdef vector[TemplatePiece] pair_template
-    cdef Py_ssize_t n_special_single, n_special_pair
-    cdef int32_t pad_id, pad_type_id
-
+    cdef Core core
     cdef Workspace single_workspace  # for one-text calls, which hold the GIL throughout
     cdef Sequence single_a, single_b
+    cdef tuple id_objects  # the Python int of every id, shared by all output lists
+    cdef object result_type
 
     def __init__(self, list vocab, str continuing_prefix, int32_t unk_id, Py_ssize_t max_input_chars_per_word,
                  bint clean_text, bint handle_chinese_chars, bint strip_accents, bint lowercase,
                  bint lowercase_first, list added_tokens, list single_template, list pair_template,
-                 int32_t pad_id, int32_t pad_type_id):
+                 int32_t pad_id, int32_t pad_type_id, Py_ssize_t n_ids, result_type):
         """vocab: token strings by id. added_tokens: (content, id, normalized, lstrip, rstrip) tuples.
-        Templates: ("special", id, type_id) / ("A", type_id) / ("B", type_id) tuples."""
-        self.unk_id = unk_id
-        self.max_input_chars_per_word = max_input_chars_per_word
-        self.clean_text = clean_text
-        self.handle_chinese_chars = handle_chinese_chars
-        self.strip_accents = strip_accents
-        self.lowercase = lowercase
-        self.lowercase_first = lowercase_first
-        self.pad_id = pad_id
-        self.pad_type_id = pad_type_id
-        self._build_trie(vocab, continuing_prefix)
+        Templates: ("special", id, type_id) / ("A", type_id) / ("B", type_id) tuples. n_ids: vocabulary
+        size with added tokens. result_type: the mapping type encode() returns."""
+        cdef Core* core = &self.core
+        core.unk_id = unk_id
+        core.max_input_chars_per_word = max_input_chars_per_word
+        core.clean_text = clean_text
+        core.handle_chinese_chars = handle_chinese_chars
+        core.strip_accents = strip_accents
+        core.lowercase = lowercase
+        core.lowercase_first = lowercase_first
+        core.pad_id = pad_id
+        core.pad_type_id = pad_type_id
+        self.id_objects = tuple(range(n_ids))
+        self.result_type = result_type
+        build_trie(core, vocab, continuing_prefix)
+        cdef int c
+        for c in range(128):
+            core.ascii_out[c] = -2
+        for c in range(128):
+            # Through the general path once; the table then stands for it.
+            normalized = self.normalize(chr(c))[0]
+            assert len(normalized) <= 1, (c, normalized)
+            core.ascii_out[c] = ord(normalized) if normalized else -1
         for content, token_id, normalized, lstrip, rstrip in added_tokens:
             if normalized:
                 # Matched against normalized text, so its pattern is its own normalized form.
-                self._add_token(self.normalized_added, self.normalize(content)[0], token_id, lstrip, rstrip)
+                self._add_token(core.normalized_added, self.normalize(content)[0], token_id, lstrip, rstrip)
             else:
-                self._add_token(self.raw_added, content, token_id, lstrip, rstrip)
-        self._index_first_chars(self.raw_added, self.raw_first_ascii, self.raw_first_other)
-        self._index_first_chars(self.normalized_added, self.norm_first_ascii, self.norm_first_other)
-        self.n_special_single = self._set_template(self.single_template, single_template)
-        self.n_special_pair = self._set_template(self.pair_template, pair_template)
-
-    # ---------------------------------------------------------------- construction
-
-    cdef _build_trie(self, list vocab, str prefix):
-        cdef Py_ssize_t total_chars = 0
-        cdef str token
-        for token in vocab:
-            total_chars += len(token)
-        cdef Py_ssize_t capacity = 1024
-        while capacity < 2 * (2 * total_chars + 16):
-            capacity *= 2
-        self.edge_mask = capacity - 1
-        self.edge_shift = 64 - (capacity.bit_length() - 1)
-        self.edge_keys.assign(capacity, EMPTY_KEY)
-        self.edge_children.assign(capacity, -1)
-        self.node_token.assign(2, -1)
-        cdef int r, c
-        for r in range(2):
-            for c in range(128):
-                self.root_ascii[r][c] = -1
-        cdef Py_ssize_t token_id
-        cdef Py_ssize_t plen = len(prefix)
-        for token_id, token in enumerate(vocab):
-            # Every token is a candidate for a word's start, exactly as the vocabulary lookup of
-            # WordPiece is; tokens with the prefix are also continuations (looked up without it).
-            self._insert(WORD_ROOT, token, <int32_t>token_id)
-            if plen and token.startswith(prefix):
-                self._insert(CONTINUATION_ROOT, token[plen:], <int32_t>token_id)
-
-    cdef _insert(self, int32_t root, str token, int32_t token_id):
-        if not token:
-            return  # an empty piece can never be matched
-        cdef int32_t node = root, child
-        cdef uint32_t cp
-        for ch in token:
-            cp = ord(ch)
-            child = self._child(node, cp)
-            if child < 0:
-                child = <int32_t>self.node_token.size()
-                self.node_token.push_back(-1)
-                self._set_child(node, cp, child)
-            node = child
-        # Duplicate tokens are rejected by tokenizer.py; keep the first id regardless.
-        if self.node_token[node] < 0:
-            self.node_token[node] = token_id
-
-    cdef void _set_child(self, int32_t node, uint32_t cp, int32_t child):
-        if node < 2 and cp < 128:
-            self.root_ascii[node][cp] = child
-            return
-        cdef uint64_t key = edge_key(node, cp)
-        cdef uint64_t slot = edge_hash(key) >> self.edge_shift
-        while self.edge_keys[slot] != EMPTY_KEY:
-            slot = (slot + 1) & self.edge_mask
-        self.edge_keys[slot] = key
-        self.edge_children[slot] = child
-
-    cdef inline int32_t _child(self, int32_t node, uint32_t cp) noexcept nogil:
-        if node < 2 and cp < 128:
-            return self.root_ascii[node][cp]
-        cdef uint64_t key = edge_key(node, cp)
-        cdef uint64_t slot = edge_hash(key) >> self.edge_shift
-        cdef uint64_t found
-        while True:
-            found = self.edge_keys[slot]
-            if found == key:
-                return self.edge_children[slot]
-            if found == EMPTY_KEY:
-                return -1
-            slot = (slot + 1) & self.edge_mask
+                self._add_token(core.raw_added, content, token_id, lstrip, rstrip)
+        self._index_first_chars(core.raw_added, core.raw_first_ascii, core.raw_first_other)
+        self._index_first_chars(core.normalized_added, core.norm_first_ascii, core.norm_first_other)
+        core.n_special_single = self._set_template(core.single_template, single_template)
+        core.n_special_pair = self._set_template(core.pair_template, pair_template)
 
     cdef _add_token(self, vector[AddedToken]& tokens, str content, int32_t token_id, bint lstrip, bint rstrip):
         if not content:
@@ -281,10 +841,10 @@ cdef class _Encoder:
         token.id = token_id
         token.lstrip = lstrip
         token.rstrip = rstrip
-        token.start = <int32_t>self.added_cps.size()
+        token.start = <int32_t>self.core.added_cps.size()
         token.length = <int32_t>len(content)
         for ch in content:
-            self.added_cps.push_back(ord(ch))
+            self.core.added_cps.push_back(ord(ch))
         tokens.push_back(token)
 
     cdef _index_first_chars(self, vector[AddedToken]& tokens, bint* first_ascii, vector[uint32_t]& first_other):
@@ -294,7 +854,7 @@ cdef class _Encoder:
         cdef uint32_t first
         cdef AddedToken token
         for token in tokens:
-            first = self.added_cps[token.start]
+            first = self.core.added_cps[token.start]
             if first < 128:
                 first_ascii[first] = True
             else:
@@ -316,460 +876,81 @@ cdef class _Encoder:
             template.push_back(piece)
         return n_special
 
-    # ---------------------------------------------------------------- normalizer
-
-    cdef inline void emit_normalized(self, Workspace* ws, uint32_t cp, int32_t src) noexcept nogil:
-        """Last normalizer stage: lowercasing (per character, as NormalizedString::lowercase)."""
-        cdef uint32_t lowered[4]
-        cdef int n, k
-        if self.lowercase and bertcpu_flags(cp) & F_LOWER:
-            n = bertcpu_lowercase(cp, lowered)
-            for k in range(n):
-                ws.norm_cp.push_back(lowered[k])
-                ws.norm_src.push_back(src)
-        else:
-            ws.norm_cp.push_back(cp)
-            ws.norm_src.push_back(src)
-
-    cdef void flush_pending(self, Workspace* ws) noexcept nogil:
-        """Canonical reordering of the characters since the last starter, then mark removal.
-
-        Mirrors NFD in `tokenizers`: the decomposition iterator sorts by combining class (stably),
-        and each output character carries a change flag (0 for the first character of its source's
-        decomposition, +1 for the others). The alignment transform then gives characters their
-        alignment by position, not by source: the k-th flag-0 character gets the alignment of the
-        k-th input character, a +1 character the alignment of the input character before the
-        current position. Only reordering across source characters makes this differ from "the
-        source's alignment", and tokens see it only at their edges, but it is what HF reports.
-        """
-        cdef Py_ssize_t n = ws.pending.size(), i, j
-        cdef PendingMark mark
-        # Insertion sort: stable, and the runs are a handful of characters.
-        for i in range(1, n):
-            mark = ws.pending[i]
-            j = i - 1
-            while j >= 0 and ws.pending[j].ccc > mark.ccc:
-                ws.pending[j + 1] = ws.pending[j]
-                j -= 1
-            ws.pending[j + 1] = mark
-        cdef int32_t src
-        for i in range(n):
-            mark = ws.pending[i]
-            if not mark.inserted:
-                src = ws.nfd_src[ws.nfd_consumed]
-                ws.nfd_consumed += 1
-            else:
-                # The first character of a run always has flag 0 (see the tests), so
-                # nfd_consumed > 0 here.
-                src = ws.nfd_src[ws.nfd_consumed - 1]
-            if bertcpu_flags(mark.cp) & F_MN:
-                continue
-            self.emit_normalized(ws, mark.cp, src)
-        ws.pending.clear()
-
-    cdef inline void strip_and_emit(self, Workspace* ws, uint32_t cp, uint8_t flags, int32_t src) noexcept nogil:
-        """Accent stripping (NFD then removal of non-spacing marks) when enabled, then lowercasing."""
-        cdef uint32_t parts[4]
-        cdef int n, k
-        cdef PendingMark mark
-        if not self.strip_accents:
-            self.emit_normalized(ws, cp, src)
-            return
-        ws.nfd_src.push_back(src)
-        if not flags & F_NFD:
-            # A starter that NFD leaves alone: it ends the pending run and keeps its alignment.
-            if ws.pending.size():
-                self.flush_pending(ws)
-            ws.nfd_consumed += 1
-            if not flags & F_MN:
-                self.emit_normalized(ws, cp, src)
-            return
-        n = bertcpu_decompose(cp, parts)
-        for k in range(n):
-            mark.cp = parts[k]
-            mark.ccc = bertcpu_ccc(parts[k])
-            mark.inserted = k > 0
-            if mark.ccc == 0 and ws.pending.size():
-                self.flush_pending(ws)
-            ws.pending.push_back(mark)
-
-    cdef inline void clean_and_emit(self, Workspace* ws, uint32_t cp, int32_t src) noexcept nogil:
-        """clean_text and handle_chinese_chars, then the later stages."""
-        cdef uint8_t flags = bertcpu_flags(cp)
-        if self.clean_text:
-            if flags & F_REMOVE:
-                return
-            if flags & F_CLEAN_SPACE:
-                cp = 32
-                flags = bertcpu_flags(32)
-        if self.handle_chinese_chars and flags & F_CJK:
-            self.strip_and_emit(ws, 32, bertcpu_flags(32), src)
-            self.strip_and_emit(ws, cp, flags, src)
-            self.strip_and_emit(ws, 32, bertcpu_flags(32), src)
-        else:
-            self.strip_and_emit(ws, cp, flags, src)
-
-    cdef int normalize_range(self, const TextView* text, Py_ssize_t start, Py_ssize_t end, Workspace* ws,
-                             Sequence* out) noexcept nogil:
-        """Normalizes raw characters [start, end) into ws.norm_cp / ws.norm_src. -1 on a surrogate."""
-        ws.norm_cp.clear()
-        ws.norm_src.clear()
-        ws.nfd_src.clear()
-        ws.pending.clear()
-        ws.nfd_consumed = 0
-        cdef Py_ssize_t i
-        cdef uint32_t cp
-        cdef uint32_t lowered[4]
-        cdef int n, k
-        for i in range(start, end):
-            cp = char_at(text, i)
-            if 0xD800 <= cp <= 0xDFFF:
-                out.error = ERR_SURROGATE
-                out.error_position = i
-                return -1
-            if self.lowercase_first and bertcpu_flags(cp) & F_LOWER:
-                n = bertcpu_lowercase(cp, lowered)
-                for k in range(n):
-                    self.clean_and_emit(ws, lowered[k], <int32_t>i)
-            else:
-                self.clean_and_emit(ws, cp, <int32_t>i)
-        if ws.pending.size():
-            self.flush_pending(ws)
-        return 0
-
-    # ---------------------------------------------------------------- pre-tokenizer and WordPiece
-
-    cdef inline void push_token(self, Sequence* out, int32_t token_id, int32_t start, int32_t end) noexcept nogil:
-        out.ids.push_back(token_id)
-        out.offsets.push_back(start)
-        out.offsets.push_back(end)
-
-    cdef void wordpiece(self, Workspace* ws, Py_ssize_t start, Py_ssize_t end, Sequence* out) noexcept nogil:
-        """Greedy longest-match-first over normalized characters [start, end) of one word."""
-        cdef const uint32_t* cps = ws.norm_cp.data()
-        cdef const int32_t* src = ws.norm_src.data()
-        if end - start > self.max_input_chars_per_word:
-            self.push_token(out, self.unk_id, src[start], src[end - 1] + 1)
-            return
-        cdef size_t rollback = out.ids.size()
-        cdef Py_ssize_t pos = start, j, best_end
-        cdef int32_t node, best_id
-        while pos < end:
-            node = WORD_ROOT if pos == start else CONTINUATION_ROOT
-            best_end = -1
-            best_id = -1
-            for j in range(pos, end):
-                node = self._child(node, cps[j])
-                if node < 0:
-                    break
-                if self.node_token[node] >= 0:
-                    best_end = j + 1
-                    best_id = self.node_token[node]
-            if best_end < 0:
-                # One unmatchable piece makes the whole word [UNK].
-                out.ids.resize(rollback)
-                out.offsets.resize(2 * rollback)
-                self.push_token(out, self.unk_id, src[start], src[end - 1] + 1)
-                return
-            self.push_token(out, best_id, src[pos], src[best_end - 1] + 1)
-            pos = best_end
-
-    cdef void pre_tokenize(self, Workspace* ws, Py_ssize_t start, Py_ssize_t end, Sequence* out) noexcept nogil:
-        """Whitespace splits (and is dropped), punctuation is a word of its own."""
-        cdef const uint32_t* cps = ws.norm_cp.data()
-        cdef Py_ssize_t i = start, j
-        cdef uint8_t flags
-        while i < end:
-            flags = bertcpu_flags(cps[i])
-            if flags & F_WHITESPACE:
-                i += 1
-            elif flags & F_PUNCT:
-                self.wordpiece(ws, i, i + 1, out)
-                i += 1
-            else:
-                j = i + 1
-                while j < end and not bertcpu_flags(cps[j]) & (F_WHITESPACE | F_PUNCT):
-                    j += 1
-                self.wordpiece(ws, i, j, out)
-                i = j
-
-    # ---------------------------------------------------------------- added tokens
-
-    cdef inline bint may_start_token(self, uint32_t cp, const bint* first_ascii,
-                                     const vector[uint32_t]* first_other) noexcept nogil:
-        if cp < 128:
-            return first_ascii[cp]
-        cdef size_t k
-        for k in range(first_other.size()):
-            if first_other[0][k] == cp:
-                return True
-        return False
-
-    cdef int longest_added_at(self, const vector[AddedToken]* tokens, const TextView* text,
-                              const uint32_t* cps, Py_ssize_t i, Py_ssize_t end) noexcept nogil:
-        """Index of the longest added token matching at i (leftmost-longest, as aho-corasick), or -1.
-        Reads text when cps is NULL, else cps."""
-        cdef int best = -1
-        cdef int32_t best_length = 0
-        cdef size_t t
-        cdef int32_t k, length
-        cdef const AddedToken* token
-        cdef uint32_t c
-        for t in range(tokens.size()):
-            token = &tokens[0][t]
-            length = token.length
-            if length <= best_length or i + length > end:
-                continue
-            for k in range(length):
-                c = cps[i + k] if cps != NULL else char_at(text, i + k)
-                if c != self.added_cps[token.start + k]:
-                    break
-            else:
-                best = <int>t
-                best_length = length
-        return best
-
-    cdef void encode_piece(self, const TextView* text, Py_ssize_t start, Py_ssize_t end, Workspace* ws,
-                           Sequence* out) noexcept nogil:
-        """Normalizes raw characters [start, end), splits out normalized added tokens, tokenizes the rest."""
-        if self.normalize_range(text, start, end, ws, out) < 0:
-            return
-        cdef Py_ssize_t n = ws.norm_cp.size()
-        if self.normalized_added.size() == 0:
-            self.pre_tokenize(ws, 0, n, out)
-            return
-        cdef const uint32_t* cps = ws.norm_cp.data()
-        cdef const int32_t* src = ws.norm_src.data()
-        cdef Py_ssize_t i = 0, done = 0, match_start, match_stop
-        cdef int t
-        cdef const AddedToken* token
-        while i < n:
-            if self.may_start_token(cps[i], self.norm_first_ascii, &self.norm_first_other):
-                t = self.longest_added_at(&self.normalized_added, NULL, cps, i, n)
-                if t >= 0:
-                    token = &self.normalized_added[t]
-                    match_start = i
-                    match_stop = i + token.length
-                    if token.lstrip:
-                        while match_start > 0 and bertcpu_flags(cps[match_start - 1]) & F_WHITESPACE:
-                            match_start -= 1
-                        if match_start < done:
-                            match_start = done
-                    if token.rstrip:
-                        while match_stop < n and bertcpu_flags(cps[match_stop]) & F_WHITESPACE:
-                            match_stop += 1
-                    if done < match_start:
-                        self.pre_tokenize(ws, done, match_start, out)
-                    self.push_token(out, token.id, src[match_start], src[match_stop - 1] + 1)
-                    done = match_stop
-                    i += token.length
-                    continue
-            i += 1
-        if done < n:
-            self.pre_tokenize(ws, done, n, out)
-
-    cdef void encode_text(self, const TextView* text, Workspace* ws, Sequence* out) noexcept nogil:
-        """Tokens of one text (no special tokens added), or out.error set."""
-        out.ids.clear()
-        out.offsets.clear()
-        out.error = ERR_NONE
-        cdef Py_ssize_t n = text.length
-        if self.raw_added.size() == 0:
-            self.encode_piece(text, 0, n, ws, out)
-            return
-        cdef Py_ssize_t i = 0, done = 0, match_start, match_stop
-        cdef int t
-        cdef const AddedToken* token
-        while i < n:
-            if self.may_start_token(char_at(text, i), self.raw_first_ascii, &self.raw_first_other):
-                t = self.longest_added_at(&self.raw_added, text, NULL, i, n)
-                if t >= 0:
-                    token = &self.raw_added[t]
-                    match_start = i
-                    match_stop = i + token.length
-                    if token.lstrip:
-                        while match_start > 0 and bertcpu_flags(char_at(text, match_start - 1)) & F_WHITESPACE:
-                            match_start -= 1
-                        if match_start < done:
-                            match_start = done
-                    if token.rstrip:
-                        while match_stop < n and bertcpu_flags(char_at(text, match_stop)) & F_WHITESPACE:
-                            match_stop += 1
-                    if done < match_start:
-                        self.encode_piece(text, done, match_start, ws, out)
-                        if out.error:
-                            return
-                    self.push_token(out, token.id, <int32_t>match_start, <int32_t>match_stop)
-                    done = match_stop
-                    # The search resumes after the match itself, not after what rstrip took.
-                    i += token.length
-                    continue
-            i += 1
-        if done < n:
-            self.encode_piece(text, done, n, ws, out)
-
-    # ---------------------------------------------------------------- post-processing
-
-    cdef int truncated_lengths(self, Sequence* a, Sequence* b, bint has_pair, int strategy,
-                               Py_ssize_t max_length, bint add_special, Py_ssize_t* len_a,
-                               Py_ssize_t* len_b) noexcept nogil:
-        """Lengths after truncation, as tokenizers' truncate_encodings; an ERR_* code."""
-        cdef Py_ssize_t la = a.ids.size(), lb = b.ids.size() if has_pair else 0
-        cdef Py_ssize_t n_special
-        len_a[0] = la
-        len_b[0] = lb
-        if strategy == TRUNCATE_NONE:
-            return ERR_NONE
-        cdef Py_ssize_t limit = max_length
-        if add_special:
-            n_special = self.n_special_pair if has_pair else self.n_special_single
-            if limit < n_special:
-                return ERR_NONE  # tokenizers leaves such input alone rather than fail
-            limit -= n_special
-        if limit == 0:
-            len_a[0] = 0
-            len_b[0] = 0
-            return ERR_NONE
-        if la + lb <= limit:
-            return ERR_NONE
-        cdef Py_ssize_t to_remove = la + lb - limit, n1, n2
-        cdef bint swap
-        if strategy == TRUNCATE_LONGEST_FIRST:
-            if not has_pair:
-                len_a[0] = la - to_remove
-                return ERR_NONE
-            n1, n2 = la, lb
-            swap = n1 > n2
-            if swap:
-                n1, n2 = n2, n1
-            if n1 > limit:
-                n2 = n1
-            else:
-                n2 = max(n1, limit - n1)
-            if n1 + n2 > limit:
-                n1 = limit // 2
-                n2 = n1 + limit % 2
-            if swap:
-                n1, n2 = n2, n1
-            len_a[0] = min(la, n1)
-            len_b[0] = min(lb, n2)
-            return ERR_NONE
-        if strategy == TRUNCATE_ONLY_FIRST:
-            if la > to_remove:
-                len_a[0] = la - to_remove
-                return ERR_NONE
-            return ERR_SEQUENCE_TOO_SHORT
-        if not has_pair:
-            return ERR_SECOND_NOT_PROVIDED
-        if lb > to_remove:
-            len_b[0] = lb - to_remove
-            return ERR_NONE
-        return ERR_SEQUENCE_TOO_SHORT
-
-    cdef void fill_row(self, Sequence* a, Py_ssize_t len_a, Sequence* b, Py_ssize_t len_b, bint has_pair,
-                       bint add_special, Py_ssize_t width, int64_t* ids, int64_t* types, int64_t* mask,
-                       int64_t* offsets) noexcept nogil:
-        """Writes one post-processed, padded row; offsets may be NULL."""
-        cdef const vector[TemplatePiece]* template = &self.pair_template if has_pair else &self.single_template
-        cdef Py_ssize_t pos = 0, k, n
-        cdef size_t p
-        cdef Sequence* seq
-        cdef const TemplatePiece* piece
-        for p in range(template.size()):
-            piece = &template[0][p]
-            if piece.kind == PIECE_SPECIAL:
-                if not add_special:
-                    continue
-                ids[pos] = piece.id
-                types[pos] = piece.type_id
-                mask[pos] = 1
-                if offsets != NULL:
-                    offsets[2 * pos] = 0
-                    offsets[2 * pos + 1] = 0
-                pos += 1
-                continue
-            if piece.kind == PIECE_SEQ_A:
-                seq, n = a, len_a
-            else:
-                seq, n = b, len_b
-            for k in range(n):
-                ids[pos] = seq.ids[k]
-                types[pos] = piece.type_id
-                mask[pos] = 1
-                if offsets != NULL:
-                    offsets[2 * pos] = seq.offsets[2 * k]
-                    offsets[2 * pos + 1] = seq.offsets[2 * k + 1]
-                pos += 1
-        while pos < width:
-            ids[pos] = self.pad_id
-            types[pos] = self.pad_type_id
-            mask[pos] = 0
-            if offsets != NULL:
-                offsets[2 * pos] = 0
-                offsets[2 * pos + 1] = 0
-            pos += 1
-
-    # ---------------------------------------------------------------- Python entry points
-
     def encode(self, texts, pairs, bint batched, int truncation, Py_ssize_t max_length, int padding,
                Py_ssize_t pad_length, Py_ssize_t pad_to_multiple_of, bint add_special_tokens, bint as_numpy,
                bint with_offsets, int num_threads):
-        """Encodes texts (a list of str; pairs a list of str or None), checked by tokenizer.py.
+        """Encodes texts (a list of str; pairs a list of str or None), checked by tokenizer.py except
+        for each item's type, checked here.
 
-        padding: 0 none, 1 longest in batch, 2 to pad_length. Returns a dict of input_ids,
-        token_type_ids, attention_mask (and offset_mapping): int64 arrays when as_numpy, else lists
-        (of lists when batched).
+        padding: 0 none, 1 longest in batch, 2 to pad_length. Returns input_ids, token_type_ids,
+        attention_mask (and offset_mapping): int64 arrays when as_numpy, else lists (of lists when
+        batched).
         """
-        cdef Py_ssize_t n_items = len(texts), i
+        cdef Py_ssize_t n_items = len(texts), i, total_chars = 0
         cdef bint has_pair = pairs is not None
         cdef vector[TextView] views_a, views_b
         views_a.resize(n_items)
         if has_pair:
             views_b.resize(n_items)
         for i in range(n_items):
-            set_view(&views_a[i], texts[i])
+            text = texts[i]
+            if not isinstance(text, str):
+                raise TypeError(f"batch item {i} must be a str, got {type(text).__name__}")
+            set_view(&views_a[i], text)
+            total_chars += views_a[i].length
             if has_pair:
-                set_view(&views_b[i], pairs[i])
+                text = pairs[i]
+                if not isinstance(text, str):
+                    raise TypeError(f"text_pair item {i} must be a str, got {type(text).__name__}")
+                set_view(&views_b[i], text)
+                total_chars += views_b[i].length
 
         cdef vector[Sequence] seqs_a, seqs_b
         cdef vector[Workspace] workspaces
         cdef Sequence* seq_a
         cdef Sequence* seq_b
-        cdef int n_threads = max(1, min(num_threads, <int>n_items))
+        cdef int n_threads = <int>max(1, min(<Py_ssize_t>num_threads, min(n_items, total_chars // CHARS_PER_THREAD)))
+        cdef EncodeJob job
         if n_items == 1:
-            # One text: no threads, reused buffers (the GIL is held, so nobody else uses them).
-            self.encode_text(&views_a[0], &self.single_workspace, &self.single_a)
+            # One text: reused buffers (the GIL is held, so nobody else uses them).
+            encode_text(&self.core, &views_a[0], &self.single_workspace, &self.single_a)
             if has_pair and not self.single_a.error:
-                self.encode_text(&views_b[0], &self.single_workspace, &self.single_b)
+                encode_text(&self.core, &views_b[0], &self.single_workspace, &self.single_b)
             seq_a = &self.single_a
-            seq_b = &self.single_b
+            seq_b = &self.single_b if has_pair else NULL
         else:
             seqs_a.resize(n_items)
             if has_pair:
                 seqs_b.resize(n_items)
             workspaces.resize(n_threads)
-            self.encode_all(views_a, views_b, has_pair, seqs_a, seqs_b, workspaces, n_threads)
+            job.core = &self.core
+            job.views_a = views_a.data()
+            job.views_b = views_b.data() if has_pair else NULL
+            job.seqs_a = seqs_a.data()
+            job.seqs_b = seqs_b.data() if has_pair else NULL
+            job.workspaces = workspaces.data()
+            with nogil:
+                bertcpu_parallel_for(n_items, n_threads, 4, encode_item, &job)
             seq_a = seqs_a.data()
-            seq_b = seqs_b.data() if has_pair else &self.single_b
+            seq_b = seqs_b.data() if has_pair else NULL
 
         cdef vector[Py_ssize_t] lengths_a, lengths_b, row_lengths
         lengths_a.resize(n_items)
         lengths_b.resize(n_items)
         row_lengths.resize(n_items)
-        cdef Py_ssize_t n_special = (self.n_special_pair if has_pair else self.n_special_single) if add_special_tokens else 0
+        cdef Py_ssize_t n_special = (self.core.n_special_pair if has_pair else self.core.n_special_single) \
+            if add_special_tokens else 0
         cdef Py_ssize_t width = 0
         cdef int error
         for i in range(n_items):
-            error = seq_a[i].error
-            if not error and has_pair:
-                error = seq_b[i].error
-            if error == ERR_SURROGATE:
-                self.raise_surrogate(texts, pairs, i, &seq_a[i], &seq_b[i] if has_pair else NULL)
-            error = self.truncated_lengths(&seq_a[i], &seq_b[i] if has_pair else NULL, has_pair, truncation,
-                                           max_length, add_special_tokens, &lengths_a[i], &lengths_b[i])
+            if seq_a[i].error == ERR_SURROGATE:
+                raise_surrogate("text", texts[i], i, seq_a[i].error_position)
+            if has_pair and seq_b[i].error == ERR_SURROGATE:
+                raise_surrogate("text_pair", pairs[i], i, seq_b[i].error_position)
+            error = truncated_lengths(&self.core, &seq_a[i], &seq_b[i] if has_pair else NULL, has_pair, truncation,
+                                      max_length, add_special_tokens, &lengths_a[i], &lengths_b[i])
             if error == ERR_SECOND_NOT_PROVIDED:
-                raise ValueError("truncation='only_second' needs a second sequence (text_pair), "
-                                 "but none was given")
+                raise ValueError("truncation='only_second' needs a second sequence (text_pair), but none was given")
             if error == ERR_SEQUENCE_TOO_SHORT:
                 only_first = truncation == TRUNCATE_ONLY_FIRST
                 raise ValueError(
@@ -787,37 +968,17 @@ cdef class _Encoder:
             width += pad_to_multiple_of - width % pad_to_multiple_of
 
         if as_numpy:
-            return self.to_numpy(seq_a, seq_b, has_pair, lengths_a, lengths_b, row_lengths, padding != 0,
-                                 width, add_special_tokens, with_offsets, n_threads)
-        return self.to_lists(seq_a, seq_b, has_pair, lengths_a, lengths_b, row_lengths, padding != 0,
-                             width, add_special_tokens, with_offsets, batched)
+            return self.to_numpy(seq_a, seq_b, lengths_a, lengths_b, row_lengths, padding != 0, width,
+                                 add_special_tokens, with_offsets, n_threads)
+        return self.to_lists(seq_a, seq_b, lengths_a, lengths_b, row_lengths, padding != 0, width,
+                             add_special_tokens, with_offsets, batched)
 
-    cdef void encode_all(self, vector[TextView]& views_a, vector[TextView]& views_b, bint has_pair,
-                         vector[Sequence]& seqs_a, vector[Sequence]& seqs_b, vector[Workspace]& workspaces,
-                         int n_threads):
-        cdef Py_ssize_t n_items = views_a.size(), i
-        cdef int thread
-        with nogil:
-            for i in prange(n_items, num_threads=n_threads, schedule="dynamic", chunksize=8):
-                thread = threadid()
-                self.encode_text(&views_a[i], &workspaces[thread], &seqs_a[i])
-                if has_pair and not seqs_a[i].error:
-                    self.encode_text(&views_b[i], &workspaces[thread], &seqs_b[i])
-
-    cdef raise_surrogate(self, texts, pairs, Py_ssize_t i, Sequence* a, Sequence* b):
-        if a.error == ERR_SURROGATE:
-            text, position, name = texts[i], a.error_position, "text"
-        else:
-            text, position, name = pairs[i], b.error_position, "text_pair"
-        raise ValueError(f"{name} item {i} has a lone surrogate U+{ord(text[position]):04X} at position "
-                         f"{position}; only valid Unicode text can be tokenized")
-
-    cdef object to_numpy(self, Sequence* seq_a, Sequence* seq_b, bint has_pair, vector[Py_ssize_t]& lengths_a,
+    cdef object to_numpy(self, Sequence* seq_a, Sequence* seq_b, vector[Py_ssize_t]& lengths_a,
                          vector[Py_ssize_t]& lengths_b, vector[Py_ssize_t]& row_lengths, bint padded,
                          Py_ssize_t width, bint add_special, bint with_offsets, int n_threads):
         cdef Py_ssize_t n_items = row_lengths.size(), i
-        # Rows longer than the padding target keep their length (as in tokenizers), so the batch
-        # is rectangular only if they all end up equally long.
+        # Rows longer than the padding target keep their length (as in tokenizers), so the batch is
+        # rectangular only if they all end up equally long.
         cdef Py_ssize_t target = width
         if n_items:
             width = max(target, row_lengths[0]) if padded else row_lengths[0]
@@ -831,29 +992,34 @@ cdef class _Encoder:
         types = np.empty((n_items, width), dtype=np.int64)
         mask = np.empty((n_items, width), dtype=np.int64)
         offsets = np.empty((n_items, width, 2), dtype=np.int64) if with_offsets else None
-        cdef int64_t* ids_data = <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>ids)
-        cdef int64_t* types_data = <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>types)
-        cdef int64_t* mask_data = <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>mask)
-        cdef int64_t* offsets_data = <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>offsets) if with_offsets else NULL
-        cdef int threads = n_threads if n_items * width >= 65536 else 1
+        cdef FillJob job
+        job.core = &self.core
+        job.seqs_a = seq_a
+        job.seqs_b = seq_b
+        job.lengths_a = lengths_a.data()
+        job.lengths_b = lengths_b.data()
+        job.add_special = add_special
+        job.width = width
+        job.ids = <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>ids)
+        job.types = <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>types)
+        job.mask = <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>mask)
+        job.offsets = <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>offsets) if with_offsets else NULL
+        cdef int threads = n_threads if n_items * width >= 1 << 16 else 1
         with nogil:
-            for i in prange(n_items, num_threads=threads, schedule="static"):
-                self.fill_row(&seq_a[i], lengths_a[i], &seq_b[i] if has_pair else NULL, lengths_b[i], has_pair,
-                              add_special, width, ids_data + i * width, types_data + i * width,
-                              mask_data + i * width, offsets_data + 2 * i * width if offsets_data != NULL else NULL)
-        result = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
+            bertcpu_parallel_for(n_items, threads, 16, fill_item, &job)
+        result = self.result_type(input_ids=ids, token_type_ids=types, attention_mask=mask)
         if with_offsets:
             result["offset_mapping"] = offsets
         return result
 
-    cdef object to_lists(self, Sequence* seq_a, Sequence* seq_b, bint has_pair, vector[Py_ssize_t]& lengths_a,
+    cdef object to_lists(self, Sequence* seq_a, Sequence* seq_b, vector[Py_ssize_t]& lengths_a,
                          vector[Py_ssize_t]& lengths_b, vector[Py_ssize_t]& row_lengths, bint padded,
                          Py_ssize_t width, bint add_special, bint with_offsets, bint batched):
         cdef Py_ssize_t n_items = row_lengths.size(), i, row_width, longest = 0
         for i in range(n_items):
             longest = max(longest, row_lengths[i])
         cdef vector[int64_t] ids, types, mask, offsets
-        ids.resize(longest if longest > width else width)
+        ids.resize(max(longest, width))
         types.resize(ids.size())
         mask.resize(ids.size())
         offsets.resize(2 * ids.size() if with_offsets else 0)
@@ -861,20 +1027,21 @@ cdef class _Encoder:
         for i in range(n_items):
             # A row longer than the padding target stays as long as it is (tokenizers does too).
             row_width = max(width, row_lengths[i]) if padded else row_lengths[i]
-            self.fill_row(&seq_a[i], lengths_a[i], &seq_b[i] if has_pair else NULL, lengths_b[i], has_pair,
-                          add_special, row_width, ids.data(), types.data(), mask.data(),
-                          offsets.data() if with_offsets else NULL)
-            all_ids.append(int_list(ids.data(), row_width))
+            fill_row(&self.core, &seq_a[i], lengths_a[i], &seq_b[i] if seq_b != NULL else NULL, lengths_b[i],
+                     seq_b != NULL, add_special, row_width, ids.data(), types.data(), mask.data(),
+                     offsets.data() if with_offsets else NULL)
+            all_ids.append(id_list(self.id_objects, ids.data(), row_width))
             all_types.append(int_list(types.data(), row_width))
             all_mask.append(int_list(mask.data(), row_width))
             if with_offsets:
                 all_offsets.append(pair_list(offsets.data(), row_width))
         if not batched:
-            result = {"input_ids": all_ids[0], "token_type_ids": all_types[0], "attention_mask": all_mask[0]}
+            result = self.result_type(input_ids=all_ids[0], token_type_ids=all_types[0],
+                                      attention_mask=all_mask[0])
             if with_offsets:
                 result["offset_mapping"] = all_offsets[0]
             return result
-        result = {"input_ids": all_ids, "token_type_ids": all_types, "attention_mask": all_mask}
+        result = self.result_type(input_ids=all_ids, token_type_ids=all_types, attention_mask=all_mask)
         if with_offsets:
             result["offset_mapping"] = all_offsets
         return result
@@ -883,9 +1050,9 @@ cdef class _Encoder:
         """(ids, offsets) of text's tokens, no special tokens added: tokenize() and word-level use."""
         cdef TextView view
         set_view(&view, text)
-        self.encode_text(&view, &self.single_workspace, &self.single_a)
+        encode_text(&self.core, &view, &self.single_workspace, &self.single_a)
         if self.single_a.error == ERR_SURROGATE:
-            self.raise_surrogate([text], None, 0, &self.single_a, NULL)
+            raise_surrogate("text", text, 0, self.single_a.error_position)
         n = self.single_a.ids.size()
         ids = [self.single_a.ids[i] for i in range(n)]
         offsets = [(self.single_a.offsets[2 * i], self.single_a.offsets[2 * i + 1]) for i in range(n)]
@@ -896,17 +1063,26 @@ cdef class _Encoder:
         cdef TextView view
         set_view(&view, text)
         cdef Workspace* ws = &self.single_workspace
-        if self.normalize_range(&view, 0, view.length, ws, &self.single_a) < 0:
-            self.raise_surrogate([text], None, 0, &self.single_a, NULL)
+        if normalize_range(&self.core, &view, 0, view.length, ws, &self.single_a) < 0:
+            raise_surrogate("text", text, 0, self.single_a.error_position)
         normalized = "".join([chr(ws.norm_cp[i]) for i in range(ws.norm_cp.size())])
         return normalized, [ws.norm_src[i] for i in range(ws.norm_src.size())]
 
 
-cdef inline void set_view(TextView* view, object text):
-    # text is a str (or subclass): tokenizer.py checks.
-    view.data = PyUnicode_DATA(text)
-    view.kind = PyUnicode_KIND(text)
-    view.length = PyUnicode_GET_LENGTH(text)
+cdef raise_surrogate(str name, str text, Py_ssize_t item, Py_ssize_t position):
+    raise ValueError(f"{name} item {item} has a lone surrogate U+{ord(text[position]):04X} at position "
+                     f"{position}; only valid Unicode text can be tokenized")
+
+
+cdef list id_list(tuple id_objects, const int64_t* values, Py_ssize_t n):
+    cdef list out = PyList_New(n)
+    cdef Py_ssize_t i
+    cdef object item
+    for i in range(n):
+        item = <object>PyTuple_GET_ITEM(id_objects, values[i])
+        Py_INCREF(item)
+        PyList_SET_ITEM(out, i, item)
+    return out
 
 
 cdef list int_list(const int64_t* values, Py_ssize_t n):

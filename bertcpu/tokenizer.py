@@ -157,7 +157,18 @@ class Tokenizer:
         if not isinstance(prefix, str) or not _is_int(max_chars) or max_chars < 0:
             raise ValueError(f"bad WordPiece settings: continuing_subword_prefix={prefix!r}, "
                              f"max_input_chars_per_word={max_chars!r}")
+        self._build(tokens, list(file_added) + list(added_tokens or []), prefix, max_chars,
+                    do_lower_case=do_lower_case, strip_accents=strip_accents,
+                    tokenize_chinese_chars=tokenize_chinese_chars, unk_token=unk_token, sep_token=sep_token,
+                    pad_token=pad_token, cls_token=cls_token, mask_token=mask_token,
+                    model_max_length=model_max_length, lowercase_input=lowercase_input,
+                    clean_up_tokenization_spaces=clean_up_tokenization_spaces)
 
+    def _build(self, tokens, entries, prefix, max_chars, *, do_lower_case, strip_accents, tokenize_chinese_chars,
+               unk_token, sep_token, pad_token, cls_token, mask_token, model_max_length, lowercase_input,
+               clean_up_tokenization_spaces):
+        """Sets the tokenizer up from a read vocabulary (tokens by id) and its added-token entries."""
+        self._vocab_source = (tokens, entries, prefix, max_chars)
         specials = {"unk_token": unk_token, "sep_token": sep_token, "pad_token": pad_token,
                     "cls_token": cls_token, "mask_token": mask_token}
         for name, value in specials.items():
@@ -169,7 +180,6 @@ class Tokenizer:
         self._vocab_size = len(tokens)
         self._id_to_token = list(tokens)
         self._token_to_id = {token: i for i, token in enumerate(tokens)}
-        entries = list(file_added) + list(added_tokens or [])
         declared = {entry.get("content") for entry in entries if isinstance(entry, dict)}
         missing = [f"{name}={value!r}" for name, value in specials.items()
                    if value is not None and value not in self._token_to_id and value not in declared]
@@ -199,7 +209,7 @@ class Tokenizer:
             do_lower_case, lowercase_input, added,
             [("special", cls_id, 0), ("A", 0), ("special", sep_id, 0)],
             [("special", cls_id, 0), ("A", 0), ("special", sep_id, 0), ("B", 1), ("special", sep_id, 1)],
-            self.pad_token_id, self.pad_token_type_id)
+            self.pad_token_id, self.pad_token_type_id, len(self._id_to_token), BatchEncoding)
         # tokenizers names a normalized added token by its normalized form (id_to_token, decode,
         # tokenize), while token_to_id and get_vocab keep the original content.
         for content, token_id, normalized, _, _ in added:
@@ -207,6 +217,14 @@ class Tokenizer:
                 self._id_to_token[token_id] = self._encoder.normalize(content)[0]
         self._stripping_tokens = {token_id: normalized for _, token_id, normalized, lstrip, rstrip in added
                                   if lstrip or rstrip}
+
+    def __reduce__(self):
+        # Picklable (multiprocessing, DataLoader workers): rebuilt from the vocabulary and settings.
+        tokens, entries, prefix, max_chars = self._vocab_source
+        settings = {name: getattr(self, name) for name in (
+            "do_lower_case", "strip_accents", "tokenize_chinese_chars", "model_max_length", "lowercase_input",
+            "clean_up_tokenization_spaces") + SPECIAL_TOKEN_NAMES}
+        return _restore_tokenizer, (type(self), tokens, entries, prefix, max_chars, settings)
 
     def _register_added_tokens(self, entries, specials):
         """Records added tokens (new ids extend the vocabulary); returns them as _Encoder wants them."""
@@ -379,7 +397,7 @@ class Tokenizer:
             del result["token_type_ids"]
         if return_attention_mask is False:
             del result["attention_mask"]
-        return BatchEncoding(result)
+        return result
 
     @staticmethod
     def _batch_inputs(text, text_pair):
@@ -523,6 +541,12 @@ class Tokenizer:
         return (f"Tokenizer(vocab_size={self._vocab_size}, do_lower_case={self.do_lower_case}, "
                 f"strip_accents={self.strip_accents}, tokenize_chinese_chars={self.tokenize_chinese_chars}, "
                 f"model_max_length={self.model_max_length})")
+
+
+def _restore_tokenizer(cls, tokens, entries, prefix, max_chars, settings):
+    tokenizer = cls.__new__(cls)
+    tokenizer._build(tokens, entries, prefix, max_chars, **settings)
+    return tokenizer
 
 
 def _cleanup(token):

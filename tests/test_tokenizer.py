@@ -683,3 +683,40 @@ def test_custom_special_tokens(tmp_path):
         "input_ids": [2, 4, 4, 1, 2, 3], "token_type_ids": [0] * 6, "attention_mask": [1] * 6,
         "offset_mapping": [(0, 0), (0, 5), (6, 11), (11, 12), (13, 16), (0, 0)]}
     assert ours.tokenize("hello hello") == ["hello", "hello"]
+
+
+def test_batches_work_after_fork(uncased):
+    """Batch threads are joined before a call returns, so a forked child (multiprocessing,
+    gunicorn --preload) can tokenize too; with an OpenMP pool the child would hang."""
+    multiprocessing = pytest.importorskip("multiprocessing")
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    texts = ["some text to tokenize in parallel"] * 4000
+    threads = runtime.get_num_threads()
+    runtime.set_num_threads(2)
+    try:
+        expected = uncased(texts, padding=True, return_tensors="np")["input_ids"]
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            result = pool.apply_async(_tokenize_in_child, (uncased, texts))
+            assert np.array_equal(result.get(timeout=60), expected)
+    finally:
+        runtime.set_num_threads(threads)
+
+
+def _tokenize_in_child(tokenizer, texts):
+    return tokenizer(texts, padding=True, return_tensors="np")["input_ids"]
+
+
+def test_pickle_round_trip(chinese_vocab, tmp_path):
+    import pickle
+
+    ref = tokenizers.Tokenizer.from_file(str(chinese_vocab / "tokenizer.json"))
+    ref.add_tokens([AddedToken("Hello World", normalized=True), AddedToken("<X>", normalized=False, lstrip=True)])
+    ref.save(str(tmp_path / "tokenizer.json"))
+    original = Tokenizer(tmp_path / "tokenizer.json", do_lower_case=True, model_max_length=77)
+    original.model_max_length = 33
+    copy = pickle.loads(pickle.dumps(original))
+    assert copy.model_max_length == 33 and len(copy) == len(original)
+    for text in CJK_SENTENCES + ["hello world <X> x", "HELLO WORLD"]:
+        assert copy(text, return_offsets_mapping=True) == original(text, return_offsets_mapping=True)
+        assert copy.tokenize(text) == original.tokenize(text)
