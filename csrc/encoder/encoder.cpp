@@ -94,12 +94,15 @@ void Encoder::define_slots() {
         add_slot(
             p + "attention.self." + qkv_names[part] + (is_bias ? ".bias" : ".weight"), shape,
             [this, &layer, index, n](const float* src) {
+              if (layer.qkv_packed) restage_qkv(layer);
               if (layer.staged[index].empty()) ++layer.staged_count;
               layer.staged[index].assign(src, src + n);
               pack_qkv_if_complete(layer);
             },
-            [&layer, part, is_bias, H](float* dst) {
-              if (is_bias) {
+            [&layer, index, part, is_bias, H, n](float* dst) {
+              if (!layer.qkv_packed) {
+                std::memcpy(dst, layer.staged[index].data(), n * sizeof(float));
+              } else if (is_bias) {
                 std::memcpy(dst, layer.qkv.bias.data() + part * H, H * sizeof(float));
               } else {
                 std::vector<float> all(static_cast<size_t>(3 * H * H));
@@ -130,8 +133,24 @@ void Encoder::pack_qkv_if_complete(Layer& layer) {
   }
   layer.qkv.pack_weight(weight.data());
   layer.qkv.set_bias(bias.data());
-  // The staged copies stay until finalize(), so re-setting one of the six tensors while loading
-  // repacks correctly.
+  // Free the staging at once: kept for every layer it would add a third of a layer's weights to
+  // the loading peak. A later re-set of one of the six tensors restages from the packed copy.
+  for (auto& staged : layer.staged) std::vector<float>().swap(staged);
+  layer.staged_count = 0;
+  layer.qkv_packed = true;
+}
+
+void Encoder::restage_qkv(Layer& layer) {
+  const size_t H = config_.hidden;
+  std::vector<float> weight(3 * H * H);
+  layer.qkv.unpack_weight(weight.data());
+  for (int part = 0; part < 3; ++part) {
+    layer.staged[2 * part].assign(weight.begin() + part * H * H, weight.begin() + (part + 1) * H * H);
+    layer.staged[2 * part + 1].assign(layer.qkv.bias.data() + part * H,
+                                      layer.qkv.bias.data() + (part + 1) * H);
+  }
+  layer.staged_count = 6;
+  layer.qkv_packed = false;
 }
 
 std::vector<std::pair<std::string, std::vector<int64_t>>> Encoder::expected_weights() const {
@@ -147,8 +166,6 @@ void Encoder::set_weight(const std::string& name, const float* data,
   if (shape != it->second.shape)
     throw std::invalid_argument("tensor '" + name + "' has shape " + shape_string(shape) +
                                 ", expected " + shape_string(it->second.shape));
-  if (finalized_ && name.find("attention.self.") != std::string::npos)
-    throw std::invalid_argument("tensor '" + name + "' cannot be replaced after finalize()");
   it->second.set(data);
   it->second.is_set = true;
 }
@@ -164,8 +181,6 @@ void Encoder::finalize() {
   if (count > 0)
     throw std::invalid_argument("missing " + std::to_string(count) + " tensor(s): " + missing +
                                 (count > 10 ? ", ..." : ""));
-  for (Layer& layer : layers_)
-    for (auto& staged : layer.staged) std::vector<float>().swap(staged);
   finalized_ = true;
 }
 

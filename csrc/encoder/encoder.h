@@ -74,6 +74,7 @@ class Encoder {
     // packed as one [3 * hidden, hidden] matrix.
     std::vector<float> staged[6];
     int staged_count = 0;
+    bool qkv_packed = false;
   };
   struct Slot {
     std::vector<int64_t> shape;
@@ -86,6 +87,7 @@ class Encoder {
                 std::function<void(const float*)> set, std::function<void(float*)> get);
   void define_slots();
   void pack_qkv_if_complete(Layer& layer);
+  void restage_qkv(Layer& layer);
   SequenceLayout plan(const EncoderInputs& in, std::vector<int>& token_ids,
                       std::vector<int>& columns, std::vector<int>& types) const;
   void scatter(const float* rows, const SequenceLayout& layout, const std::vector<int>& columns,
