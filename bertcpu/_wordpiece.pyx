@@ -110,13 +110,16 @@ cdef struct PendingMark:
     bint inserted  # not the first character of its source's decomposition
 
 
-cdef struct TrieNode:
-    int32_t first_edge
-    int32_t n_edges
-    int32_t token  # vocabulary id of the string ending here, or -1
-
-
 cdef struct TrieEdge:
+    # The way to a child node, carrying what the walk needs of the child, so that each step reads
+    # one edge and nothing else.
+    uint32_t cp
+    int32_t token       # vocabulary id of the string ending at the child, or -1
+    int32_t first_edge  # the child's own edges: edges[first_edge : first_edge + n_edges]
+    int32_t n_edges     # -1 marks an absent entry of Core.root_ascii
+
+
+cdef struct BuildEdge:
     uint32_t cp
     int32_t child
 
@@ -157,11 +160,13 @@ cdef cppclass Workspace:
 
 cdef cppclass Core:
     # Everything encoding reads: built once by _Encoder, then shared read-only by all threads.
-    # Trie over code points, nodes numbered breadth-first: a node's children are adjacent in
-    # `edges`, sorted by code point; the ASCII children of both roots are also in a direct table.
-    vector[TrieNode] nodes
+    # Trie over code points laid out breadth-first: a node's edges are adjacent in `edges`, sorted
+    # by code point, and siblings' edge lists follow each other. The roots' edges are at
+    # root_first[r] (root_count[r] of them); their ASCII edges are also in a direct table.
     vector[TrieEdge] edges
-    int32_t root_ascii[2][128]
+    int32_t root_first[2]
+    int32_t root_count[2]
+    TrieEdge root_ascii[2][128]
 
     int32_t unk_id
     Py_ssize_t max_input_chars_per_word
@@ -198,15 +203,14 @@ cdef inline uint32_t char_at(const TextView* text, Py_ssize_t i) noexcept nogil:
 
 # ------------------------------------------------------------------------------------ trie
 
-cdef inline int32_t search_child(const Core* core, int32_t node, uint32_t cp) noexcept nogil:
-    cdef const TrieNode* info = &core.nodes[node]
-    cdef const TrieEdge* edges = core.edges.data() + info.first_edge
-    cdef int32_t lo = 0, hi = info.n_edges - 1, mid
-    if info.n_edges <= 8:
-        for mid in range(info.n_edges):
+cdef inline const TrieEdge* find_edge(const TrieEdge* edges, int32_t n, uint32_t cp) noexcept nogil:
+    """The edge for cp among n sorted edges, or NULL."""
+    cdef int32_t lo = 0, hi = n - 1, mid
+    if n <= 8:
+        for mid in range(n):
             if edges[mid].cp == cp:
-                return edges[mid].child
-        return -1
+                return &edges[mid]
+        return NULL
     while lo <= hi:
         mid = (lo + hi) >> 1
         if edges[mid].cp < cp:
@@ -214,31 +218,33 @@ cdef inline int32_t search_child(const Core* core, int32_t node, uint32_t cp) no
         elif edges[mid].cp > cp:
             hi = mid - 1
         else:
-            return edges[mid].child
-    return -1
+            return &edges[mid]
+    return NULL
 
 
-cdef inline int32_t trie_child(const Core* core, int32_t node, uint32_t cp) noexcept nogil:
-    if node <= CONTINUATION_ROOT and cp < 128:
-        return core.root_ascii[node][cp]
-    return search_child(core, node, cp)
+cdef inline const TrieEdge* root_edge(const Core* core, int root, uint32_t cp) noexcept nogil:
+    cdef const TrieEdge* edge
+    if cp < 128:
+        edge = &core.root_ascii[root][cp]
+        return edge if edge.n_edges >= 0 else NULL
+    return find_edge(core.edges.data() + core.root_first[root], core.root_count[root], cp)
 
 
 cdef inline uint64_t edge_key(int32_t node, uint32_t cp) noexcept nogil:
     return (<uint64_t>node << 21) | cp
 
 
-cdef bint edge_before(const TrieEdge& a, const TrieEdge& b) noexcept nogil:
+cdef bint edge_before(const BuildEdge& a, const BuildEdge& b) noexcept nogil:
     return a.cp < b.cp
 
 
-cdef insert_token(unordered_map[uint64_t, int32_t]& edge_of, vector[vector[TrieEdge]]& children,
+cdef insert_token(unordered_map[uint64_t, int32_t]& edge_of, vector[vector[BuildEdge]]& children,
                   vector[int32_t]& token_at, int32_t root, str token, int32_t token_id):
     """Adds token below root in the construction trie (the first id wins for a repeated string)."""
     if not token:
         return  # an empty piece can never be matched
     cdef int32_t node = root
-    cdef TrieEdge edge
+    cdef BuildEdge edge
     cdef uint64_t key
     for ch in token:
         edge.cp = ord(ch)
@@ -247,7 +253,7 @@ cdef insert_token(unordered_map[uint64_t, int32_t]& edge_of, vector[vector[TrieE
         if found == edge_of.end():
             edge.child = <int32_t>token_at.size()
             token_at.push_back(-1)
-            children.push_back(vector[TrieEdge]())
+            children.push_back(vector[BuildEdge]())
             children[node].push_back(edge)
             edge_of[key] = edge.child
             node = edge.child
@@ -258,10 +264,10 @@ cdef insert_token(unordered_map[uint64_t, int32_t]& edge_of, vector[vector[TrieE
 
 
 cdef build_trie(Core* core, list vocab, str prefix):
-    # First a trie with hashed edges, in insertion order; then renumbered breadth-first into the
-    # compact layout the walk uses, each node's children sorted and adjacent.
+    # First a trie with hashed edges, in insertion order; then laid out breadth-first into the
+    # compact form the walk uses.
     cdef unordered_map[uint64_t, int32_t] edge_of
-    cdef vector[vector[TrieEdge]] children
+    cdef vector[vector[BuildEdge]] children
     cdef vector[int32_t] token_at
     children.resize(2)
     token_at.assign(2, -1)
@@ -274,36 +280,46 @@ cdef build_trie(Core* core, list vocab, str prefix):
         if plen and token.startswith(prefix):
             insert_token(edge_of, children, token_at, CONTINUATION_ROOT, token[plen:], <int32_t>token_id)
 
-    cdef vector[int32_t] order, new_id
-    new_id.assign(token_at.size(), -1)
+    # Breadth-first order of the nodes; each node's edges start where its predecessors' end.
+    cdef vector[int32_t] order, first_edge
     order.push_back(WORD_ROOT)
     order.push_back(CONTINUATION_ROOT)
-    new_id[WORD_ROOT] = WORD_ROOT
-    new_id[CONTINUATION_ROOT] = CONTINUATION_ROOT
-    cdef size_t head = 0, n
-    cdef int32_t old
-    cdef TrieEdge edge
+    first_edge.assign(token_at.size(), 0)
+    cdef size_t head = 0
+    cdef int32_t node, n_edges = 0
+    cdef BuildEdge child
     while head < order.size():
-        old = order[head]
-        sort(children[old].begin(), children[old].end(), edge_before)
-        for edge in children[old]:
-            new_id[edge.child] = <int32_t>order.size()
-            order.push_back(edge.child)
+        node = order[head]
+        sort(children[node].begin(), children[node].end(), edge_before)
+        first_edge[node] = n_edges
+        n_edges += <int32_t>children[node].size()
+        for child in children[node]:
+            order.push_back(child.child)
         head += 1
-    core.nodes.resize(order.size())
+    cdef TrieEdge edge
     core.edges.clear()
-    for n in range(order.size()):
-        old = order[n]
-        core.nodes[n].token = token_at[old]
-        core.nodes[n].first_edge = <int32_t>core.edges.size()
-        core.nodes[n].n_edges = <int32_t>children[old].size()
-        for edge in children[old]:
-            edge.child = new_id[edge.child]
+    core.edges.reserve(n_edges)
+    for node in order:
+        for child in children[node]:
+            edge.cp = child.cp
+            edge.token = token_at[child.child]
+            edge.first_edge = first_edge[child.child]
+            edge.n_edges = <int32_t>children[child.child].size()
             core.edges.push_back(edge)
+    cdef const TrieEdge* found
     cdef int r, c
     for r in range(2):
+        core.root_first[r] = first_edge[r]
+        core.root_count[r] = <int32_t>children[r].size()
         for c in range(128):
-            core.root_ascii[r][c] = search_child(core, r, c)
+            found = find_edge(core.edges.data() + core.root_first[r], core.root_count[r], c)
+            if found != NULL:
+                core.root_ascii[r][c] = found[0]
+            else:
+                core.root_ascii[r][c].cp = c
+                core.root_ascii[r][c].token = -1
+                core.root_ascii[r][c].first_edge = 0
+                core.root_ascii[r][c].n_edges = -1
 
 
 # ------------------------------------------------------------------------------------ normalizer
@@ -474,19 +490,24 @@ cdef void wordpiece(const Core* core, Workspace* ws, Py_ssize_t start, Py_ssize_
         return
     cdef size_t rollback = out.ids.size()
     cdef Py_ssize_t pos = start, j, best_end
-    cdef int32_t node, best_id, token
+    cdef int32_t best_id
+    cdef const TrieEdge* edge
+    cdef const TrieEdge* all_edges = core.edges.data()
     while pos < end:
-        node = WORD_ROOT if pos == start else CONTINUATION_ROOT
+        # Longest vocabulary entry starting at pos: walk down the trie, remembering the last
+        # node that ends a token.
+        edge = root_edge(core, WORD_ROOT if pos == start else CONTINUATION_ROOT, cps[pos])
         best_end = -1
         best_id = -1
-        for j in range(pos, end):
-            node = trie_child(core, node, cps[j])
-            if node < 0:
+        j = pos
+        while edge != NULL:
+            j += 1
+            if edge.token >= 0:
+                best_end = j
+                best_id = edge.token
+            if j == end or edge.n_edges == 0:
                 break
-            token = core.nodes[node].token
-            if token >= 0:
-                best_end = j + 1
-                best_id = token
+            edge = find_edge(all_edges + edge.first_edge, edge.n_edges, cps[j])
         if best_end < 0:
             # One unmatchable piece makes the whole word [UNK].
             out.ids.resize(rollback)
@@ -792,6 +813,7 @@ cdef class _Encoder:
     cdef Core core
     cdef Workspace single_workspace  # for one-text calls, which hold the GIL throughout
     cdef Sequence single_a, single_b
+    cdef vector[int64_t] row_ids, row_types, row_mask  # encode_one's row
     cdef tuple id_objects  # the Python int of every id, shared by all output lists
     cdef object result_type
 
@@ -1044,6 +1066,27 @@ cdef class _Encoder:
         result = self.result_type(input_ids=all_ids, token_type_ids=all_types, attention_mask=all_mask)
         if with_offsets:
             result["offset_mapping"] = all_offsets
+        return result
+
+    def encode_one(self, text):
+        """input_ids, token_type_ids and attention_mask lists of one text (a str) with the special
+        tokens and nothing else asked for: the most common call, kept short."""
+        cdef TextView view
+        set_view(&view, text)
+        encode_text(&self.core, &view, &self.single_workspace, &self.single_a)
+        if self.single_a.error == ERR_SURROGATE:
+            raise_surrogate("text", text, 0, self.single_a.error_position)
+        cdef Py_ssize_t width = self.single_a.ids.size() + self.core.n_special_single
+        if <Py_ssize_t>self.row_ids.size() < width:
+            self.row_ids.resize(width)
+            self.row_types.resize(width)
+            self.row_mask.resize(width)
+        fill_row(&self.core, &self.single_a, self.single_a.ids.size(), NULL, 0, False, True, width,
+                 self.row_ids.data(), self.row_types.data(), self.row_mask.data(), NULL)
+        result = self.result_type()
+        result["input_ids"] = id_list(self.id_objects, self.row_ids.data(), width)
+        result["token_type_ids"] = int_list(self.row_types.data(), width)
+        result["attention_mask"] = int_list(self.row_mask.data(), width)
         return result
 
     def tokens_with_offsets(self, str text):

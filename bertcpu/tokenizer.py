@@ -336,6 +336,11 @@ class Tokenizer:
         return_tensors=None gives lists, "np" int64 arrays of shape (batch, length) (batch = 1 for
         a single text).
         """
+        if (type(text) is str and text_pair is None and add_special_tokens is True and padding is False
+                and truncation is None and max_length is None and return_tensors is None
+                and not return_offsets_mapping and pad_to_multiple_of is None and return_token_type_ids is None
+                and return_attention_mask is None):
+            return self._encoder.encode_one(text)  # the plain one-text call, without the general machinery
         if isinstance(text, str):
             batched = False
             texts = [text]
