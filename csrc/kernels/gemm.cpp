@@ -105,7 +105,9 @@ void gemm(const KernelTable& kt, int M, int N, int K, const float* A, int lda, c
   while (panels_per_task > 1 && row_blocks * ceil_div(panels, panels_per_task) < 4 * threads)
     panels_per_task /= 2;
   const int col_blocks = ceil_div(panels, panels_per_task);
-  const int rows_per_task = ceil_div(M, row_blocks);
+  // Whole micro-tiles per task: a short remainder tile in every block would run at a fraction of
+  // the full tile's speed.
+  const int rows_per_task = ceil_div(ceil_div(M, row_blocks), kt.mr) * kt.mr;
   parallel_for(row_blocks * col_blocks, [&](int task) {
     const int rb = task / col_blocks, cb = task % col_blocks;
     const int m0 = rb * rows_per_task, m1 = std::min(M, m0 + rows_per_task);
