@@ -1,0 +1,756 @@
+"""SentenceEncoder: sentence-transformers models on the bertcpu engine, numpy in and out.
+
+A sentence-transformers folder is a pipeline described by ``modules.json``: a Transformer (tokenizer
++ BERT encoder) that turns text into token embeddings, then modules that each read and write named
+features: Pooling (token embeddings -> sentence embedding), Dense (a linear layer + activation) and
+Normalize (L2). This module reads those files and runs the same pipeline with numpy, mirroring
+sentence-transformers' definitions of each module (its pooling modes, truncation, prompts) so that
+the vectors match ``SentenceTransformer.encode`` on the same folder.
+
+A plain HuggingFace BERT folder (no ``modules.json``) is a Transformer followed by mean pooling,
+as sentence-transformers builds it.
+"""
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .hub import resolve_model_path
+from .model import BertModel
+from .tokenizer import Tokenizer
+from .weights import SafetensorsFile
+
+__all__ = ["POOLING_MODES", "ProgressBar", "SentenceEncoder", "find_transformer_folder",
+           "read_modules_json", "similarity"]
+
+POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
+
+# Legacy 1_Pooling/config.json booleans, in the order sentence-transformers concatenates them.
+_LEGACY_POOLING_KEYS = (
+    ("pooling_mode_cls_token", "cls"),
+    ("pooling_mode_max_tokens", "max"),
+    ("pooling_mode_mean_tokens", "mean"),
+    ("pooling_mode_mean_sqrt_len_tokens", "mean_sqrt_len_tokens"),
+    ("pooling_mode_weightedmean_tokens", "weightedmean"),
+    ("pooling_mode_lasttoken", "lasttoken"),
+)
+
+# Names sentence-transformers has used for the Transformer module's config file.
+_TRANSFORMER_CONFIG_FILES = (
+    "sentence_bert_config.json",
+    "sentence_roberta_config.json",
+    "sentence_distilbert_config.json",
+    "sentence_camembert_config.json",
+    "sentence_albert_config.json",
+    "sentence_xlm-roberta_config.json",
+    "sentence_xlnet_config.json",
+)
+
+_TOKEN_EMBEDDINGS = "token_embeddings"
+_SENTENCE_EMBEDDING = "sentence_embedding"
+_OUTPUT_VALUES = (_SENTENCE_EMBEDDING, _TOKEN_EMBEDDINGS)
+
+# torch.nn.functional.normalize's default eps: vectors shorter than this are divided by eps.
+_NORMALIZE_EPS = 1e-12
+
+
+def _read_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+
+
+def _read_json_object(path):
+    value = _read_json(path)
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _module_kind(type_name):
+    """'Transformer', 'Pooling', ... for a modules.json type such as
+    'sentence_transformers.models.Pooling' or 'sentence_transformers.base.modules.dense.Dense';
+    None for anything that is not a sentence-transformers class."""
+    if not isinstance(type_name, str) or not type_name.startswith("sentence_transformers."):
+        return None
+    return type_name.rsplit(".", 1)[-1]
+
+
+def _module_folder(root, relative):
+    """root/relative, refusing paths in modules.json that point outside the model folder."""
+    if not isinstance(relative, str):
+        raise ValueError(f"{root / 'modules.json'}: module path must be a string, got {relative!r}")
+    normalized = os.path.normpath(relative) if relative else "."
+    if os.path.isabs(normalized) or normalized == ".." or normalized.startswith(".." + os.sep):
+        raise ValueError(f"{root / 'modules.json'}: module path {relative!r} leaves the model folder")
+    return root / normalized
+
+
+def read_modules_json(root):
+    """The module entries of root/modules.json, in the order sentence-transformers runs them."""
+    entries = _read_json(root / "modules.json")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ValueError(f"{root / 'modules.json'}: expected a list of module objects")
+    return entries
+
+
+def find_transformer_folder(folder):
+    """The folder holding config.json and the tokenizer files: the model folder itself for a plain
+    HuggingFace folder, or the Transformer module's folder of a sentence-transformers pipeline."""
+    root = Path(folder)
+    if not (root / "modules.json").is_file():
+        return root
+    for entry in read_modules_json(root):
+        if _module_kind(entry.get("type")) == "Transformer":
+            return _module_folder(root, entry.get("path", ""))
+    raise ValueError(f"{root / 'modules.json'}: no sentence_transformers Transformer module")
+
+
+# ---------------------------------------------------------------------------------------------
+# Pipeline modules. Each one updates a features dictionary in place:
+#   token_embeddings  float32 [B, S, H]   attention_mask  int64 [B, S]
+#   sentence_embedding float32 [B, D]     prompt_length   int or None (tokens of the prompt)
+# ---------------------------------------------------------------------------------------------
+
+class _Pooling:
+    """sentence-transformers' Pooling (padded path), one branch per mode, concatenated in order."""
+
+    def __init__(self, modes, include_prompt, dimension):
+        self.modes = modes
+        self.include_prompt = include_prompt
+        self.dimension = dimension
+
+    @classmethod
+    def from_config(cls, path, token_dimension):
+        config = _read_json_object(path)
+        if "pooling_mode" in config:
+            modes = config["pooling_mode"]
+        else:
+            modes = [mode for key, mode in _LEGACY_POOLING_KEYS if config.get(key, False)] or ["mean"]
+        modes = _check_pooling_modes(modes, source=str(path))
+        dimension = config.get("embedding_dimension", config.get("word_embedding_dimension"))
+        if dimension is not None and dimension != token_dimension:
+            raise ValueError(f"{path}: embedding dimension {dimension} does not match the token "
+                             f"embeddings it pools ({token_dimension})")
+        include_prompt = config.get("include_prompt", True)
+        if not isinstance(include_prompt, bool):
+            raise ValueError(f"{path}: include_prompt must be true or false, got {include_prompt!r}")
+        return cls(modes, include_prompt, token_dimension)
+
+    @property
+    def output_dimension(self):
+        return len(self.modes) * self.dimension
+
+    def describe(self):
+        prompt = "" if self.include_prompt else ", prompt excluded"
+        return f"Pooling({'+'.join(self.modes)}{prompt})"
+
+    def __call__(self, features):
+        embeddings = features[_TOKEN_EMBEDDINGS]
+        original_mask = features["attention_mask"]
+        mask = original_mask
+        prompt_length = features.get("prompt_length")
+        if not self.include_prompt and prompt_length:
+            # The tokenizer pads on the right, so the prompt is the first prompt_length tokens.
+            mask = original_mask.copy()
+            mask[:, :prompt_length] = 0
+        outputs = []
+        mean_sum = mean_count = None
+        for mode in self.modes:
+            if mode == "cls":
+                # The first position the mask keeps (position 0 when it keeps none).
+                first = mask.argmax(axis=1)
+                outputs.append(embeddings[np.arange(len(embeddings)), first])
+            elif mode == "max":
+                masked = np.where(mask[:, :, None] == 0, np.float32(-np.inf), embeddings)
+                outputs.append(masked.max(axis=1))
+            elif mode in ("mean", "mean_sqrt_len_tokens"):
+                if mean_sum is None:
+                    weights = mask[:, :, None].astype(np.float32)
+                    mean_sum = (embeddings * weights).sum(axis=1)
+                    mean_count = np.maximum(weights.sum(axis=1), np.float32(1e-9))
+                denominator = mean_count if mode == "mean" else np.sqrt(mean_count)
+                outputs.append(mean_sum / denominator)
+            elif mode == "weightedmean":
+                # Weight i+1 for position i, counted from the first real token of the unexcluded
+                # mask (left padding shifts it; a prompt keeps its positions).
+                positions = np.arange(1, mask.shape[1] + 1, dtype=np.float32)[None, :]
+                first_real = original_mask.argmax(axis=1).astype(np.float32)[:, None]
+                weights = (mask.astype(np.float32) * (positions - first_real))[:, :, None]
+                total = np.maximum(weights.sum(axis=1), np.float32(1e-9))
+                outputs.append((embeddings * weights).sum(axis=1) / total)
+            else:  # lasttoken
+                # The last position the mask keeps; with none kept, a zero vector (as the reference).
+                keeps_any = mask.any(axis=1)
+                last = mask.shape[1] - 1 - mask[:, ::-1].argmax(axis=1)
+                last = np.where(keeps_any, last, 0)
+                picked = embeddings[np.arange(len(embeddings)), last]
+                outputs.append(picked * keeps_any[:, None].astype(np.float32))
+        pooled = outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=1)
+        features[_SENTENCE_EMBEDDING] = np.ascontiguousarray(pooled, dtype=np.float32)
+
+
+def _check_pooling_modes(modes, source):
+    if isinstance(modes, str):
+        modes = [modes]
+    if not isinstance(modes, (list, tuple)) or not modes:
+        raise ValueError(f"{source}: pooling mode must be a name or a non-empty list of names, "
+                         f"got {modes!r}")
+    for mode in modes:
+        if mode not in POOLING_MODES:
+            raise ValueError(f"{source}: unknown pooling mode {mode!r}; valid modes: "
+                             f"{', '.join(POOLING_MODES)}")
+    return tuple(modes)
+
+
+def _gelu(x):
+    erf = np.vectorize(math.erf, otypes=[np.float64])
+    return (0.5 * x * (1.0 + erf(x.astype(np.float64) / math.sqrt(2.0)))).astype(np.float32)
+
+
+def _sigmoid(x):
+    return np.exp(-np.logaddexp(np.float32(0), -x))
+
+
+# Dense activations by their torch.nn class name, each computed as torch's default instance does.
+_ACTIVATIONS = {
+    "Identity": lambda x: x,
+    "Tanh": np.tanh,
+    "ReLU": lambda x: np.maximum(x, np.float32(0)),
+    "GELU": _gelu,
+    "Sigmoid": _sigmoid,
+    "SiLU": lambda x: x * _sigmoid(x),
+    "LeakyReLU": lambda x: np.where(x >= 0, x, np.float32(0.01) * x),
+    "ELU": lambda x: np.where(x > 0, x, np.expm1(x)),
+    "Softplus": lambda x: np.where(x > 20, x, np.logaddexp(np.float32(0), x)),
+}
+
+
+class _Dense:
+    """sentence-transformers' Dense: activation(x @ W.T + b), plus an optional residual."""
+
+    def __init__(self, weight, bias, activation_name, use_residual, residual_weight, input_name,
+                 output_name):
+        self.weight_t = np.ascontiguousarray(weight.T)
+        self.bias = bias
+        self.activation_name = activation_name
+        self.activation = _ACTIVATIONS[activation_name]
+        self.use_residual = use_residual
+        # Without its own weight the residual is the input itself (in_features == out_features).
+        self.residual_weight_t = (None if residual_weight is None
+                                  else np.ascontiguousarray(residual_weight.T))
+        self.input_name = input_name
+        self.output_name = output_name
+
+    @classmethod
+    def from_folder(cls, folder, input_dimensions):
+        config = _read_json_object(folder / "config.json")
+        in_features, out_features = config.get("in_features"), config.get("out_features")
+        for key, value in (("in_features", in_features), ("out_features", out_features)):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{folder / 'config.json'}: {key} must be a positive integer, "
+                                 f"got {value!r}")
+        input_name, output_name = _feature_names(config, folder / "config.json")
+        if input_dimensions.get(input_name) != in_features:
+            raise ValueError(f"{folder / 'config.json'}: in_features is {in_features} but "
+                             f"{input_name} has dimension {input_dimensions.get(input_name)}")
+        # sentence-transformers' default activation is Tanh when the config names none.
+        activation = config.get("activation_function", "torch.nn.modules.activation.Tanh")
+        activation_name = activation.rsplit(".", 1)[-1] if isinstance(activation, str) else None
+        if (not isinstance(activation, str) or not activation.startswith("torch.nn.")
+                or activation_name not in _ACTIVATIONS):
+            raise ValueError(f"{folder / 'config.json'}: activation function {activation!r} is not "
+                             f"supported; supported: "
+                             f"{', '.join('torch.nn.' + name for name in _ACTIVATIONS)}")
+        has_bias = config.get("bias", True)
+        use_residual = config.get("use_residual", False)
+
+        tensors = _read_safetensors(folder)
+        expected = {"linear.weight": (out_features, in_features)}
+        if has_bias:
+            expected["linear.bias"] = (out_features,)
+        if use_residual and in_features != out_features:
+            expected["residual.weight"] = (out_features, in_features)
+        for name, shape in expected.items():
+            if name not in tensors:
+                raise ValueError(f"{folder / 'model.safetensors'}: missing tensor {name!r}")
+            if tensors[name].shape != shape:
+                raise ValueError(f"{folder / 'model.safetensors'}: tensor {name!r} has shape "
+                                 f"{list(tensors[name].shape)}, expected {list(shape)}")
+        unexpected = sorted(set(tensors) - set(expected))
+        if unexpected:
+            raise ValueError(f"{folder / 'model.safetensors'}: unexpected tensor(s) "
+                             f"{', '.join(unexpected)} for this Dense config")
+        return cls(tensors["linear.weight"], tensors.get("linear.bias"), activation_name,
+                   bool(use_residual), tensors.get("residual.weight"), input_name, output_name)
+
+    @property
+    def output_dimension(self):
+        return self.weight_t.shape[1]
+
+    def describe(self):
+        residual = ", residual" if self.use_residual else ""
+        return (f"Dense({self.weight_t.shape[0]}->{self.weight_t.shape[1]}, "
+                f"{self.activation_name}{residual})")
+
+    def __call__(self, features):
+        x = features[self.input_name]
+        out = x @ self.weight_t
+        if self.bias is not None:
+            out += self.bias
+        out = self.activation(out)
+        if self.use_residual:
+            out = out + (x if self.residual_weight_t is None else x @ self.residual_weight_t)
+        features[self.output_name] = np.ascontiguousarray(out, dtype=np.float32)
+
+
+class _Normalize:
+    """L2 normalization of one feature along its last axis (torch.nn.functional.normalize)."""
+
+    def __init__(self, input_name, output_name):
+        self.input_name = input_name
+        self.output_name = output_name
+
+    @classmethod
+    def from_folder(cls, folder):
+        # Older sentence-transformers versions save no config (often no folder) for Normalize.
+        config_file = folder / "config.json"
+        config = _read_json_object(config_file) if config_file.is_file() else {}
+        return cls(*_feature_names(config, config_file))
+
+    def describe(self):
+        return "Normalize"
+
+    def __call__(self, features):
+        x = features[self.input_name]
+        features[self.output_name] = _l2_normalize(x)
+
+
+def _l2_normalize(x):
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norms, np.float32(_NORMALIZE_EPS))).astype(np.float32)
+
+
+def _feature_names(config, source):
+    input_name = config.get("module_input_name", _SENTENCE_EMBEDDING)
+    output_name = config.get("module_output_name") or input_name
+    for name in (input_name, output_name):
+        if name not in _OUTPUT_VALUES:
+            raise ValueError(f"{source}: feature {name!r} is not supported; modules may read and "
+                             f"write {_SENTENCE_EMBEDDING!r} or {_TOKEN_EMBEDDINGS!r}")
+    return input_name, output_name
+
+
+def _read_safetensors(folder):
+    """All tensors of folder/model.safetensors as float32 arrays (small files: Dense layers)."""
+    path = folder / "model.safetensors"
+    if not path.is_file():
+        if (folder / "pytorch_model.bin").is_file():
+            raise ValueError(f"{folder} holds pytorch_model.bin but no model.safetensors: bertcpu reads "
+                             f"safetensors only (pickle files can run arbitrary code when loaded); "
+                             f"convert it once with safetensors.torch.save_file(torch.load(...), "
+                             f"'model.safetensors')")
+        raise FileNotFoundError(f"{folder}: no model.safetensors")
+    file = SafetensorsFile(path)
+    try:
+        return {name: np.array(file.read(entry), dtype=np.float32)
+                for name, entry in file.tensors.items()}
+    finally:
+        file.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress bar (stderr); the package depends on numpy and safetensors only, so no tqdm.
+# ---------------------------------------------------------------------------------------------
+
+class ProgressBar:
+    """A one-line progress display that redraws itself at most ten times a second."""
+
+    def __init__(self, total=None, unit="it", stream=None, width=30):
+        self.total = total
+        self.unit = unit
+        self.stream = sys.stderr if stream is None else stream
+        self.width = width
+        self.count = 0
+        self.start = time.monotonic()
+        self._last_draw = 0.0
+
+    def update(self, n):
+        self.count += n
+        now = time.monotonic()
+        if now - self._last_draw >= 0.1:
+            self._draw(now)
+
+    def _draw(self, now):
+        self._last_draw = now
+        elapsed = max(now - self.start, 1e-9)
+        rate = self.count / elapsed
+        if self.total:
+            fraction = min(self.count / self.total, 1.0)
+            filled = int(fraction * self.width)
+            bar = "#" * filled + "-" * (self.width - filled)
+            text = (f"\r{fraction:4.0%} |{bar}| {self.count}/{self.total} {self.unit} "
+                    f"[{elapsed:.0f}s, {rate:.1f} {self.unit}/s]")
+        else:
+            text = f"\r{self.count} {self.unit} [{elapsed:.0f}s, {rate:.1f} {self.unit}/s]"
+        self.stream.write(text)
+        self.stream.flush()
+
+    def close(self):
+        self._draw(time.monotonic())
+        self.stream.write("\n")
+        self.stream.flush()
+
+
+# ---------------------------------------------------------------------------------------------
+# The encoder
+# ---------------------------------------------------------------------------------------------
+
+class SentenceEncoder:
+    """Sentence embeddings from a sentence-transformers (or plain BERT) folder, without torch.
+
+    Build it with ``SentenceEncoder.from_pretrained(name_or_path)``; ``encode`` returns float32
+    numpy arrays that match ``SentenceTransformer.encode`` on the same folder.
+    """
+
+    def __init__(self, tokenizer, model, modules, max_seq_length, prompts=None,
+                 default_prompt_name=None, name_or_path=None):
+        self.tokenizer = tokenizer
+        self.model = model
+        self._modules = list(modules)
+        self.prompts = dict(prompts or {})
+        self.default_prompt_name = default_prompt_name
+        self.name_or_path = name_or_path
+        self._prompt_lengths = {}
+        self.max_seq_length = max_seq_length
+
+    # -- loading -----------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, num_threads=None, pooling=None, max_seq_length=None,
+                        revision=None, cache_dir=None):
+        """Load a sentence-transformers folder, a plain HuggingFace BERT folder, or a hub id
+        (from the local HuggingFace cache, or downloaded when huggingface_hub is installed).
+
+        pooling: for a plain BERT folder, the pooling mode(s) to use (default "mean"); a
+          sentence-transformers folder sets its own in 1_Pooling/config.json.
+        max_seq_length: overrides the folder's maximum sequence length (inputs are truncated to it).
+        """
+        root = resolve_model_path(name_or_path, revision=revision, cache_dir=cache_dir)
+        st_config_file = root / "config_sentence_transformers.json"
+        st_config = _read_json_object(st_config_file) if st_config_file.is_file() else {}
+        model_type = st_config.get("model_type", "SentenceTransformer")
+        if model_type != "SentenceTransformer":
+            raise ValueError(f"{st_config_file}: model_type {model_type!r} is not supported; "
+                             f"bertcpu runs SentenceTransformer (embedding) models")
+        prompts = st_config.get("prompts") or {}
+        default_prompt_name = st_config.get("default_prompt_name")
+        if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
+            raise ValueError(f"{st_config_file}: 'prompts' must map names to strings")
+        if default_prompt_name is not None and default_prompt_name not in prompts:
+            raise ValueError(f"{st_config_file}: default_prompt_name {default_prompt_name!r} is not "
+                             f"one of the prompts ({', '.join(prompts) or 'none'})")
+
+        if (root / "modules.json").is_file():
+            if pooling is not None:
+                raise ValueError(f"pooling= applies to plain BERT folders; {root} is a "
+                                 f"sentence-transformers folder whose modules.json sets its pooling")
+            entries = read_modules_json(root)
+        else:
+            entries = [{"type": "sentence_transformers.models.Transformer", "path": ""}]
+            modes = _check_pooling_modes("mean" if pooling is None else pooling, source="pooling")
+            # Plain folder: mean (or the requested) pooling on the Transformer's output, nothing else.
+            pooling = modes
+
+        transformer = None
+        modules = []
+        dimensions = {}
+        for position, entry in enumerate(entries):
+            kind = _module_kind(entry.get("type"))
+            folder = _module_folder(root, entry.get("path", ""))
+            if position == 0:
+                if kind != "Transformer":
+                    raise ValueError(f"{root / 'modules.json'}: the first module must be a "
+                                     f"sentence_transformers Transformer, found {entry.get('type')!r}")
+                transformer = _load_transformer(folder, num_threads)
+                dimensions[_TOKEN_EMBEDDINGS] = transformer["model"].config.hidden_size
+            elif kind == "Pooling":
+                module = _Pooling.from_config(folder / "config.json", dimensions[_TOKEN_EMBEDDINGS])
+                dimensions[_SENTENCE_EMBEDDING] = module.output_dimension
+                modules.append(module)
+            elif kind == "Dense":
+                module = _Dense.from_folder(folder, dimensions)
+                dimensions[module.output_name] = module.output_dimension
+                modules.append(module)
+            elif kind == "Normalize":
+                module = _Normalize.from_folder(folder)
+                if module.input_name not in dimensions:
+                    raise ValueError(f"{root / 'modules.json'}: Normalize reads {module.input_name!r} "
+                                     f"before any module produces it")
+                dimensions[module.output_name] = dimensions[module.input_name]
+                modules.append(module)
+            else:
+                raise ValueError(f"{root / 'modules.json'}: module {entry.get('type')!r} is not "
+                                 f"supported; bertcpu runs Transformer, Pooling, Dense and Normalize")
+        if pooling is not None:
+            hidden = dimensions[_TOKEN_EMBEDDINGS]
+            modules.append(_Pooling(pooling, include_prompt=True, dimension=hidden))
+        if not any(isinstance(m, _Pooling) for m in modules):
+            raise ValueError(f"{root / 'modules.json'}: no Pooling module, so the pipeline produces "
+                             f"no sentence embedding")
+
+        encoder = cls(transformer["tokenizer"], transformer["model"], modules,
+                      max_seq_length=transformer["max_seq_length"], prompts=prompts,
+                      default_prompt_name=default_prompt_name, name_or_path=str(name_or_path))
+        if max_seq_length is not None:
+            encoder.max_seq_length = max_seq_length
+        return encoder
+
+    # -- properties ----------------------------------------------------------------------------
+
+    @property
+    def max_seq_length(self):
+        """Inputs are truncated to this many tokens ([CLS] and [SEP] included)."""
+        return self._max_seq_length
+
+    @max_seq_length.setter
+    def max_seq_length(self, value):
+        limit = self.model.config.max_position_embeddings
+        if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+            raise ValueError(f"max_seq_length must be an integer >= 2, got {value!r}")
+        if value > limit:
+            raise ValueError(f"max_seq_length {value} exceeds the model's max_position_embeddings "
+                             f"({limit})")
+        self._max_seq_length = value
+        self._prompt_lengths.clear()
+
+    @property
+    def modules(self):
+        """The pipeline after the Transformer, as short descriptions (e.g. 'Pooling(mean)')."""
+        return [module.describe() for module in self._modules]
+
+    def get_embedding_dimension(self):
+        """The length of the vectors encode() returns."""
+        dimension = None
+        for module in self._modules:
+            if isinstance(module, _Pooling):
+                dimension = module.output_dimension
+            elif isinstance(module, _Dense) and module.output_name == _SENTENCE_EMBEDDING:
+                dimension = module.output_dimension
+        return dimension
+
+    # The name sentence-transformers used before 6.0, which most code still calls.
+    get_sentence_embedding_dimension = get_embedding_dimension
+
+    def __repr__(self):
+        stages = ", ".join(["Transformer(max_seq_length=%d)" % self.max_seq_length] + self.modules)
+        return f"SentenceEncoder({self.name_or_path!r}: {stages})"
+
+    # -- encoding ------------------------------------------------------------------------------
+
+    def encode(self, sentences, batch_size=32, normalize_embeddings=None,
+               output_value="sentence_embedding", show_progress_bar=None, prompt=None,
+               prompt_name=None, truncate_dim=None):
+        """Embed one sentence (-> float32 [dim]) or a list of them (-> float32 [n, dim]).
+
+        show_progress_bar: True draws a progress bar on stderr; a ProgressBar is advanced instead
+          (one bar over several calls).
+        normalize_embeddings: None applies the model's own pipeline (its Normalize module, if any);
+          True L2-normalizes the result; False skips normalization, the model's Normalize included.
+        output_value: "sentence_embedding", or "token_embeddings" for a list of [tokens_i, hidden]
+          arrays (one array for one sentence), each cut after its last real token.
+        prompt / prompt_name: text put before every sentence (prompt_name picks one of the model's
+          configured prompts; with neither, the model's default prompt applies, if it has one).
+        truncate_dim: keep only the first truncate_dim dimensions (Matryoshka models), before
+          normalization.
+        Sentences are batched by length (longest first) and returned in input order.
+        """
+        single = isinstance(sentences, str)
+        texts = [sentences] if single else _as_text_list(sentences)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if output_value not in _OUTPUT_VALUES:
+            raise ValueError(f"output_value must be one of {', '.join(map(repr, _OUTPUT_VALUES))}, "
+                             f"got {output_value!r}")
+        if normalize_embeddings not in (None, True, False):
+            raise ValueError(f"normalize_embeddings must be None, True or False, "
+                             f"got {normalize_embeddings!r}")
+        if truncate_dim is not None and (isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int)
+                                         or truncate_dim < 1):
+            raise ValueError(f"truncate_dim must be a positive integer, got {truncate_dim!r}")
+        prompt = self._resolve_prompt(prompt, prompt_name)
+        prompt_length = self._prompt_length(prompt) if prompt else None
+
+        dimension = self.get_embedding_dimension()
+        if truncate_dim is not None:
+            dimension = min(dimension, truncate_dim)
+        if output_value == _SENTENCE_EMBEDDING:
+            results = np.empty((len(texts), dimension), dtype=np.float32)
+        else:
+            results = [None] * len(texts)
+
+        # Longest first, as sentence-transformers orders them, so each batch has little padding.
+        order = np.argsort([-len(text) for text in texts], kind="stable")
+        if isinstance(show_progress_bar, ProgressBar):
+            progress, own_progress = show_progress_bar, False
+        elif show_progress_bar:
+            progress, own_progress = ProgressBar(total=len(texts), unit="sentences"), True
+        else:
+            progress, own_progress = None, False
+        for start in range(0, len(texts), batch_size):
+            indices = order[start:start + batch_size]
+            batch = [texts[i] for i in indices]
+            if prompt:
+                batch = [prompt + text for text in batch]
+            features = self._forward(batch, prompt_length, skip_normalize=normalize_embeddings is False)
+            if output_value == _SENTENCE_EMBEDDING:
+                embeddings = features[_SENTENCE_EMBEDDING]
+                if truncate_dim is not None:
+                    embeddings = embeddings[:, :truncate_dim]
+                if normalize_embeddings:
+                    embeddings = _l2_normalize(embeddings)
+                results[indices] = embeddings
+            else:
+                tokens = features[_TOKEN_EMBEDDINGS]
+                lengths = features["attention_mask"].sum(axis=1)
+                for row, index in enumerate(indices):
+                    results[index] = np.array(tokens[row, :max(int(lengths[row]), 1)])
+            if progress is not None:
+                progress.update(len(batch))
+        if own_progress:
+            progress.close()
+        return results[0] if single else results
+
+    def _resolve_prompt(self, prompt, prompt_name):
+        if prompt is not None:
+            if not isinstance(prompt, str):
+                raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+            return prompt
+        if prompt_name is not None:
+            if prompt_name not in self.prompts:
+                raise ValueError(f"prompt_name {prompt_name!r} is not one of this model's prompts "
+                                 f"({', '.join(map(repr, self.prompts)) or 'none configured'})")
+            return self.prompts[prompt_name]
+        if self.default_prompt_name is not None:
+            return self.prompts[self.default_prompt_name]
+        return None
+
+    def _prompt_length(self, prompt):
+        """Tokens the prompt occupies at the start of each input: its own tokenization without the
+        trailing special token (sentence-transformers' rule), so [CLS] counts as part of it."""
+        if prompt not in self._prompt_lengths:
+            ids = self.tokenize([prompt])["input_ids"][0]
+            length = len(ids)
+            if length and int(ids[-1]) in self.tokenizer.all_special_ids:
+                length -= 1
+            self._prompt_lengths[prompt] = length
+        return self._prompt_lengths[prompt]
+
+    def tokenize(self, texts):
+        """The token ids encode() feeds the model for these texts (lowercased if the model says so,
+        truncated to max_seq_length, padded to the longest): a mapping of int64 arrays."""
+        return self.tokenizer(_as_text_list(texts), padding=True, truncation=True,
+                              max_length=self.max_seq_length, return_tensors="np")
+
+    def _forward(self, texts, prompt_length, skip_normalize):
+        encoded = self.tokenize(texts)
+        attention_mask = encoded["attention_mask"]
+        output = self.model(encoded["input_ids"], attention_mask, encoded["token_type_ids"])
+        features = {_TOKEN_EMBEDDINGS: output.last_hidden_state, "attention_mask": attention_mask,
+                    "prompt_length": prompt_length}
+        for module in self._modules:
+            if skip_normalize and isinstance(module, _Normalize):
+                continue
+            module(features)
+        return features
+
+
+def _as_text_list(sentences):
+    if isinstance(sentences, np.ndarray):
+        sentences = sentences.tolist()
+    try:
+        texts = list(sentences)
+    except TypeError:
+        raise TypeError(f"sentences must be a string or a list of strings, got "
+                        f"{type(sentences).__name__}") from None
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"sentences[{index}] is {type(text).__name__}, expected str")
+    return texts
+
+
+def _load_transformer(folder, num_threads):
+    """The tokenizer, encoder and text settings of a Transformer module folder."""
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder}: no config.json (not a BERT model folder)")
+    settings = {}
+    for name in _TRANSFORMER_CONFIG_FILES:
+        if (folder / name).is_file():
+            settings = _read_json_object(folder / name)
+            break
+    task = settings.get("transformer_task", "feature-extraction")
+    if task != "feature-extraction":
+        raise ValueError(f"{folder}: transformer_task {task!r} is not supported; bertcpu embeds with "
+                         f"'feature-extraction' models")
+    output = (settings.get("modality_config") or {}).get("text", {}).get("method_output_name")
+    if output not in (None, "last_hidden_state", ["last_hidden_state"]):
+        raise ValueError(f"{folder}: the Transformer outputs {output!r}; bertcpu supports "
+                         f"'last_hidden_state' (token embeddings)")
+    do_lower_case = settings.get("do_lower_case", False)
+    if not isinstance(do_lower_case, bool):
+        raise ValueError(f"{folder}: do_lower_case must be true or false, got {do_lower_case!r}")
+    max_seq_length = settings.get("max_seq_length")
+    # Newer sentence-transformers versions keep tokenizer call options in processing_kwargs; a
+    # text max_length there is the truncation length. Other options would change the tokens.
+    processing = settings.get("processing_kwargs") or {}
+    text_options = dict(processing.get("text") or {}) if isinstance(processing, dict) else None
+    if text_options is None or set(processing) - {"text"} or set(text_options) - {"max_length"}:
+        raise ValueError(f"{folder}: processing_kwargs {processing!r} are not supported (only "
+                         f"{{'text': {{'max_length': N}}}} is)")
+    if "max_length" in text_options:
+        max_seq_length = text_options["max_length"]
+    # do_lower_case lowercases the text before the tokenizer's own normalizer (whatever that does),
+    # as sentence-transformers does by putting a Lowercase normalizer in front.
+    tokenizer = Tokenizer.from_pretrained(folder, lowercase_input=do_lower_case)
+    model = BertModel.from_pretrained(folder, num_threads=num_threads)
+    limit = model.config.max_position_embeddings
+    # sentence-transformers: the configured length, else the tokenizer's limit capped at the
+    # model's positions.
+    if max_seq_length is None:
+        max_seq_length = min(tokenizer.model_max_length, limit)
+    elif isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int) or max_seq_length < 2:
+        raise ValueError(f"{folder}: max_seq_length must be an integer >= 2, got {max_seq_length!r}")
+    return {"tokenizer": tokenizer, "model": model, "max_seq_length": min(max_seq_length, limit)}
+
+
+def similarity(a, b):
+    """Cosine similarity matrix: a [n, d] (or [d]) and b [m, d] (or [d]) -> float32 [n, m].
+
+    A one-dimensional input counts as one row; zero vectors have similarity 0 to everything.
+    """
+    a = _as_matrix(a, "a")
+    b = _as_matrix(b, "b")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"a and b must have the same vector length, got {a.shape[1]} and {b.shape[1]}")
+    a = _l2_normalize(a)
+    b = _l2_normalize(b)
+    return (a @ b.T).astype(np.float32)
+
+
+def _as_matrix(x, name):
+    array = np.asarray(x)
+    if array.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must hold numbers, got dtype {array.dtype}")
+    if array.ndim == 1:
+        array = array[None, :]
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be a vector [d] or a matrix [n, d], got shape {array.shape}")
+    if array.shape[1] == 0:
+        raise ValueError(f"{name} has vectors of length 0")
+    return array.astype(np.float32)
