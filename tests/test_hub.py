@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+import bertcpu
 from bertcpu.hub import ModelNotFoundError, hf_hub_cache_dir, is_hub_id, resolve_model_path
 
 COMMIT_MAIN = "a" * 40
@@ -149,7 +150,9 @@ def test_download_disabled_by_argument(hf_env, monkeypatch):
 
 def test_unreachable_hub_fails_cleanly(hf_env):
     """The real huggingface_hub, pointed at a port nothing listens on: a clear error, quickly."""
-    env = dict(os.environ, HF_HUB_CACHE=str(hf_env / "cache"), HF_ENDPOINT="http://127.0.0.1:9")
+    repo = pathlib.Path(bertcpu.__file__).resolve().parent.parent  # bertcpu importable from there
+    env = dict(os.environ, HF_HUB_CACHE=str(hf_env / "cache"), HF_ENDPOINT="http://127.0.0.1:9",
+               PYTHONPATH=str(repo))
     env.pop("HF_HUB_OFFLINE", None)
     code = ("from bertcpu.hub import resolve_model_path\n"
             "try:\n    resolve_model_path('org/missing')\n"
