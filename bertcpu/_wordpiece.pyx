@@ -139,12 +139,28 @@ cdef struct AddedToken:
 
 
 cdef cppclass Sequence:
-    # Tokens of one text before post-processing: ids and (start, end) character offsets.
+    # Tokens before post-processing: ids and (start, end) character offsets, appended to. Holds one
+    # text's tokens, or a thread's share of a batch one text after another.
     vector[int32_t] ids
     vector[int32_t] offsets
+    int error                  # ERR_* of the last text appended
+    Py_ssize_t error_position
+
+
+cdef struct Tokens:
+    # One text's tokens, wherever they are stored.
+    const int32_t* ids
+    const int32_t* offsets
+    Py_ssize_t count
+
+
+cdef struct ItemRecord:
+    # Where a batch item's tokens went.
+    int worker
+    Py_ssize_t begin
+    Py_ssize_t count
     int error
     Py_ssize_t error_position
-    char cache_line_gap[64]  # neighbours in a batch are written by different threads
 
 
 cdef cppclass Workspace:
@@ -155,6 +171,7 @@ cdef cppclass Workspace:
     vector[int32_t] nfd_queue    # src of NFD input characters whose first output is still pending
     size_t nfd_head
     int32_t last_src             # src of the last NFD input character accounted for
+    Sequence batch_tokens        # the tokens of the batch items this thread encoded
     char cache_line_gap[128]     # each thread's buffers' bookkeeping on its own cache lines
 
 
@@ -615,9 +632,7 @@ cdef void encode_piece(const Core* core, const TextView* text, Py_ssize_t start,
 
 
 cdef void encode_text(const Core* core, const TextView* text, Workspace* ws, Sequence* out) noexcept nogil:
-    """Tokens of one text (no special tokens added), or out.error set."""
-    out.ids.clear()
-    out.offsets.clear()
+    """Appends the tokens of one text (no special tokens added) to out, or sets out.error."""
     out.error = ERR_NONE
     cdef Py_ssize_t n = text.length
     if core.raw_added.size() == 0:
@@ -657,10 +672,10 @@ cdef void encode_text(const Core* core, const TextView* text, Workspace* ws, Seq
 
 # ------------------------------------------------------------------------------------ post-processing
 
-cdef int truncated_lengths(const Core* core, const Sequence* a, const Sequence* b, bint has_pair, int strategy,
+cdef int truncated_lengths(const Core* core, Py_ssize_t la, Py_ssize_t lb, bint has_pair, int strategy,
                            Py_ssize_t max_length, bint add_special, Py_ssize_t* len_a, Py_ssize_t* len_b) noexcept nogil:
-    """Lengths after truncation, as tokenizers' truncate_encodings; an ERR_* code."""
-    cdef Py_ssize_t la = a.ids.size(), lb = b.ids.size() if has_pair else 0
+    """Lengths of sequences of la and lb tokens after truncation, as tokenizers' truncate_encodings;
+    an ERR_* code."""
     cdef Py_ssize_t limit = max_length, n_special, to_remove, n1, n2
     cdef bint swap
     len_a[0] = la
@@ -712,14 +727,14 @@ cdef int truncated_lengths(const Core* core, const Sequence* a, const Sequence* 
     return ERR_SEQUENCE_TOO_SHORT
 
 
-cdef void fill_row(const Core* core, const Sequence* a, Py_ssize_t len_a, const Sequence* b, Py_ssize_t len_b,
+cdef void fill_row(const Core* core, const Tokens* a, Py_ssize_t len_a, const Tokens* b, Py_ssize_t len_b,
                    bint has_pair, bint add_special, Py_ssize_t width, int64_t* ids, int64_t* types, int64_t* mask,
                    int64_t* offsets) noexcept nogil:
     """Writes one post-processed, padded row; offsets may be NULL."""
     cdef const vector[TemplatePiece]* template = &core.pair_template if has_pair else &core.single_template
     cdef Py_ssize_t pos = 0, k, n
     cdef size_t p
-    cdef const Sequence* seq
+    cdef const Tokens* seq
     cdef const TemplatePiece* piece
     for p in range(template.size()):
         piece = &deref(template)[p]
@@ -762,22 +777,33 @@ cdef struct EncodeJob:
     const Core* core
     const TextView* views_a
     const TextView* views_b  # NULL without pairs
-    Sequence* seqs_a
-    Sequence* seqs_b
+    ItemRecord* records_a
+    ItemRecord* records_b
     Workspace* workspaces
+
+
+cdef inline void encode_record(const Core* core, const TextView* text, Workspace* ws, int worker,
+                               ItemRecord* record) noexcept nogil:
+    cdef Sequence* out = &ws.batch_tokens
+    record.worker = worker
+    record.begin = out.ids.size()
+    encode_text(core, text, ws, out)
+    record.count = out.ids.size() - record.begin
+    record.error = out.error
+    record.error_position = out.error_position
 
 
 cdef void encode_item(void* context, ptrdiff_t i, int worker) noexcept nogil:
     cdef EncodeJob* job = <EncodeJob*>context
-    encode_text(job.core, &job.views_a[i], &job.workspaces[worker], &job.seqs_a[i])
-    if job.views_b != NULL and not job.seqs_a[i].error:
-        encode_text(job.core, &job.views_b[i], &job.workspaces[worker], &job.seqs_b[i])
+    encode_record(job.core, &job.views_a[i], &job.workspaces[worker], worker, &job.records_a[i])
+    if job.views_b != NULL and not job.records_a[i].error:
+        encode_record(job.core, &job.views_b[i], &job.workspaces[worker], worker, &job.records_b[i])
 
 
 cdef struct FillJob:
     const Core* core
-    const Sequence* seqs_a
-    const Sequence* seqs_b  # NULL without pairs
+    const Tokens* seqs_a
+    const Tokens* seqs_b  # NULL without pairs
     const Py_ssize_t* lengths_a
     const Py_ssize_t* lengths_b
     bint add_special
@@ -812,7 +838,6 @@ cdef class _Encoder:
     """
     cdef Core core
     cdef Workspace single_workspace  # for one-text calls, which hold the GIL throughout
-    cdef Sequence single_a, single_b
     cdef vector[int64_t] row_ids, row_types, row_mask  # encode_one's row
     cdef tuple id_objects  # the Python int of every id, shared by all output lists
     cdef object result_type
@@ -927,35 +952,41 @@ cdef class _Encoder:
                 set_view(&views_b[i], text)
                 total_chars += views_b[i].length
 
-        cdef vector[Sequence] seqs_a, seqs_b
-        cdef vector[Workspace] workspaces
-        cdef Sequence* seq_a
-        cdef Sequence* seq_b
         cdef int n_threads = <int>max(1, min(<Py_ssize_t>num_threads, min(n_items, total_chars // CHARS_PER_THREAD)))
+        cdef vector[ItemRecord] records_a, records_b
+        records_a.resize(n_items)
+        if has_pair:
+            records_b.resize(n_items)
+        cdef vector[Workspace] workspaces
+        cdef Workspace* ws
         cdef EncodeJob job
-        if n_items == 1:
-            # One text: reused buffers (the GIL is held, so nobody else uses them).
-            encode_text(&self.core, &views_a[0], &self.single_workspace, &self.single_a)
-            if has_pair and not self.single_a.error:
-                encode_text(&self.core, &views_b[0], &self.single_workspace, &self.single_b)
-            seq_a = &self.single_a
-            seq_b = &self.single_b if has_pair else NULL
+        job.core = &self.core
+        job.views_a = views_a.data()
+        job.views_b = views_b.data() if has_pair else NULL
+        job.records_a = records_a.data()
+        job.records_b = records_b.data() if has_pair else NULL
+        if total_chars < CHARS_PER_THREAD:
+            # Little text: on this thread, keeping the GIL, with the tokenizer's own buffers (the GIL
+            # keeps other Python threads off them).
+            ws = &self.single_workspace
+            ws.batch_tokens.ids.clear()
+            ws.batch_tokens.offsets.clear()
+            job.workspaces = ws
+            for i in range(n_items):
+                encode_item(&job, i, 0)
         else:
-            seqs_a.resize(n_items)
-            if has_pair:
-                seqs_b.resize(n_items)
             workspaces.resize(n_threads)
-            job.core = &self.core
-            job.views_a = views_a.data()
-            job.views_b = views_b.data() if has_pair else NULL
-            job.seqs_a = seqs_a.data()
-            job.seqs_b = seqs_b.data() if has_pair else NULL
-            job.workspaces = workspaces.data()
+            for i in range(n_threads):
+                workspaces[i].batch_tokens.ids.reserve(total_chars // (4 * n_threads) + 16)
+                workspaces[i].batch_tokens.offsets.reserve(2 * (total_chars // (4 * n_threads) + 16))
+            ws = workspaces.data()
+            job.workspaces = ws
             with nogil:
                 bertcpu_parallel_for(n_items, n_threads, 4, encode_item, &job)
-            seq_a = seqs_a.data()
-            seq_b = seqs_b.data() if has_pair else NULL
 
+        cdef vector[Tokens] tokens_a, tokens_b
+        tokens_a.resize(n_items)
+        tokens_b.resize(n_items if has_pair else 0)
         cdef vector[Py_ssize_t] lengths_a, lengths_b, row_lengths
         lengths_a.resize(n_items)
         lengths_b.resize(n_items)
@@ -965,12 +996,15 @@ cdef class _Encoder:
         cdef Py_ssize_t width = 0
         cdef int error
         for i in range(n_items):
-            if seq_a[i].error == ERR_SURROGATE:
-                raise_surrogate("text", texts[i], i, seq_a[i].error_position)
-            if has_pair and seq_b[i].error == ERR_SURROGATE:
-                raise_surrogate("text_pair", pairs[i], i, seq_b[i].error_position)
-            error = truncated_lengths(&self.core, &seq_a[i], &seq_b[i] if has_pair else NULL, has_pair, truncation,
-                                      max_length, add_special_tokens, &lengths_a[i], &lengths_b[i])
+            if records_a[i].error == ERR_SURROGATE:
+                raise_surrogate("text", texts[i], i, records_a[i].error_position)
+            tokens_a[i] = tokens_of(ws, &records_a[i])
+            if has_pair:
+                if records_b[i].error == ERR_SURROGATE:
+                    raise_surrogate("text_pair", pairs[i], i, records_b[i].error_position)
+                tokens_b[i] = tokens_of(ws, &records_b[i])
+            error = truncated_lengths(&self.core, tokens_a[i].count, tokens_b[i].count if has_pair else 0, has_pair,
+                                      truncation, max_length, add_special_tokens, &lengths_a[i], &lengths_b[i])
             if error == ERR_SECOND_NOT_PROVIDED:
                 raise ValueError("truncation='only_second' needs a second sequence (text_pair), but none was given")
             if error == ERR_SEQUENCE_TOO_SHORT:
@@ -989,13 +1023,14 @@ cdef class _Encoder:
         if padding and pad_to_multiple_of > 0 and width % pad_to_multiple_of:
             width += pad_to_multiple_of - width % pad_to_multiple_of
 
+        cdef const Tokens* seq_b = tokens_b.data() if has_pair else NULL
         if as_numpy:
-            return self.to_numpy(seq_a, seq_b, lengths_a, lengths_b, row_lengths, padding != 0, width,
+            return self.to_numpy(tokens_a.data(), seq_b, lengths_a, lengths_b, row_lengths, padding != 0, width,
                                  add_special_tokens, with_offsets, n_threads)
-        return self.to_lists(seq_a, seq_b, lengths_a, lengths_b, row_lengths, padding != 0, width,
+        return self.to_lists(tokens_a.data(), seq_b, lengths_a, lengths_b, row_lengths, padding != 0, width,
                              add_special_tokens, with_offsets, batched)
 
-    cdef object to_numpy(self, Sequence* seq_a, Sequence* seq_b, vector[Py_ssize_t]& lengths_a,
+    cdef object to_numpy(self, const Tokens* seq_a, const Tokens* seq_b, vector[Py_ssize_t]& lengths_a,
                          vector[Py_ssize_t]& lengths_b, vector[Py_ssize_t]& row_lengths, bint padded,
                          Py_ssize_t width, bint add_special, bint with_offsets, int n_threads):
         cdef Py_ssize_t n_items = row_lengths.size(), i
@@ -1034,7 +1069,7 @@ cdef class _Encoder:
             result["offset_mapping"] = offsets
         return result
 
-    cdef object to_lists(self, Sequence* seq_a, Sequence* seq_b, vector[Py_ssize_t]& lengths_a,
+    cdef object to_lists(self, const Tokens* seq_a, const Tokens* seq_b, vector[Py_ssize_t]& lengths_a,
                          vector[Py_ssize_t]& lengths_b, vector[Py_ssize_t]& row_lengths, bint padded,
                          Py_ssize_t width, bint add_special, bint with_offsets, bint batched):
         cdef Py_ssize_t n_items = row_lengths.size(), i, row_width, longest = 0
@@ -1071,17 +1106,13 @@ cdef class _Encoder:
     def encode_one(self, text):
         """input_ids, token_type_ids and attention_mask lists of one text (a str) with the special
         tokens and nothing else asked for: the most common call, kept short."""
-        cdef TextView view
-        set_view(&view, text)
-        encode_text(&self.core, &view, &self.single_workspace, &self.single_a)
-        if self.single_a.error == ERR_SURROGATE:
-            raise_surrogate("text", text, 0, self.single_a.error_position)
-        cdef Py_ssize_t width = self.single_a.ids.size() + self.core.n_special_single
+        cdef Tokens tokens = self.encode_alone(text)
+        cdef Py_ssize_t width = tokens.count + self.core.n_special_single
         if <Py_ssize_t>self.row_ids.size() < width:
             self.row_ids.resize(width)
             self.row_types.resize(width)
             self.row_mask.resize(width)
-        fill_row(&self.core, &self.single_a, self.single_a.ids.size(), NULL, 0, False, True, width,
+        fill_row(&self.core, &tokens, tokens.count, NULL, 0, False, True, width,
                  self.row_ids.data(), self.row_types.data(), self.row_mask.data(), NULL)
         result = self.result_type()
         result["input_ids"] = id_list(self.id_objects, self.row_ids.data(), width)
@@ -1091,25 +1122,45 @@ cdef class _Encoder:
 
     def tokens_with_offsets(self, str text):
         """(ids, offsets) of text's tokens, no special tokens added: tokenize() and word-level use."""
+        cdef Tokens tokens = self.encode_alone(text)
+        ids = [tokens.ids[i] for i in range(tokens.count)]
+        offsets = [(tokens.offsets[2 * i], tokens.offsets[2 * i + 1]) for i in range(tokens.count)]
+        return ids, offsets
+
+    cdef Tokens encode_alone(self, text) except *:
+        """The tokens of one text, in the tokenizer's own buffers (the GIL is held throughout)."""
         cdef TextView view
         set_view(&view, text)
-        encode_text(&self.core, &view, &self.single_workspace, &self.single_a)
-        if self.single_a.error == ERR_SURROGATE:
-            raise_surrogate("text", text, 0, self.single_a.error_position)
-        n = self.single_a.ids.size()
-        ids = [self.single_a.ids[i] for i in range(n)]
-        offsets = [(self.single_a.offsets[2 * i], self.single_a.offsets[2 * i + 1]) for i in range(n)]
-        return ids, offsets
+        cdef Sequence* out = &self.single_workspace.batch_tokens
+        out.ids.clear()
+        out.offsets.clear()
+        encode_text(&self.core, &view, &self.single_workspace, out)
+        if out.error == ERR_SURROGATE:
+            raise_surrogate("text", text, 0, out.error_position)
+        cdef Tokens tokens
+        tokens.ids = out.ids.data()
+        tokens.offsets = out.offsets.data()
+        tokens.count = out.ids.size()
+        return tokens
 
     def normalize(self, str text):
         """text through the normalizer (for inspection and tests), with each character's source index."""
         cdef TextView view
         set_view(&view, text)
         cdef Workspace* ws = &self.single_workspace
-        if normalize_range(&self.core, &view, 0, view.length, ws, &self.single_a) < 0:
-            raise_surrogate("text", text, 0, self.single_a.error_position)
+        if normalize_range(&self.core, &view, 0, view.length, ws, &ws.batch_tokens) < 0:
+            raise_surrogate("text", text, 0, ws.batch_tokens.error_position)
         normalized = "".join([chr(ws.norm_cp[i]) for i in range(ws.norm_cp.size())])
         return normalized, [ws.norm_src[i] for i in range(ws.norm_src.size())]
+
+
+cdef inline Tokens tokens_of(const Workspace* workspaces, const ItemRecord* record) noexcept nogil:
+    cdef const Sequence* stored = &workspaces[record.worker].batch_tokens
+    cdef Tokens tokens
+    tokens.ids = stored.ids.data() + record.begin
+    tokens.offsets = stored.offsets.data() + 2 * record.begin
+    tokens.count = record.count
+    return tokens
 
 
 cdef raise_surrogate(str name, str text, Py_ssize_t item, Py_ssize_t position):
