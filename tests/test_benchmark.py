@@ -78,6 +78,7 @@ def _check_consistent(report, systems, rounds):
         for r in shape.systems:
             assert len(r.times_ms) == rounds and all(t > 0 for t in r.times_ms)
             assert r.median_ms == pytest.approx(statistics.median(r.times_ms))
+            assert r.best_ms == min(r.times_ms)
             assert r.sequences_per_s == pytest.approx(shape.batch / r.median_ms * 1e3)
             assert r.tokens_per_s == pytest.approx(shape.real_tokens / r.median_ms * 1e3)
             assert r.gflops == pytest.approx(shape.gflop / r.median_ms * 1e3)
