@@ -95,6 +95,8 @@ cdef enum:
 # Batches smaller than this many characters per extra thread run on the calling thread alone:
 # starting a thread costs about as much as tokenizing a few thousand characters.
 cdef Py_ssize_t CHARS_PER_THREAD = 8192
+# Character offsets are stored in 32 bits.
+cdef Py_ssize_t MAX_TEXT_CHARS = 0x7FFFFFFF
 
 
 cdef struct TextView:
@@ -951,6 +953,9 @@ cdef class _Encoder:
                     raise TypeError(f"text_pair item {i} must be a str, got {type(text).__name__}")
                 set_view(&views_b[i], text)
                 total_chars += views_b[i].length
+        if total_chars > MAX_TEXT_CHARS:
+            raise ValueError(f"the texts hold {total_chars} characters in all; one call takes at most "
+                             f"{MAX_TEXT_CHARS} (split the batch)")
 
         cdef int n_threads = <int>max(1, min(<Py_ssize_t>num_threads, min(n_items, total_chars // CHARS_PER_THREAD)))
         cdef vector[ItemRecord] records_a, records_b
@@ -1131,6 +1136,8 @@ cdef class _Encoder:
         """The tokens of one text, in the tokenizer's own buffers (the GIL is held throughout)."""
         cdef TextView view
         set_view(&view, text)
+        if view.length > MAX_TEXT_CHARS:
+            raise ValueError(f"the text holds {view.length} characters; one call takes at most {MAX_TEXT_CHARS}")
         cdef Sequence* out = &self.single_workspace.batch_tokens
         out.ids.clear()
         out.offsets.clear()
@@ -1147,6 +1154,8 @@ cdef class _Encoder:
         """text through the normalizer (for inspection and tests), with each character's source index."""
         cdef TextView view
         set_view(&view, text)
+        if view.length > MAX_TEXT_CHARS:
+            raise ValueError(f"the text holds {view.length} characters; one call takes at most {MAX_TEXT_CHARS}")
         cdef Workspace* ws = &self.single_workspace
         if normalize_range(&self.core, &view, 0, view.length, ws, &ws.batch_tokens) < 0:
             raise_surrogate("text", text, 0, ws.batch_tokens.error_position)

@@ -17,8 +17,6 @@ VERY_LARGE_INTEGER = int(1e30)
 LARGE_INTEGER = int(1e20)
 
 SPECIAL_TOKEN_NAMES = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
-DEFAULT_SPECIAL_TOKENS = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
-                          "cls_token": "[CLS]", "mask_token": "[MASK]"}
 
 PADDING_LONGEST, PADDING_MAX_LENGTH = 1, 2
 _PADDING = {False: 0, "do_not_pad": 0, True: PADDING_LONGEST, "longest": PADDING_LONGEST,
@@ -357,15 +355,15 @@ class Tokenizer:
             raise TypeError(f"text must be a str or a list of str (or of (text, pair) tuples), "
                             f"got {type(text).__name__}")
 
-        try:
-            padding_mode = _PADDING[padding]
-            truncation_mode = _TRUNCATION[truncation]
-        except (KeyError, TypeError):
-            if padding not in _PADDING:
-                raise ValueError(f"padding must be one of False, True, 'longest', 'max_length', 'do_not_pad'; "
-                                 f"got {padding!r}") from None
+        # Only these types: 1 or 0 would otherwise pass for True or False.
+        if not isinstance(padding, (bool, str)) or padding not in _PADDING:
+            raise ValueError(f"padding must be one of False, True, 'longest', 'max_length', 'do_not_pad'; "
+                             f"got {padding!r}")
+        if not (truncation is None or isinstance(truncation, (bool, str))) or truncation not in _TRUNCATION:
             raise ValueError(f"truncation must be one of None, False, True, 'longest_first', 'only_first', "
-                             f"'only_second', 'do_not_truncate'; got {truncation!r}") from None
+                             f"'only_second', 'do_not_truncate'; got {truncation!r}")
+        padding_mode = _PADDING[padding]
+        truncation_mode = _TRUNCATION[truncation]
         if max_length is not None:
             if not _is_int(max_length) or max_length < 0:
                 raise ValueError(f"max_length must be a non-negative integer or None, got {max_length!r}")
@@ -392,6 +390,10 @@ class Tokenizer:
             raise ValueError(f"return_tensors must be None (lists) or 'np' (numpy arrays), got {return_tensors!r}")
         _check_flag("add_special_tokens", add_special_tokens)
         _check_flag("return_offsets_mapping", return_offsets_mapping)
+        for name, value in (("return_token_type_ids", return_token_type_ids),
+                            ("return_attention_mask", return_attention_mask)):
+            if value is not None:
+                _check_flag(name, value)
 
         result = self._encoder.encode(
             texts, pairs, batched, truncation_mode, max_length if max_length is not None else 0, padding_mode,
@@ -412,21 +414,15 @@ class Tokenizer:
                 if len(item) != 2 or not all(isinstance(part, str) for part in item):
                     raise TypeError(f"batch item {i} must be a (text, text_pair) pair of str, got {item!r}")
             return [item[0] for item in text], [item[1] for item in text]
+        # Each item's type is checked where it is read (_wordpiece), saving a pass over the batch.
         texts = text if isinstance(text, list) else list(text)
-        for i, item in enumerate(texts):
-            if not isinstance(item, str):
-                raise TypeError(f"batch item {i} must be a str, got {type(item).__name__}")
         if text_pair is None:
             return texts, None
         if not isinstance(text_pair, (list, tuple)):
             raise TypeError(f"text is a list, so text_pair must be a list too, got {type(text_pair).__name__}")
         if len(text_pair) != len(texts):
             raise ValueError(f"text has {len(texts)} items but text_pair has {len(text_pair)}")
-        pairs = list(text_pair)
-        for i, item in enumerate(pairs):
-            if not isinstance(item, str):
-                raise TypeError(f"text_pair item {i} must be a str, got {type(item).__name__}")
-        return texts, pairs
+        return texts, text_pair if isinstance(text_pair, list) else list(text_pair)
 
     def encode(self, text, text_pair=None, *, add_special_tokens=True, padding=False, truncation=None,
                max_length=None, return_tensors=None):

@@ -592,6 +592,16 @@ def test_bad_call_arguments(uncased):
         uncased([("a", "b", "c")])
     with pytest.raises(ValueError, match="padding"):
         uncased("a", padding="left")
+    with pytest.raises(ValueError, match="padding"):
+        uncased("a", padding=1)
+    with pytest.raises(ValueError, match="padding"):
+        uncased("a", padding=[True])
+    with pytest.raises(ValueError, match="truncation"):
+        uncased("a", truncation=0)
+    with pytest.raises(TypeError, match="return_attention_mask"):
+        uncased("a", return_attention_mask="no")
+    with pytest.raises(TypeError, match="text_pair item 1"):
+        uncased(["a", "b"], ["c", b"d"])
     with pytest.raises(ValueError, match="truncation"):
         uncased("a", truncation="middle")
     with pytest.raises(ValueError, match="max_length"):
