@@ -166,7 +166,7 @@ def _describe_os_error(error):
         return "broken pipe"
     if error.filename is not None and error.strerror:
         return f"{error.filename}: {error.strerror}"
-    return str(error)
+    return error.strerror or str(error)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,12 +200,11 @@ def cmd_embed(args):
         encoder.max_seq_length = args.max_length
     dimension = encoder.get_embedding_dimension()
 
-    if args.texts:
-        texts, total = iter(args.texts), len(args.texts)
-    else:
-        texts, total = _read_texts(args.input, args.field), _count_lines(args.input, args.field)
-    show_progress = not args.quiet and sys.stderr.isatty()
-    progress = ProgressBar(total=total, unit="texts") if show_progress else None
+    texts = iter(args.texts) if args.texts else _read_texts(args.input, args.field)
+    progress = None
+    if not args.quiet and sys.stderr.isatty():
+        total = len(args.texts) if args.texts else _count_lines(args.input, args.field)
+        progress = ProgressBar(total=total, unit="texts")
 
     writer = _open_writer(output_kind, args.output, dimension)
     try:

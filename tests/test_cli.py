@@ -144,6 +144,40 @@ def test_embed_streams_many_lines_in_chunks(tiny_dir, tmp_path):
     np.testing.assert_allclose(vectors, expected, atol=1e-6)
 
 
+def run_with_terminal_stderr(*args):
+    """run_cli with stderr on a pseudo-terminal; returns (exit status, what stderr showed)."""
+    import pty
+
+    primary, secondary = pty.openpty()
+    environment = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
+    process = subprocess.Popen([sys.executable, "-m", "bertcpu", *map(str, args)],
+                               stdout=subprocess.DEVNULL, stderr=secondary, env=environment)
+    os.close(secondary)
+    shown = b""
+    while True:
+        try:
+            block = os.read(primary, 65536)
+        except OSError:  # the terminal closes when the process ends
+            break
+        if not block:
+            break
+        shown += block
+    os.close(primary)
+    return process.wait(timeout=600), shown.decode("utf-8", "replace")
+
+
+def test_embed_progress_bar_only_on_a_terminal(tiny_dir, tmp_path):
+    source = tmp_path / "texts.txt"
+    source.write_text("\n".join(f"text number {i}" for i in range(300)) + "\n")
+    status, shown = run_with_terminal_stderr("embed", "-m", tiny_dir, "-i", source, "-o",
+                                             tmp_path / "out.npy", "--batch-size", 8)
+    assert status == 0, shown
+    assert "300/300 texts" in shown and "100%" in shown
+    status, shown = run_with_terminal_stderr("embed", "-m", tiny_dir, "-i", source, "-o",
+                                             tmp_path / "out.npy", "--quiet")
+    assert status == 0 and shown == ""
+
+
 def test_embed_empty_input(tiny_dir, tmp_path):
     source = tmp_path / "empty.txt"
     source.write_text("")
