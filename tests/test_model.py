@@ -579,3 +579,23 @@ def test_loading_bert_base_costs_about_one_copy_of_the_weights(bert_dir_factory)
     weight_bytes = os.path.getsize(folder / "model.safetensors")
     peak, _ = measure_load_peak_rss(folder)
     assert peak < 1.5 * weight_bytes + 150 * 2**20, (peak, weight_bytes)
+
+
+def test_huge_batch_runs_in_groups_with_identical_results():
+    """A batch whose scratch exceeds the engine's 256 MiB budget runs as groups of whole
+    sequences; each sequence's result is independent of its neighbours, so the one big call must
+    equal the same sequences run in small calls, bit for bit."""
+    config = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, vocab_size=100, max_position_embeddings=512)
+    model = BertModel.from_config(config, seed=3)
+    # 7 * 32 + 64 floats of scratch per token: 256 MiB hold ~233k tokens; this batch has ~250k.
+    rng = np.random.default_rng(0)
+    batch, seq = 520, 512
+    ids = rng.integers(0, 100, (batch, seq))
+    mask = np.ones((batch, seq), np.int64)
+    mask[::7, 300:] = 0
+    big = model(ids, attention_mask=mask)
+    for start in range(0, batch, 104):
+        part = model(ids[start:start + 104], attention_mask=mask[start:start + 104])
+        assert np.array_equal(part.last_hidden_state, big.last_hidden_state[start:start + 104])
+        assert np.array_equal(part.pooler_output, big.pooler_output[start:start + 104])

@@ -259,27 +259,61 @@ void Encoder::rowwise(int rows, int threads, const std::function<void(int)>& fn)
       threads);
 }
 
-void Encoder::scatter(const float* rows, const SequenceLayout& layout,
-                      const std::vector<int>& columns, int seq, float* padded, int threads) const {
+void Encoder::scatter(const float* rows, const Group& group, const std::vector<int>& columns,
+                      int seq, float* padded, int threads) const {
   const int H = config_.hidden;
-  std::vector<int> row_batch(columns.size());
-  for (int b = 0; b < layout.batch(); ++b)
-    std::fill_n(row_batch.begin() + layout.offsets[b], layout.lengths[b], b);
-  rowwise(static_cast<int>(columns.size()), threads, [&](int t) {
-    std::memcpy(padded + (static_cast<size_t>(row_batch[t]) * seq + columns[t]) * H,
+  std::vector<int> row_batch(group.tokens);
+  for (int b = 0; b < group.layout.batch(); ++b)
+    std::fill_n(row_batch.begin() + group.layout.offsets[b], group.layout.lengths[b],
+                group.first_sequence + b);
+  const int* group_columns = columns.data() + group.first_token;
+  rowwise(group.tokens, threads, [&](int t) {
+    std::memcpy(padded + (static_cast<size_t>(row_batch[t]) * seq + group_columns[t]) * H,
                 rows + static_cast<size_t>(t) * H, H * sizeof(float));
   });
+}
+
+size_t Encoder::scratch_floats_per_token() const {
+  // x, x1, ctx, tmp (hidden each), qkv (3 x hidden), intermediate.
+  return 7 * static_cast<size_t>(config_.hidden) + config_.intermediate;
 }
 
 void Encoder::forward(const EncoderInputs& in, const EncoderOutputs& out) {
   if (!finalized_) throw std::invalid_argument("the model's weights are not all loaded");
   std::vector<int> token_ids, columns, types;
   const SequenceLayout layout = plan(in, token_ids, columns, types);
-  const int T = static_cast<int>(token_ids.size());
-  const int H = config_.hidden, I = config_.intermediate, heads = config_.heads;
-  const float eps = config_.layer_norm_eps;
+
+  // Sequences are independent: a batch whose scratch would exceed kScratchBudgetBytes runs as
+  // consecutive groups of whole sequences, so one huge call cannot allocate without limit.
+  const int budget_tokens = static_cast<int>(std::min<size_t>(
+      INT32_MAX, kScratchBudgetBytes / (scratch_floats_per_token() * sizeof(float))));
+  const int group_tokens = std::max(budget_tokens, layout.max_length);
 
   std::lock_guard<std::mutex> guard(forward_mutex_);
+  for (int b0 = 0; b0 < layout.batch();) {
+    Group group;
+    group.first_sequence = b0;
+    group.first_token = layout.offsets[b0];
+    int b1 = b0;
+    while (b1 < layout.batch() &&
+           (b1 == b0 || group.tokens + layout.lengths[b1] <= group_tokens)) {
+      group.layout.offsets.push_back(group.tokens);
+      group.layout.lengths.push_back(layout.lengths[b1]);
+      group.layout.max_length = std::max(group.layout.max_length, layout.lengths[b1]);
+      group.tokens += layout.lengths[b1];
+      ++b1;
+    }
+    run_group(group, in.seq, token_ids, columns, types, out);
+    b0 = b1;
+  }
+}
+
+void Encoder::run_group(const Group& group, int seq, const std::vector<int>& token_ids,
+                        const std::vector<int>& columns, const std::vector<int>& types,
+                        const EncoderOutputs& out) {
+  const int T = group.tokens;
+  const int H = config_.hidden, I = config_.intermediate, heads = config_.heads;
+  const float eps = config_.layer_norm_eps;
   const int threads = get_num_threads();
   const size_t rows = T;
   x_.reserve(rows * H);
@@ -291,22 +325,28 @@ void Encoder::forward(const EncoderInputs& in, const EncoderOutputs& out) {
   if (static_cast<int>(attention_scratch_.size()) < threads) attention_scratch_.resize(threads);
   float *x = x_.data(), *x1 = x1_.data(), *ctx = ctx_.data(), *tmp = tmp_.data();
   float *qkv = qkv_.data(), *inter = inter_.data();
+  const int* ids = token_ids.data() + group.first_token;
+  const int* cols = columns.data() + group.first_token;
+  const int* tys = types.data() + group.first_token;
 
   rowwise(T, threads, [&](int t) {
-    kt_.add_layernorm(word_embeddings_.data() + static_cast<size_t>(token_ids[t]) * H,
-                      position_embeddings_.data() + static_cast<size_t>(columns[t]) * H,
-                      type_embeddings_.data() + static_cast<size_t>(types[t]) * H,
+    kt_.add_layernorm(word_embeddings_.data() + static_cast<size_t>(ids[t]) * H,
+                      position_embeddings_.data() + static_cast<size_t>(cols[t]) * H,
+                      type_embeddings_.data() + static_cast<size_t>(tys[t]) * H,
                       embeddings_ln_gamma_.data(), embeddings_ln_beta_.data(), eps,
                       x + static_cast<size_t>(t) * H, H);
   });
-  if (!out.hidden_states.empty()) scatter(x, layout, columns, in.seq, out.hidden_states[0], threads);
+  if (!out.hidden_states.empty()) scatter(x, group, columns, seq, out.hidden_states[0], threads);
 
   for (int l = 0; l < config_.layers; ++l) {
     const Layer& layer = layers_[l];
     linear(kt_, layer.qkv, T, x, H, qkv, 3 * H, true, Activation::none);
     AttentionProbsOut probs;
-    if (!out.attentions.empty()) probs = {out.attentions[l], in.seq, columns.data()};
-    multi_head_attention(kt_, qkv, H, heads, layout, ctx, probs, attention_scratch_, threads);
+    if (!out.attentions.empty())
+      probs = {out.attentions[l] + static_cast<size_t>(group.first_sequence) * heads * seq * seq,
+               seq, cols};
+    multi_head_attention(kt_, qkv, H, heads, group.layout, ctx, probs, attention_scratch_,
+                         threads);
     linear(kt_, layer.attention_output, T, ctx, H, tmp, H, false, Activation::none);
     rowwise(T, threads, [&](int t) {
       const size_t at = static_cast<size_t>(t) * H;
@@ -321,19 +361,21 @@ void Encoder::forward(const EncoderInputs& in, const EncoderOutputs& out) {
                         layer.ln2_beta.data(), eps, x + at, H);
     });
     if (!out.hidden_states.empty())
-      scatter(x, layout, columns, in.seq, out.hidden_states[l + 1], threads);
+      scatter(x, group, columns, seq, out.hidden_states[l + 1], threads);
   }
-  scatter(x, layout, columns, in.seq, out.last_hidden_state, threads);
+  scatter(x, group, columns, seq, out.last_hidden_state, threads);
 
   if (config_.with_pooler && out.pooler_output) {
     // The pooler reads each sequence's first real token (HF reads column 0, the same token
     // unless the batch is left-padded).
-    const int B = layout.batch();
+    const int B = group.layout.batch();
     cls_.reserve(static_cast<size_t>(B) * H);
     for (int b = 0; b < B; ++b)
       std::memcpy(cls_.data() + static_cast<size_t>(b) * H,
-                  x + static_cast<size_t>(layout.offsets[b]) * H, H * sizeof(float));
-    linear(kt_, pooler_, B, cls_.data(), H, out.pooler_output, H, true, Activation::tanh);
+                  x + static_cast<size_t>(group.layout.offsets[b]) * H, H * sizeof(float));
+    linear(kt_, pooler_, B, cls_.data(), H,
+           out.pooler_output + static_cast<size_t>(group.first_sequence) * H, H, true,
+           Activation::tanh);
   }
 }
 

@@ -45,6 +45,10 @@ struct EncoderOutputs {
   std::vector<float*> attentions;     // layers entries of [batch, heads, seq, seq], or empty
 };
 
+// Scratch memory one forward call may use (beyond the caller's outputs and the per-thread attention
+// buffers); larger batches run in groups of whole sequences.
+constexpr size_t kScratchBudgetBytes = size_t(256) << 20;
+
 class Encoder {
  public:
   Encoder(const EncoderConfig& config, Isa isa);
@@ -76,6 +80,11 @@ class Encoder {
     int staged_count = 0;
     bool qkv_packed = false;
   };
+  // Consecutive sequences run together: tokens [first_token, first_token + tokens) of the batch.
+  struct Group {
+    int first_sequence = 0, first_token = 0, tokens = 0;
+    SequenceLayout layout;  // offsets relative to first_token
+  };
   struct Slot {
     std::vector<int64_t> shape;
     std::function<void(const float*)> set;
@@ -90,8 +99,12 @@ class Encoder {
   void restage_qkv(Layer& layer);
   SequenceLayout plan(const EncoderInputs& in, std::vector<int>& token_ids,
                       std::vector<int>& columns, std::vector<int>& types) const;
-  void scatter(const float* rows, const SequenceLayout& layout, const std::vector<int>& columns,
-               int seq, float* padded, int threads) const;
+  size_t scratch_floats_per_token() const;
+  void run_group(const Group& group, int seq, const std::vector<int>& token_ids,
+                 const std::vector<int>& columns, const std::vector<int>& types,
+                 const EncoderOutputs& out);
+  void scatter(const float* rows, const Group& group, const std::vector<int>& columns, int seq,
+               float* padded, int threads) const;
   void rowwise(int rows, int threads, const std::function<void(int)>& fn) const;
 
   EncoderConfig config_;
