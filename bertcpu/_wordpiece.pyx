@@ -935,6 +935,11 @@ cdef class _Encoder:
         attention_mask (and offset_mapping): int64 arrays when as_numpy, else lists (of lists when
         batched).
         """
+        # Own references to the strings: while the GIL is released another thread could empty the
+        # caller's list and free them.
+        texts = tuple(texts)
+        if pairs is not None:
+            pairs = tuple(pairs)
         cdef Py_ssize_t n_items = len(texts), i, total_chars = 0
         cdef bint has_pair = pairs is not None
         cdef vector[TextView] views_a, views_b

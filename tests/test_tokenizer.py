@@ -730,3 +730,29 @@ def test_pickle_round_trip(chinese_vocab, tmp_path):
     for text in CJK_SENTENCES + ["hello world <X> x", "HELLO WORLD"]:
         assert copy(text, return_offsets_mapping=True) == original(text, return_offsets_mapping=True)
         assert copy.tokenize(text) == original.tokenize(text)
+
+
+def test_concurrent_python_threads(uncased):
+    """One tokenizer used from several Python threads at once: big batches release the GIL, small
+    calls share the tokenizer's buffers under it; every result must be what a lone call gives."""
+    import threading
+
+    big = [text for text in CORPUS if text] * 60
+    expected_big = uncased(big, padding=True, return_tensors="np", return_offsets_mapping=True)
+    expected_single = [uncased(text) for text in CORPUS]
+    failures = []
+
+    def work():
+        for _ in range(5):
+            got = uncased(big, padding=True, return_tensors="np", return_offsets_mapping=True)
+            if not all(np.array_equal(got[k], expected_big[k]) for k in expected_big):
+                failures.append("batch")
+            if [uncased(text) for text in CORPUS] != expected_single:
+                failures.append("single")
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
