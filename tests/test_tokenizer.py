@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bertcpu import Tokenizer, runtime
+from bertcpu import Tokenizer, _wordpiece, runtime
 
 tokenizers = pytest.importorskip("tokenizers")
 from tokenizers import AddedToken, BertWordPieceTokenizer, normalizers  # noqa: E402
@@ -243,7 +243,10 @@ def test_every_code_point(uncased, uncased_ref, minilm_dir):
                            handle_chinese_chars=chinese, lowercase_input=lower_input).normalizer
         for start in range(0, len(code_points), chunk):
             text = "".join(map(chr, code_points[start:start + chunk]))
-            assert ours.normalize(text) == ref.normalize_str(text), (lower, strip, hex(code_points[start]))
+            assert ours.normalize(text) == ref.normalize_str(text), (
+                f"normalizer differs near U+{code_points[start]:04X} (lower={lower}, strip={strip}); the "
+                f"tables mirror {_wordpiece.UNICODE_TABLES_SOURCE}, tokenizers is {tokenizers.__version__}: "
+                "rerun tests/generate_unicode_tables.py")
     for start in range(0, len(code_points), chunk):
         text = "".join("a" + chr(c) + "a " for c in code_points[start:start + chunk])
         ours = uncased(text, return_offsets_mapping=True)
@@ -283,19 +286,15 @@ def test_random_nasty_text_and_pairs(configured_pair, text, pair):
 @HYPOTHESIS
 @given(st.text(st.characters(exclude_categories=("Cs",)), max_size=25),
        st.text(st.characters(exclude_categories=("Cs",)), max_size=25))
-def test_random_unicode_cased_pairs(minilm_dir, text, pair):
-    ours, ref = _cased(minilm_dir)
+def test_random_unicode_cased_pairs(cased_pair, text, pair):
+    ours, ref = cased_pair
     assert_matches_encoding(ours(text, pair, return_offsets_mapping=True), ref.encode(text, pair), (text, pair))
 
 
-_CASED = {}
-
-
-def _cased(minilm_dir):
-    if "pair" not in _CASED:
-        _CASED["pair"] = (Tokenizer(minilm_dir / "vocab.txt", do_lower_case=False),
-                          hf_wordpiece(minilm_dir / "vocab.txt", lowercase=False))
-    return _CASED["pair"]
+@pytest.fixture(scope="module")
+def cased_pair(minilm_dir):
+    return (Tokenizer(minilm_dir / "vocab.txt", do_lower_case=False),
+            hf_wordpiece(minilm_dir / "vocab.txt", lowercase=False))
 
 
 # ----------------------------------------------------------------------------- truncation and padding
@@ -448,18 +447,14 @@ def test_chinese_vocabulary(chinese_vocab):
 
 @HYPOTHESIS
 @given(st.text(st.sampled_from("".join(CJK_SENTENCES) + "鑫淼 ab，。!"), max_size=30))
-def test_random_chinese_text(chinese_vocab, text):
-    ours = _chinese(chinese_vocab)
-    assert_matches_encoding(ours[0](text, return_offsets_mapping=True), ours[1].encode(text), text)
+def test_random_chinese_text(chinese_pair, text):
+    ours, ref = chinese_pair
+    assert_matches_encoding(ours(text, return_offsets_mapping=True), ref.encode(text), text)
 
 
-_CHINESE = {}
-
-
-def _chinese(folder):
-    if folder not in _CHINESE:
-        _CHINESE[folder] = (Tokenizer(folder / "vocab.txt"), hf_wordpiece(folder / "vocab.txt"))
-    return _CHINESE[folder]
+@pytest.fixture(scope="module")
+def chinese_pair(chinese_vocab):
+    return Tokenizer(chinese_vocab / "vocab.txt"), hf_wordpiece(chinese_vocab / "vocab.txt")
 
 
 def test_added_tokens_from_tokenizer_json(chinese_vocab, tmp_path):
