@@ -94,7 +94,7 @@ cdef enum:
 
 # Batches smaller than this many characters per extra thread run on the calling thread alone:
 # starting a thread costs about as much as tokenizing a few thousand characters.
-cdef Py_ssize_t CHARS_PER_THREAD = 8192
+cdef Py_ssize_t CHARS_PER_THREAD = 4096
 # Character offsets are stored in 32 bits.
 cdef Py_ssize_t MAX_TEXT_CHARS = 0x7FFFFFFF
 
