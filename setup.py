@@ -73,7 +73,7 @@ core = Extension(
 wordpiece = Extension(
     "bertcpu._wordpiece",
     sources=["bertcpu/_wordpiece.pyx"],
-    depends=["bertcpu/_unicode_tables.h", "bertcpu/_parallel.h"],
+    depends=["bertcpu/_wordpiece.pyx", "bertcpu/_unicode_tables.h", "bertcpu/_parallel.h"],
     include_dirs=[numpy.get_include()],
     language="c++",
     extra_compile_args=["-O3", "-std=c++17", "-pthread"] + EXTRA,
