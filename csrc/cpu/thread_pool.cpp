@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <condition_variable>
 #include <exception>
 #include <mutex>
@@ -53,10 +54,11 @@ class Pool {
     next_task_.store(0);
     error_ = nullptr;
     active_workers_ = want - 1;
-    pending_.store(active_workers_);
+    const unsigned long generation = generation_.load() + 1;
+    region_.store(static_cast<uint64_t>(static_cast<uint32_t>(generation)) << 32);
     {
       std::lock_guard<std::mutex> lock(wake_mutex_);
-      generation_.fetch_add(1, std::memory_order_release);
+      generation_.store(generation, std::memory_order_release);
     }
     wake_cv_.notify_all();
 
@@ -65,14 +67,18 @@ class Pool {
     work();
     t_inside_region = false;
 
-    // Wait until every participating worker has left the region, so fn stays alive while used.
+    // No task is left: close the region to late workers (on a busy machine a worker may not get
+    // a core until long after the caller has done all the work alone), then wait only for the
+    // workers that joined, so fn stays alive while used.
+    region_.fetch_or(kClosed, std::memory_order_acq_rel);
+    auto joined = [&] { return (region_.load(std::memory_order_acquire) & kJoinedMask) != 0; };
     auto spin_until = std::chrono::steady_clock::now() + kSpinTime;
-    while (pending_.load(std::memory_order_acquire) != 0) {
+    while (joined()) {
       if (std::chrono::steady_clock::now() < spin_until) {
         BERTCPU_PAUSE();
       } else {
         std::unique_lock<std::mutex> lock(done_mutex_);
-        done_cv_.wait(lock, [&] { return pending_.load(std::memory_order_acquire) == 0; });
+        done_cv_.wait(lock, [&] { return !joined(); });
       }
     }
     fn_ = nullptr;
@@ -92,6 +98,7 @@ class Pool {
     new (&done_cv_) std::condition_variable();
     workers_ = new std::vector<std::thread>();  // the old threads are gone; their handles leak
     generation_.store(0);
+    region_.store(0);
   }
 
  private:
@@ -117,15 +124,26 @@ class Pool {
         wake_cv_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
       }
       seen = generation_.load(std::memory_order_acquire);
-      if (index >= active_workers_) continue;  // not needed in this region
+      if (index >= active_workers_ || !join(seen)) continue;
       t_inside_region = true;
       work();
       t_inside_region = false;
-      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      const uint64_t before = region_.fetch_sub(1, std::memory_order_acq_rel);
+      if ((before & kJoinedMask) == 1 && (before & kClosed)) {
         std::lock_guard<std::mutex> lock(done_mutex_);
         done_cv_.notify_one();
       }
     }
+  }
+
+  // Enters region `generation` unless it is already closed (or over).
+  bool join(unsigned long generation) {
+    const uint64_t id = static_cast<uint64_t>(static_cast<uint32_t>(generation)) << 32;
+    uint64_t state = region_.load(std::memory_order_acquire);
+    while ((state & ~(kClosed | kJoinedMask)) == id && !(state & kClosed)) {
+      if (region_.compare_exchange_weak(state, state + 1, std::memory_order_acq_rel)) return true;
+    }
+    return false;
   }
 
   void work() {
@@ -151,7 +169,10 @@ class Pool {
   int n_tasks_ = 0;
   int active_workers_ = 0;
   std::atomic<int> next_task_{0};
-  std::atomic<int> pending_{0};
+  // The open region: its generation (high 32 bits), a closed flag, and how many workers joined.
+  static constexpr uint64_t kClosed = uint64_t(1) << 31;
+  static constexpr uint64_t kJoinedMask = kClosed - 1;
+  std::atomic<uint64_t> region_{0};
   std::exception_ptr error_;
   std::mutex error_mutex_;
 
