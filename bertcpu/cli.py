@@ -81,6 +81,12 @@ def build_parser():
                        help="L2-normalize the vectors (default: as the model's pipeline does)")
     embed.add_argument("--prompt", help="text put before every input (e.g. 'query: ')")
     embed.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    embed.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                       help="run on a Ray cluster (ADDRESS, e.g. HOST:6379 or ray://HOST:10001; "
+                            "without it, a running local cluster or a new one): --input is "
+                            "Parquet or JSON lines (file, folder or URI), --output a folder of "
+                            "such files, --field the text column (default text). Needs "
+                            "bertcpu[ray]")
     embed.set_defaults(handler=cmd_embed)
 
     tokenize = commands.add_parser(
@@ -179,6 +185,8 @@ _CHUNK_BATCHES = 64
 
 
 def cmd_embed(args):
+    if args.ray is not None:
+        return _embed_on_ray(args)
     if args.texts and args.input is not None:
         raise UserError("give TEXT arguments or --input, not both")
     if not args.texts and args.input is None:
@@ -221,6 +229,33 @@ def cmd_embed(args):
         if progress is not None:
             progress.close()
     writer.close()
+
+
+def _embed_on_ray(args):
+    if args.texts:
+        raise UserError("--ray embeds files: give --input (Parquet or JSON lines), "
+                        "not TEXT arguments")
+    if args.input is None or args.input == "-":
+        raise UserError("--ray needs --input: a Parquet or JSON lines file, folder or URI "
+                        "(not stdin)")
+    if args.output is None or args.output == "-":
+        raise UserError("--ray needs --output: the folder to write Parquet or JSON lines "
+                        "files into")
+    try:
+        import ray.exceptions
+    except ImportError:
+        raise UserError("--ray needs Ray: pip install 'bertcpu[ray]'") from None
+    from .ray import embed_files, job_failure_message
+
+    try:
+        rows = embed_files(args.input, args.output, args.model, column=args.field or "text",
+                           address=args.ray or None, num_threads=args.threads,
+                           encode_batch_size=args.batch_size, normalize_embeddings=args.normalize,
+                           prompt=args.prompt, max_seq_length=args.max_length)
+    except ray.exceptions.RayError as error:
+        raise UserError(f"the Ray job failed: {job_failure_message(error)}") from None
+    if not args.quiet:
+        sys.stderr.write(f"bertcpu: embedded {rows} rows into {args.output}\n")
 
 
 def _output_kind(output):
