@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <pthread.h>
+
 #include <memory>
+#include <set>
 #include <stdexcept>
 
 #include "cpu/thread_pool.h"
@@ -37,6 +40,20 @@ void EncoderConfig::validate() const {
     if (value <= 0)
       throw std::invalid_argument(std::string(name) + " must be positive, got " +
                                   std::to_string(value));
+  // Bounds far above any real encoder, low enough that no size computed from them overflows.
+  const std::pair<const char*, int> bounded[] = {
+      {"hidden_size", hidden}, {"intermediate_size", intermediate},
+      {"max_position_embeddings", max_positions}, {"type_vocab_size", type_vocab}};
+  for (const auto& [name, value] : bounded)
+    if (value > (1 << 20))
+      throw std::invalid_argument(std::string(name) + " = " + std::to_string(value) +
+                                  " is larger than bertcpu supports (at most 1048576)");
+  if (vocab > (1 << 26))
+    throw std::invalid_argument("vocab_size = " + std::to_string(vocab) +
+                                " is larger than bertcpu supports (at most 67108864)");
+  if (layers > 4096)
+    throw std::invalid_argument("num_hidden_layers = " + std::to_string(layers) +
+                                " is larger than bertcpu supports (at most 4096)");
   if (hidden % heads != 0)
     throw std::invalid_argument("hidden_size (" + std::to_string(hidden) +
                                 ") is not a multiple of num_attention_heads (" +
@@ -45,10 +62,52 @@ void EncoderConfig::validate() const {
     throw std::invalid_argument("layer_norm_eps must be positive");
 }
 
+namespace {
+
+// Every live Encoder, so that fork() can wait for their forward calls: a child must not inherit a
+// forward_mutex_ locked by a parent thread that does not exist there.
+std::mutex g_registry_mutex;
+std::set<Encoder*>* g_registry = nullptr;
+
+void register_encoder(Encoder* encoder) {
+  static const bool atfork_installed = [] {
+    // The pool's fork handlers are installed first, so these run before them at fork (prepare
+    // handlers run in reverse order): forward calls end before the pool is locked.
+    get_num_threads();
+    pthread_atfork([] { Encoder::lock_all_for_fork(); }, [] { Encoder::unlock_all_after_fork(); },
+                   [] { Encoder::unlock_all_after_fork(); });
+    return true;
+  }();
+  (void)atfork_installed;
+  std::lock_guard<std::mutex> lock(g_registry_mutex);
+  if (!g_registry) g_registry = new std::set<Encoder*>();
+  g_registry->insert(encoder);
+}
+
+}  // namespace
+
+void Encoder::lock_all_for_fork() {
+  g_registry_mutex.lock();
+  if (g_registry)
+    for (Encoder* e : *g_registry) e->forward_mutex_.lock();
+}
+
+void Encoder::unlock_all_after_fork() {
+  if (g_registry)
+    for (Encoder* e : *g_registry) e->forward_mutex_.unlock();
+  g_registry_mutex.unlock();
+}
+
 Encoder::Encoder(const EncoderConfig& config, Isa isa)
     : config_(config), kt_((config.validate(), kernel_table(isa))) {
   layers_.resize(config_.layers);
   define_slots();
+  register_encoder(this);
+}
+
+Encoder::~Encoder() {
+  std::lock_guard<std::mutex> lock(g_registry_mutex);
+  if (g_registry) g_registry->erase(this);
 }
 
 void Encoder::add_slot(const std::string& name, std::vector<int64_t> shape,

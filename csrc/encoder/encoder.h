@@ -52,6 +52,13 @@ constexpr size_t kScratchBudgetBytes = size_t(256) << 20;
 class Encoder {
  public:
   Encoder(const EncoderConfig& config, Isa isa);
+  ~Encoder();
+  Encoder(const Encoder&) = delete;
+  Encoder& operator=(const Encoder&) = delete;
+
+  // fork() handlers: wait for every encoder's forward call to end, then release them on both sides.
+  static void lock_all_for_fork();
+  static void unlock_all_after_fork();
 
   const EncoderConfig& config() const { return config_; }
   Isa isa() const { return kt_.isa; }
