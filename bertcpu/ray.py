@@ -30,11 +30,13 @@ from typing import NamedTuple
 __all__ = ["DEFAULT_THREADS_PER_ACTOR", "ActorPoolPlan", "SentenceEmbedder", "embed_dataset",
            "embed_files", "file_format", "job_failure_message", "plan_actor_pool"]
 
-# Engine threads per actor when none are given: each actor holds its own copy of the model, so
-# one actor per core multiplies the memory by the core count, while one actor per node leaves
-# the work outside the engine (tokenizing, pooling, Ray's own batch handling) single-threaded.
-# 4 sits between the two; nodes with fewer CPUs get as many threads as they have.
-DEFAULT_THREADS_PER_ACTOR = 4
+# Engine threads per actor when none are given. Smaller actors keep the cores busier: the work
+# around the engine (pooling, Ray's batch handling) runs on one thread, so on 2 cores two 1-thread
+# actors embedded about 12% more rows/s than one 2-thread actor (bench/RESULTS.md). But each
+# actor holds its own copy of the model, so one actor per core multiplies the memory by the core
+# count (BERT-large: 1.3 GB each). 2 halves that memory for a little throughput; nodes with fewer
+# CPUs get as many threads as they have.
+DEFAULT_THREADS_PER_ACTOR = 2
 
 BATCH_FORMATS = ("numpy", "pandas", "pyarrow")
 FILE_FORMATS = ("parquet", "jsonl")
@@ -190,7 +192,9 @@ def plan_actor_pool(node_cpus=None, num_threads=None):
     span two machines). Each actor reserves a little less than its threads so that every node
     keeps one CPU for the dataset's read and write tasks, which take one CPU each: a pool holding
     every CPU would wait forever for the reads that feed it. Those tasks are short next to the
-    embedding, so the actors still run a thread per core.
+    embedding, so the actors still run a thread per core. (On a cluster of unequal nodes the
+    smallest fitting node sets that reservation; Ray Data spreads the actors over the nodes, but
+    ``num_cpus`` can be given to embed_dataset to place them exactly.)
     """
     node_cpus = _node_cpus() if node_cpus is None else list(node_cpus)
     largest = max(node_cpus, default=0)

@@ -329,9 +329,10 @@ def test_embedder_input_errors(minilm_dir):
 @pytest.mark.parametrize("node_cpus,num_threads,expected", [
     ([2], None, (2, 1.0, 1)),             # one actor, two threads, one CPU left for reads
     ([2], 1, (1, 0.5, 2)),
-    ([64], None, (4, 3.9375, 16)),        # 16 actors reserve 63 CPUs
-    ([8, 2], None, (4, 3.5, 2)),          # the 2-CPU node cannot hold a 4-thread actor
-    ([8, 4, 4], None, (4, 3.0, 4)),
+    ([64], None, (2, 1.9687, 32)),        # 32 actors reserve 62.9984 CPUs
+    ([64], 4, (4, 3.9375, 16)),
+    ([8, 2], 4, (4, 3.5, 2)),             # the 2-CPU node cannot hold a 4-thread actor
+    ([8, 4, 4], None, (2, 1.5, 8)),
     ([1], None, (1, 0.0, 1)),
     ([0, 16], 3, (3, 3.0, 5)),            # a head node without CPUs holds no actor
 ])
