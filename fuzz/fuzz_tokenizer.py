@@ -31,6 +31,7 @@ the Python layer and the input structure; the reference comparison finds the wro
 """
 import json
 import os
+import shutil
 import sys
 
 from scratch import make_scratch_folder
@@ -125,14 +126,14 @@ class Harness:
     def __init__(self):
         from bertcpu import Tokenizer
 
-        self.folder = make_scratch_folder("tokenizer")
-        self.vocab_path = os.path.join(self.folder, "vocab.txt")
+        self.scratch = make_scratch_folder("tokenizer")
+        self.vocab_path = os.path.join(self.scratch, "vocab.txt")
         with open(self.vocab_path, "w", encoding="utf-8") as f:
             f.write("\n".join(VOCAB) + "\n")
-        self.fuzzed_vocab = os.path.join(self.folder, "fuzzed_vocab.txt")
-        self.fuzzed_json = os.path.join(self.folder, "tokenizer.json")
+        self.fuzzed_vocab = os.path.join(self.scratch, "fuzzed_vocab.txt")
+        self.fuzzed_json = os.path.join(self.scratch, "tokenizer.json")
         # A model folder for from_pretrained: the vocabulary and, in turn, one fuzzed file.
-        self.model_folder = os.path.join(self.folder, "model")
+        self.model_folder = os.path.join(self.scratch, "model")
         os.makedirs(self.model_folder)
         with open(os.path.join(self.model_folder, "vocab.txt"), "w", encoding="utf-8") as f:
             f.write("\n".join(VOCAB) + "\n")
@@ -282,6 +283,14 @@ def check_input(data):
     if _harness is None:
         _harness = Harness()
     _harness.check(data)
+
+
+def close_harness():
+    """Remove the scratch folder (a replay calls this; a fuzzing run ends in exit() instead)."""
+    global _harness
+    if _harness is not None:
+        shutil.rmtree(_harness.scratch, ignore_errors=True)
+        _harness = None
 
 
 def seeds():

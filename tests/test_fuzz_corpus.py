@@ -23,6 +23,8 @@ def harnesses():
     finally:
         sys.path.remove(str(FUZZ_DIR))
     yield modules
+    for module in modules.values():
+        module.close_harness()
 
 
 @pytest.mark.parametrize("target", list(TARGETS))
