@@ -35,7 +35,10 @@ done
 status=0
 for i in 0 1; do
     target=$([ "$i" = 0 ] && echo loader || echo tokenizer)
-    if wait "${pids[$i]}"; then
+    wait "${pids[$i]}" && failed=0 || failed=1
+    # The harness's scratch folder (fuzz/scratch.py): libFuzzer's exit() leaves it behind.
+    rm -rf "/dev/shm/bertcpu-fuzz-$target-${pids[$i]}" "${TMPDIR:-/tmp}/bertcpu-fuzz-$target-${pids[$i]}"
+    if [ "$failed" = 0 ]; then
         runs=$(grep -o 'Done [0-9]* runs in [0-9]* second' "$work/$target.log" | tail -1)
         coverage=$(grep -o 'cov: [0-9]*' "$work/$target.log" | tail -1)
         echo "fuzz/$target: ${runs:-?}s, $coverage, no failure"
@@ -45,8 +48,9 @@ for i in 0 1; do
         grep -v -E '^#[0-9]+\s+(NEW|REDUCE|pulse)|^INFO:' "$work/$target.log" | tail -60
         for artifact in "$work/$target"-*; do
             [ -e "$artifact" ] || continue
-            echo "failing input ($artifact, kept as fuzz/failure-$target-$(basename "$artifact")):"
-            cp "$artifact" "$fuzz_dir/failure-$target-$(basename "$artifact")"
+            # Kept beside the harnesses; once fixed, move it into fuzz/corpus/$target/.
+            echo "failing input, kept as fuzz/failure-$(basename "$artifact"):"
+            cp "$artifact" "$fuzz_dir/failure-$(basename "$artifact")"
             head -c 2000 "$artifact" | od -c | head -20
         done
     fi
