@@ -54,7 +54,7 @@ SENTENCE_BERT_CONFIG = {"max_seq_length": 16, "do_lower_case": False}
 # skipped here so that a fuzzing run looks for new defects; delete each entry once its test passes.
 #  - A config.json much larger than its checkpoint: the engine is built, its biases allocated and
 #    its per-layer slots made, before the checkpoint is checked (~13 KiB per layer plus the biases;
-#    test_config_far_larger_than_the_checkpoint_fails_fast, test_absurd_hidden_size_is_a_config_error).
+#    test_config_far_larger_than_the_checkpoint_fails_fast).
 KNOWN_ENGINE_BYTES_LIMIT = 256 * 2**20
 #  - sentence_bert_config.json whose modality_config, modality_config.text or
 #    processing_kwargs.text is not an object: AttributeError / TypeError
