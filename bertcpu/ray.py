@@ -30,13 +30,13 @@ from typing import NamedTuple
 __all__ = ["DEFAULT_THREADS_PER_ACTOR", "ActorPoolPlan", "SentenceEmbedder", "embed_dataset",
            "embed_files", "file_format", "job_failure_message", "plan_actor_pool"]
 
-# Engine threads per actor when none are given. Smaller actors keep the cores busier: the work
-# around the engine (pooling, Ray's batch handling) runs on one thread, so on 2 cores two 1-thread
-# actors embedded about 12% more rows/s than one 2-thread actor (bench/RESULTS.md). But each
-# actor holds its own copy of the model, so one actor per core multiplies the memory by the core
-# count (BERT-large: 1.3 GB each). 2 halves that memory for a little throughput; nodes with fewer
-# CPUs get as many threads as they have.
-DEFAULT_THREADS_PER_ACTOR = 2
+# Engine threads per actor when none are given: one actor per core. The work around the engine
+# (pooling, Ray's batch handling) runs on one thread, so smaller actors keep the cores busier: on
+# 2 cores, two 1-thread actors embedded 12-23% more rows/s than one 2-thread actor
+# (bench/RESULTS.md). The price is memory: each actor holds its own copy of the model (BERT-base
+# about 0.45 GB, BERT-large 1.3 GB, plus Ray's worker process); with a large model on nodes short
+# of memory per core, pass num_threads=2 or 4.
+DEFAULT_THREADS_PER_ACTOR = 1
 
 BATCH_FORMATS = ("numpy", "pandas", "pyarrow")
 FILE_FORMATS = ("parquet", "jsonl")
@@ -187,21 +187,21 @@ def plan_actor_pool(node_cpus=None, num_threads=None):
     """The actor pool for a cluster whose live nodes have node_cpus CPUs (default: the connected
     cluster's).
 
-    Threads per actor: num_threads, by default DEFAULT_THREADS_PER_ACTOR or the CPUs of the
-    largest node if it has fewer. Actors: as many as fit node by node (an actor's threads cannot
-    span two machines). Each actor reserves a little less than its threads so that every node
-    keeps one CPU for the dataset's read and write tasks, which take one CPU each: a pool holding
-    every CPU would wait forever for the reads that feed it. Those tasks are short next to the
-    embedding, so the actors still run a thread per core. (On a cluster of unequal nodes the
-    smallest fitting node sets that reservation; Ray Data spreads the actors over the nodes, but
-    ``num_cpus`` can be given to embed_dataset to place them exactly.)
+    Threads per actor: num_threads, by default DEFAULT_THREADS_PER_ACTOR. Actors: as many as
+    fit node by node (an actor's threads cannot span two machines). Each actor reserves a little
+    less than its threads so that every node keeps one CPU for the dataset's read and write
+    tasks, which take one CPU each: a pool holding every CPU would wait forever for the reads
+    that feed it. Those tasks are short next to the embedding, so the actors still run a thread
+    per core. (On a cluster of unequal nodes the smallest fitting node sets that reservation;
+    Ray Data spreads the actors over the nodes, and ``num_cpus`` can be given to embed_dataset to
+    place them exactly.)
     """
     node_cpus = _node_cpus() if node_cpus is None else list(node_cpus)
     largest = max(node_cpus, default=0)
     if largest < 1:
         raise RuntimeError("the Ray cluster has no node with a CPU to run the model on")
     _check_positive_int("num_threads", num_threads, allow_none=True)
-    threads = min(DEFAULT_THREADS_PER_ACTOR, largest) if num_threads is None else num_threads
+    threads = DEFAULT_THREADS_PER_ACTOR if num_threads is None else num_threads
     if threads > largest:
         raise ValueError(f"num_threads={threads} is more than the CPUs of any node of the "
                          f"cluster (the largest has {largest})")

@@ -210,7 +210,10 @@ def test_embed_files_keeps_order_and_values(minilm_dir, reference, ray_cluster, 
             for i, text in enumerate(texts):
                 f.write(json.dumps({"id": i, "text": text}, ensure_ascii=False) + "\n")
     output = tmp_path / f"output.{output_format}"
-    rows = embed_files(str(source), str(output), minilm_dir, batch_size=100, rows_per_file=150)
+    # One 2-thread actor: the default pool (an actor per core) is tested above; fewer actor
+    # start-ups keep this test short.
+    rows = embed_files(str(source), str(output), minilm_dir, batch_size=100, rows_per_file=150,
+                       num_threads=2)
     assert rows == len(texts)
     vectors, ids, read_texts = read_output(output, output_format)
     assert ids == list(range(len(texts)))
@@ -244,13 +247,13 @@ def test_cli_embeds_files_on_the_cluster(minilm_dir, reference, ray_cluster, tmp
     address = ray.get_runtime_context().gcs_address
     # A relative model folder: the actors run elsewhere, so embed_dataset makes it absolute.
     result = run_cli("--ray", address, "--model", minilm_dir.name, "--input", source,
-                     "--field", "body", "--output", output, cwd=minilm_dir.parent)
+                     "--field", "body", "--output", output, "--threads", 2, cwd=minilm_dir.parent)
     assert result.returncode == 0, result.stderr
     assert f"embedded {len(texts)} rows into {output}" in result.stderr
     table = pa.concat_tables(pq.read_table(output / name) for name in sorted(os.listdir(output)))
     assert table.column("id").to_pylist() == list(range(len(texts)))
-    np.testing.assert_array_equal(np.stack(table.column("embedding").to_numpy(zero_copy_only=False)),
-                                  reference[:len(texts)])
+    vectors = np.stack(table.column("embedding").to_numpy(zero_copy_only=False))
+    np.testing.assert_array_equal(vectors, reference[:len(texts)])
 
 
 def test_cli_errors_are_one_line(minilm_dir, ray_cluster, tmp_path):
@@ -265,7 +268,7 @@ def test_cli_errors_are_one_line(minilm_dir, ray_cluster, tmp_path):
         (["--input", "-", "--output", tmp_path / "c"], "--ray needs --input"),
     ]
     for arguments, message in cases:
-        result = run_cli("--ray", address, "--model", minilm_dir, *arguments)
+        result = run_cli("--ray", address, "--model", minilm_dir, "--threads", 2, *arguments)
         assert result.returncode == 1, result.stderr
         lines = result.stderr.strip().splitlines()
         assert lines[-1].startswith("bertcpu: error: ") and message in lines[-1], result.stderr
@@ -327,12 +330,12 @@ def test_embedder_input_errors(minilm_dir):
 
 
 @pytest.mark.parametrize("node_cpus,num_threads,expected", [
-    ([2], None, (2, 1.0, 1)),             # one actor, two threads, one CPU left for reads
-    ([2], 1, (1, 0.5, 2)),
-    ([64], None, (2, 1.9687, 32)),        # 32 actors reserve 62.9984 CPUs
+    ([2], None, (1, 0.5, 2)),             # an actor per core, one CPU left for reads in all
+    ([2], 2, (2, 1.0, 1)),
+    ([64], None, (1, 0.9843, 64)),        # 64 actors reserve 62.9952 CPUs
     ([64], 4, (4, 3.9375, 16)),
     ([8, 2], 4, (4, 3.5, 2)),             # the 2-CPU node cannot hold a 4-thread actor
-    ([8, 4, 4], None, (2, 1.5, 8)),
+    ([8, 4, 4], 2, (2, 1.5, 8)),
     ([1], None, (1, 0.0, 1)),
     ([0, 16], 3, (3, 3.0, 5)),            # a head node without CPUs holds no actor
 ])
