@@ -736,13 +736,38 @@ def test_fork_while_another_thread_runs_the_model():
 # =================================================================================================
 
 INTERRUPT_SCRIPT = """
-    import sys, time
+    import json, os, signal, sys, threading, time
     import numpy as np
     import bertcpu
 
     encoder = bertcpu.SentenceEncoder.from_pretrained(sys.argv[1])
     texts = [("sentence number %d goes on " % i) * 30 for i in range(4000)]
     ids = np.random.default_rng(0).integers(0, 30522, (8, 256))
+
+    class RecordedModel:
+        \"\"\"The model, noting when each call (one batch) starts and ends.\"\"\"
+        def __init__(self, model):
+            self.model, self.calls = model, []
+        def __call__(self, *args, **kwargs):
+            call = [time.perf_counter(), None]
+            self.calls.append(call)
+            try:
+                return self.model(*args, **kwargs)
+            finally:  # also when KeyboardInterrupt is raised as the engine returns
+                call[1] = time.perf_counter()
+        def __getattr__(self, name):
+            return getattr(self.model, name)
+
+    encoder.model = RecordedModel(encoder.model)
+
+    # When SIGINT reaches the process: the C-level handler writes to the wakeup fd at once, even
+    # while the main thread is inside the engine; Python's handler runs only when it returns.
+    arrived = []
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    threading.Thread(target=lambda: (os.read(wake_read, 1), arrived.append(time.perf_counter())),
+                     daemon=True).start()
 
     def one_batch(mode):
         if mode == "encode":
@@ -751,10 +776,8 @@ INTERRUPT_SCRIPT = """
 
     mode = sys.argv[2]
     expected = one_batch(mode)
-    started = time.perf_counter()
-    one_batch(mode)
-    print("BATCH", time.perf_counter() - started, flush=True)
     print("READY", flush=True)
+    interrupted = None
     try:
         if mode == "encode":
             encoder.encode(texts, batch_size=16)
@@ -762,44 +785,52 @@ INTERRUPT_SCRIPT = """
             deadline = time.perf_counter() + 60
             while time.perf_counter() < deadline:
                 encoder.model(ids)
-        print("NOT INTERRUPTED", flush=True)
     except KeyboardInterrupt:
-        print("INTERRUPTED", flush=True)
+        interrupted = time.perf_counter()
+    time.sleep(0.05)  # let the wakeup thread note the arrival
+    calls = encoder.model.calls
+    report = {"interrupted": interrupted is not None, "arrived": arrived[0] if arrived else None}
+    if interrupted is not None and arrived:
+        running = [c for c in calls if c[0] <= arrived[0] <= c[1]]
+        report.update(
+            calls_started_after=sum(c[0] > arrived[0] for c in calls),
+            batch_seconds=[round(c[1] - c[0], 3) for c in calls[-4:-1]],
+            running_batch_seconds=running[0][1] - running[0][0] if running else None,
+            to_interrupt=interrupted - arrived[0])
     # The engine must be usable after the interrupt, with the same results.
-    print("SAME" if np.array_equal(one_batch(mode), expected) else "DIFFERENT", flush=True)
+    report["same_after"] = bool(np.array_equal(one_batch(mode), expected))
+    print(json.dumps(report), flush=True)
 """
 
 
 @pytest.mark.parametrize("mode", ["encode", "model loop"])
 def test_ctrl_c_interrupts_within_a_batch(minilm_dir, mode):
+    """SIGINT during a long encode (batches of 16 texts) or a loop of model calls (8 x 256
+    tokens): KeyboardInterrupt comes when the batch running at the signal returns (the engine
+    runs without the GIL; Python raises at its next instruction), no further batch starts, and
+    the model then still gives the same results. Times are taken inside the child, so a loaded
+    machine cannot make the test fail."""
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(INTERRUPT_SCRIPT), str(minilm_dir),
                               mode.split()[0]], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, env=env, cwd=REPO_ROOT)
     try:
-        batch_seconds = None
-        for line in child.stdout:
-            if line.startswith("BATCH"):
-                batch_seconds = float(line.split()[1])
-            if line.startswith("READY"):
-                break
-        assert batch_seconds is not None, child.stderr.read()
-        time.sleep(max(0.3, 1.5 * batch_seconds))  # well inside the long run
-        sent = time.perf_counter()
+        assert child.stdout.readline().strip() == "READY", child.stderr.read()
+        time.sleep(1.0)  # well inside the long run (a minute or more)
         child.send_signal(signal.SIGINT)
-        answer = child.stdout.readline().strip()
-        latency = time.perf_counter() - sent
-        rest = child.stdout.read()
-        child.wait(timeout=60)
+        output, errors = child.communicate(timeout=120)
     finally:
         if child.poll() is None:
             child.kill()
             child.wait()
-    print(f"{mode}: batch {batch_seconds:.3f} s, SIGINT to KeyboardInterrupt {latency:.3f} s")
-    assert answer == "INTERRUPTED", (answer, child.stderr.read())
-    assert rest.strip() == "SAME"
-    # Within a batch: the current batch finishes, the next one never starts (plus scheduling slack).
-    assert latency < 1.5 * batch_seconds + 0.5, (latency, batch_seconds)
+    report = json.loads(output.strip().splitlines()[-1])
+    print(f"{mode}: {report}")
+    assert report["interrupted"], errors
+    assert report["calls_started_after"] == 0, report
+    # By the end of the batch running when the signal arrived (at once if it arrived between
+    # batches), with slack for the scheduling of a loaded machine.
+    assert report["to_interrupt"] <= (report["running_batch_seconds"] or 0.0) + 0.5, report
+    assert report["same_after"]
 
 
 # =================================================================================================
