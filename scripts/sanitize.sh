@@ -27,6 +27,12 @@ trap 'rm -rf "$work"' EXIT
 tar -C "$repo" --exclude='*.so' --exclude='__pycache__' --exclude='build' \
     -cf - setup.py pyproject.toml README.md csrc bertcpu tests | tar -C "$work" -xf -
 
+# setup.py runs here directly, so its build requirements (pyproject.toml [build-system]) must be
+# importable; `pip install .` only puts them in a throwaway build environment.
+if ! python -c 'import pybind11, Cython, setuptools' 2>/dev/null; then
+    python -m pip install --quiet "setuptools>=64" wheel "pybind11>=2.12" "Cython>=3.0"
+fi
+
 cxx="$(python -c 'import sysconfig; print(sysconfig.get_config_var("CXX").split()[0])')"
 libasan="$("$cxx" -print-file-name=libasan.so)"
 libstdcxx="$("$cxx" -print-file-name=libstdc++.so)"
