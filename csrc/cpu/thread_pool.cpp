@@ -167,7 +167,7 @@ class Pool {
   // Region state, written by the caller before the generation bump that publishes it.
   const std::function<void(int)>* fn_ = nullptr;
   int n_tasks_ = 0;
-  int active_workers_ = 0;
+  std::atomic<int> active_workers_{0};  // read by late workers while the next region is set up
   std::atomic<int> next_task_{0};
   // The open region: its generation (high 32 bits), a closed flag, and how many workers joined.
   static constexpr uint64_t kClosed = uint64_t(1) << 31;
