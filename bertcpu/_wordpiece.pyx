@@ -294,9 +294,10 @@ cdef build_trie(Core* core, list vocab, str prefix):
     cdef str token
     for token_id, token in enumerate(vocab):
         # Every token is a candidate for a word's start, exactly as the vocabulary lookup of
-        # WordPiece is; tokens with the prefix are also continuations (looked up without it).
+        # WordPiece is; tokens with the prefix are also continuations (looked up without it), so
+        # with an empty prefix every token is one, as in tokenizers.
         insert_token(edge_of, children, token_at, WORD_ROOT, token, <int32_t>token_id)
-        if plen and token.startswith(prefix):
+        if token.startswith(prefix):
             insert_token(edge_of, children, token_at, CONTINUATION_ROOT, token[plen:], <int32_t>token_id)
 
     # Breadth-first order of the nodes; each node's edges start where its predecessors' end.
@@ -1036,13 +1037,14 @@ cdef class _Encoder:
         cdef const Tokens* seq_b = tokens_b.data() if has_pair else NULL
         if as_numpy:
             return self.to_numpy(tokens_a.data(), seq_b, lengths_a, lengths_b, row_lengths, padding != 0, width,
-                                 add_special_tokens, with_offsets, n_threads)
+                                 add_special_tokens, with_offsets, n_threads, ws == &self.single_workspace)
         return self.to_lists(tokens_a.data(), seq_b, lengths_a, lengths_b, row_lengths, padding != 0, width,
                              add_special_tokens, with_offsets, batched)
 
     cdef object to_numpy(self, const Tokens* seq_a, const Tokens* seq_b, vector[Py_ssize_t]& lengths_a,
                          vector[Py_ssize_t]& lengths_b, vector[Py_ssize_t]& row_lengths, bint padded,
-                         Py_ssize_t width, bint add_special, bint with_offsets, int n_threads):
+                         Py_ssize_t width, bint add_special, bint with_offsets, int n_threads,
+                         bint in_shared_buffers):
         cdef Py_ssize_t n_items = row_lengths.size(), i
         # Rows longer than the padding target keep their length (as in tokenizers), so the batch is
         # rectangular only if they all end up equally long.
@@ -1072,8 +1074,13 @@ cdef class _Encoder:
         job.mask = <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>mask)
         job.offsets = <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>offsets) if with_offsets else NULL
         cdef int threads = n_threads if n_items * width >= 1 << 16 else 1
-        with nogil:
-            bertcpu_parallel_for(n_items, threads, 16, fill_item, &job)
+        if in_shared_buffers:
+            # The tokens are in the tokenizer's own buffers, which only the GIL keeps other
+            # threads' calls off: keep it (such batches are small).
+            bertcpu_parallel_for(n_items, 1, 16, fill_item, &job)
+        else:
+            with nogil:
+                bertcpu_parallel_for(n_items, threads, 16, fill_item, &job)
         result = self.result_type(input_ids=ids, token_type_ids=types, attention_mask=mask)
         if with_offsets:
             result["offset_mapping"] = offsets

@@ -187,7 +187,8 @@ def test_model_without_pooler(bert_dir_factory, caplog):
     out = compare(model, load_reference(folder), ids, mask, types, compare_pooler=False)
     assert out.pooler_output is None
     assert model(ids, mask).pooler_output is None
-    assert len(caplog.records) == 1  # said at load, not at every call
+    # said at load, not at every call (the reference's own transformers warnings are not counted)
+    assert len([r for r in caplog.records if r.name.startswith("bertcpu")]) == 1
 
 
 def test_model_prefix(odd_bert_dir, odd, tmp_path):

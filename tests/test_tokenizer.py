@@ -751,3 +751,45 @@ def test_concurrent_python_threads(uncased):
     for thread in threads:
         thread.join()
     assert not failures
+
+
+def test_small_numpy_batches_beside_single_texts(uncased):
+    """A small batch is encoded into the tokenizer's own buffers, which single-text calls from other
+    threads reuse: its numpy rows must be written before any other thread can get at them. (Before
+    the fix, about one call in five of this test came back with another text's ids.)"""
+    import sys
+    import threading
+
+    rng = np.random.default_rng(5)
+    words = uncased.convert_ids_to_tokens(rng.integers(2000, 30000, 3000).tolist())
+    batch = [" ".join(rng.choice(words, 60)) for _ in range(8)]
+    assert sum(map(len, batch)) < 4096  # the shared-buffer path
+    singles = [" ".join(rng.choice(words, 5)) for _ in range(50)]
+    expected = uncased(batch, padding=True, return_tensors="np")
+    failures = []
+    stop = threading.Event()
+
+    def batches():
+        for _ in range(1500):
+            got = uncased(batch, padding=True, return_tensors="np")
+            if not all(np.array_equal(got[k], expected[k]) for k in expected):
+                failures.append("small batch")
+        stop.set()
+
+    def single_texts():
+        while not stop.is_set():
+            for text in singles:
+                uncased(text)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # hand the GIL over as often as possible
+    try:
+        threads = [threading.Thread(target=batches)] + [threading.Thread(target=single_texts)
+                                                        for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not failures, f"{len(failures)} of 1500 batches differ"
