@@ -14,12 +14,13 @@ from pathlib import Path
 
 __all__ = ["ModelNotFoundError", "hf_hub_cache_dir", "is_hub_id", "resolve_model_path"]
 
+# Each pattern must match a whole string (fullmatch: '$' would also match before a final newline).
 # One part of a hub id: word characters, '.' and '-', at most 96 characters, neither starting nor
 # ending with '.' or '-' (HuggingFace's own rule; it also forbids '--' and '..', checked below).
-_ID_PART = re.compile(r"^[A-Za-z0-9_](?:[\w.-]{0,94}[A-Za-z0-9_])?$", re.ASCII)
+_ID_PART = re.compile(r"[A-Za-z0-9_](?:[\w.-]{0,94}[A-Za-z0-9_])?", re.ASCII)
 # Revisions are branch/tag names (which may contain '/', e.g. "refs/pr/1") or commit hashes.
-_REVISION = re.compile(r"^[\w.-]+(?:/[\w.-]+)*$", re.ASCII)
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_REVISION = re.compile(r"[\w.-]+(?:/[\w.-]+)*", re.ASCII)
+_COMMIT = re.compile(r"[0-9a-f]{40}")
 # What a snapshot must hold to be a model: a transformers config or a sentence-transformers pipeline.
 _MODEL_MARKERS = ("config.json", "modules.json")
 # The files bertcpu reads; anything else in a repository (ONNX exports, .bin weights) is not fetched.
@@ -52,11 +53,11 @@ def is_hub_id(name):
     parts = name.split("/")
     if len(parts) > 2:
         return False
-    return all(_ID_PART.match(part) and "--" not in part and ".." not in part for part in parts)
+    return all(_ID_PART.fullmatch(part) and "--" not in part and ".." not in part for part in parts)
 
 
 def _check_revision(revision):
-    if not isinstance(revision, str) or not _REVISION.match(revision) or ".." in revision:
+    if not isinstance(revision, str) or not _REVISION.fullmatch(revision) or ".." in revision:
         raise ValueError(f"invalid revision {revision!r}: expected a branch, tag or commit hash")
 
 
@@ -66,7 +67,7 @@ def _cached_snapshot(cache_dir, repo_id, revision):
     Returns (folder or None, description of the place looked at).
     """
     repo_folder = cache_dir / ("models--" + repo_id.replace("/", "--"))
-    if _COMMIT.match(revision):
+    if _COMMIT.fullmatch(revision):
         commit = revision
     else:
         ref_file = repo_folder / "refs" / revision
@@ -74,7 +75,7 @@ def _cached_snapshot(cache_dir, repo_id, revision):
             commit = ref_file.read_text(encoding="utf-8").strip()
         except OSError:
             return None, f"{ref_file} (missing)"
-        if not _COMMIT.match(commit):
+        if not _COMMIT.fullmatch(commit):
             return None, f"{ref_file} (does not hold a commit hash)"
     snapshot = repo_folder / "snapshots" / commit
     if not snapshot.is_dir():

@@ -2,6 +2,7 @@
 it out (blobs + snapshot symlinks + refs), the optional download, and the errors."""
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -102,6 +103,16 @@ def test_revision_selects_a_ref_or_a_commit(hf_env, monkeypatch):
         resolve_model_path("org/model", revision="../../etc")
 
 
+@pytest.mark.parametrize("revision", ["main\n", COMMIT_V1 + "\n"])
+def test_revision_with_a_trailing_newline_is_invalid(hf_env, monkeypatch, revision):
+    """A pattern's '$' also matches before a final newline: revisions must match as a whole."""
+    cache = hf_env / "cache"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    make_cache_entry(cache, "org/model", COMMIT_V1, {"config.json": b"{}"}, ref="main")
+    with pytest.raises(ValueError, match=re.escape(f"invalid revision {revision!r}")):
+        resolve_model_path("org/model", revision=revision)
+
+
 def test_hub_id_without_org(hf_env, monkeypatch):
     cache = hf_env / "cache"
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
@@ -172,7 +183,7 @@ def test_valid_hub_ids(name):
 
 @pytest.mark.parametrize("name", ["../x", "a/../../b", "/abs/path", "a/b/c", "org/--x",
                                   "x..y", "a--b", "-x", "x-", ".x", "org/", "", "a\\b",
-                                  "a/b\x00", "a b", "~/x", "org/na me", "x" * 97])
+                                  "a/b\x00", "a b", "~/x", "org/na me", "x" * 97, "org/name\n", "name\n"])
 def test_escapes_and_malformed_ids_are_rejected(hf_env, monkeypatch, name):
     assert not is_hub_id(name)
     cache = hf_env / "cache"
