@@ -145,7 +145,13 @@ def make_batch(shape, vocab_size, seed=0):
 
 def encoder_flops(config, lengths):
     """Useful floating-point operations of one forward pass over sequences of `lengths` real
-    tokens (a multiply-add counts 2; padding counts nothing).
+    tokens (a multiply-add counts 2; padding counts nothing): encoder_flop_counts' total."""
+    return encoder_flop_counts(config, lengths)["total"]
+
+
+def encoder_flop_counts(config, lengths):
+    """{"dense", "attention", "total"}: the floating-point operations of one forward pass over
+    sequences of `lengths` real tokens (a multiply-add counts 2; padding counts nothing).
 
     Per layer and token, the dense products: Q, K, V and attention output (4 * H * H multiply-adds)
     and the feed-forward pair (2 * H * I): 2 * (4*H*H + 2*H*I) FLOPs. Per layer and sequence of
@@ -155,9 +161,9 @@ def encoder_flops(config, lengths):
     """
     hidden, inner, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
     lengths = [int(n) for n in lengths]
-    dense = 2 * (4 * hidden * hidden + 2 * hidden * inner) * sum(lengths)
-    attention = 4 * hidden * sum(n * n for n in lengths)
-    return layers * (dense + attention)
+    dense = layers * 2 * (4 * hidden * hidden + 2 * hidden * inner) * sum(lengths)
+    attention = layers * 4 * hidden * sum(n * n for n in lengths)
+    return {"dense": dense, "attention": attention, "total": dense + attention}
 
 
 def rounds_for(rounds, gflop):

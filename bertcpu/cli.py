@@ -496,17 +496,12 @@ def parameter_table(config, with_pooler=True):
 
 
 def flops_per_token(config, seq_len):
-    """Floating-point operations per token of one forward pass (a multiply-add counts as 2).
+    """Floating-point operations per token of one forward pass over a sequence of seq_len tokens,
+    as {"dense", "attention", "total"} (the counts of bertcpu.benchmark.encoder_flop_counts)."""
+    from .benchmark import encoder_flop_counts
 
-    dense: the Q, K, V, attention-output, intermediate and output matrix products of every layer.
-    attention: the scores (Q K^T) and the weighted sum of V, which grow with the sequence length.
-    Embedding sums, LayerNorm, softmax, GELU and the pooler (per sequence) are left out: they are
-    a fraction of a percent for any BERT.
-    """
-    hidden, inner, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    dense = 2 * layers * (4 * hidden * hidden + 2 * hidden * inner)
-    attention = 2 * layers * 2 * seq_len * hidden
-    return {"dense": dense, "attention": attention, "total": dense + attention}
+    counts = encoder_flop_counts(config, [seq_len])
+    return {part: count // seq_len for part, count in counts.items()}
 
 
 def _inspect_source(args):
