@@ -13,6 +13,8 @@ namespace {
 constexpr int kRowBlock = 128;
 // Columns one task covers at most.
 constexpr int kColBlock = 256;
+// Up to this many row tiles of A, a strip's arithmetic is too short to hide its load from memory.
+constexpr int kPrefetchMaxRowTiles = 4;
 
 }  // namespace
 
@@ -76,6 +78,9 @@ void gemm_serial(const KernelTable& kt, int M, int N, int K, const float* A, int
                  Activation act) {
   const int nr = kt.nr, mr = kt.mr;
   const int panels = ceil_div(N, nr);
+  // Few rows of A: too little arithmetic per strip to hide streaming B from memory, so the first
+  // row tile fetches the next strip ahead. With more rows the strip is reused enough without.
+  const int prefetch = M <= kPrefetchMaxRowTiles * mr ? kGemmPrefetchNext : 0;
   for (int k0 = 0; k0 < K; k0 += kGemmKc) {
     const int kc = std::min(kGemmKc, K - k0);
     const bool last = k0 + kc == K;
@@ -88,7 +93,7 @@ void gemm_serial(const KernelTable& kt, int M, int N, int K, const float* A, int
       for (int i = 0; i < M; i += mr) {
         kt.gemm_micro(kc, A + static_cast<size_t>(i) * lda + k0, lda, strip,
                       C + static_cast<size_t>(i) * ldc + p * nr, ldc, std::min(mr, M - i), n,
-                      flags, panel_bias, panel_act);
+                      flags | (i == 0 ? prefetch : 0), panel_bias, panel_act);
       }
     }
   }

@@ -14,6 +14,10 @@ enum class Activation { none = 0, gelu_erf = 1, gelu_tanh = 2, relu = 3, tanh = 
 // Flags of the GEMM micro-kernel.
 enum GemmFlags : int {
   kGemmAccumulate = 1,  // C += A*B instead of C = A*B
+  // Also prefetch, into L2, the packed strip that follows bp in memory (the next panel's): a
+  // pass with few rows of A is bound by streaming B from DRAM, and the hardware prefetcher alone
+  // does not run far enough ahead to overlap that with the arithmetic.
+  kGemmPrefetchNext = 2,
 };
 
 struct KernelTable {

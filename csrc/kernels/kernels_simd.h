@@ -82,7 +82,13 @@ inline void gemm_micro_rows(int kc, const float* a, int lda, const float* bp, fl
   V acc0[M], acc1[M];
 #pragma GCC unroll 16
   for (int i = 0; i < M; ++i) acc0[i] = acc1[i] = V::zero();
+  const bool prefetch = flags & kGemmPrefetchNext;
   for (int k = 0; k < kc; ++k) {
+    if (prefetch) {
+      const char* next = reinterpret_cast<const char*>(bp + (kc + k) * 2 * W);
+      __builtin_prefetch(next, 0, 2);
+      if constexpr (2 * W * sizeof(float) > 64) __builtin_prefetch(next + 64, 0, 2);
+    }
     const V b0 = V::load(bp + k * 2 * W);
     const V b1 = V::load(bp + k * 2 * W + W);
 #pragma GCC unroll 16
