@@ -468,24 +468,24 @@ def test_vocab_line_breaks_match_transformers(tmp_path):
         assert ours(text)["input_ids"] == reference(text)["input_ids"], text
 
 
-@pytest.mark.xfail(strict=True,
-                   reason="_wordpiece.pyx build_trie inserts continuation tokens only `if plen and "
-                          "token.startswith(prefix)`: with continuing_subword_prefix '' no token can "
-                          "continue a word, while tokenizers lets every token continue one "
-                          "('aa' -> [a, a] there, [UNK] here)")
 def test_empty_continuation_prefix_matches_tokenizers(tmp_path):
+    """With continuing_subword_prefix '' every token may continue a word ('aa' -> [a, a]), as in
+    tokenizers."""
     tokenizers = pytest.importorskip("tokenizers")
     from tokenizers import models, normalizers, pre_tokenizers
 
-    vocab = {token: i for i, token in enumerate(SPECIALS + ["a", "b", "ab"])}
+    vocab = {token: i for i, token in enumerate(SPECIALS + ["a", "b", "ab", "##b"])}
     reference = tokenizers.Tokenizer(models.WordPiece(vocab, unk_token="[UNK]",
                                                       continuing_subword_prefix=""))
     reference.normalizer = normalizers.BertNormalizer()
     reference.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     reference.save(str(tmp_path / "tokenizer.json"))
     ours = Tokenizer(tmp_path / "tokenizer.json")
-    for text in ["aa", "aba", "ab b a", "abab"]:
-        assert ours(text, add_special_tokens=False)["input_ids"] == reference.encode(text).ids, text
+    for text in ["aa", "aba", "ab b a", "abab", "ba", "abc", "a##b", "bbbbbbba"]:
+        expected = reference.encode(text)
+        got = ours(text, add_special_tokens=False, return_offsets_mapping=True)
+        assert got["input_ids"] == expected.ids, text
+        assert got["offset_mapping"] == expected.offsets, text
 
 
 # --- hub names ---
