@@ -95,6 +95,9 @@ class BertModel:
             # Either pooler tensor present means the model has a pooler; if only one is, the
             # missing one is reported like any other missing tensor.
             has_pooler = any(name in checkpoint for name in _POOLER_TENSORS)
+            # Checked against the config before the engine exists: building it allocates for the
+            # config's sizes, gigabytes for a config.json far larger than its checkpoint.
+            checkpoint.check(_expected_weights(config, has_pooler))
             encoder = _new_encoder(config, has_pooler, isa)
             for name, array in checkpoint.iter_tensors(encoder.expected_weights()):
                 encoder.set_weight(name, array)
@@ -214,6 +217,36 @@ class BertModel:
         return (f"BertModel(layers={c.num_hidden_layers}, hidden={c.hidden_size}, "
                 f"heads={c.num_attention_heads}, intermediate={c.intermediate_size}, "
                 f"act={c.hidden_act}, pooler={self._has_pooler}, isa={self.isa!r})")
+
+
+def _expected_weights(config, with_pooler):
+    """Yield the (name, shape) of every weight the engine takes for config, in its order: the list
+    Encoder.expected_weights() gives (a test keeps the two equal), known here without building an
+    engine, which would allocate for the config's sizes."""
+    H, I = config.hidden_size, config.intermediate_size
+    yield "embeddings.word_embeddings.weight", (config.vocab_size, H)
+    yield "embeddings.position_embeddings.weight", (config.max_position_embeddings, H)
+    yield "embeddings.token_type_embeddings.weight", (config.type_vocab_size, H)
+    yield "embeddings.LayerNorm.weight", (H,)
+    yield "embeddings.LayerNorm.bias", (H,)
+    for layer in range(config.num_hidden_layers):
+        prefix = f"encoder.layer.{layer}."
+        for part in ("query", "key", "value"):
+            yield from _linear_weights(f"{prefix}attention.self.{part}", H, H)
+        yield from _linear_weights(prefix + "attention.output.dense", H, H)
+        yield prefix + "attention.output.LayerNorm.weight", (H,)
+        yield prefix + "attention.output.LayerNorm.bias", (H,)
+        yield from _linear_weights(prefix + "intermediate.dense", I, H)
+        yield from _linear_weights(prefix + "output.dense", H, I)
+        yield prefix + "output.LayerNorm.weight", (H,)
+        yield prefix + "output.LayerNorm.bias", (H,)
+    if with_pooler:
+        yield from _linear_weights("pooler.dense", H, H)
+
+
+def _linear_weights(prefix, out_features, in_features):
+    yield prefix + ".weight", (out_features, in_features)
+    yield prefix + ".bias", (out_features,)
 
 
 def _new_encoder(config, with_pooler, isa):

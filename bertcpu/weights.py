@@ -43,6 +43,9 @@ _DTYPE_SIZES = {
 # The dtypes a weight may be stored in; all are computed in float32.
 _LOADABLE_DTYPES = ("F32", "F16", "BF16")
 
+# Missing tensors named in one error.
+_MISSING_SHOWN = 5
+
 # The safetensors package refuses headers above 100 MB; a BERT header is a few tens of kB.
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
 
@@ -267,24 +270,39 @@ class Checkpoint:
         return name in self.tensors
 
     def check(self, expected):
-        """Check that every expected (name, shape) is present, loadable and of that shape, before
-        any data is read; log the tensors that are neither expected nor known to be unused."""
-        missing = [name for name, _ in expected if name not in self.tensors]
+        """Check, before any data is read, that each expected (name, shape) is present, of that
+        shape and loadable; log the tensors that are neither expected nor known to be unused.
+
+        Missing tensors are reported first (up to five of them), otherwise the first tensor of the
+        wrong shape or dtype. expected is walked in order and may be a generator describing far more
+        than the checkpoint holds (a config.json much larger than its checkpoint): the walk stops at
+        the fifth missing tensor, so it costs at most the checkpoint's size.
+        """
+        missing, expected_names, wrong = [], set(), None
+        remaining = iter(expected)
+        for name, shape in remaining:
+            entry = self.tensors.get(name)
+            if entry is None:
+                missing.append(name)
+                if len(missing) == _MISSING_SHOWN:
+                    break
+            elif wrong is None and (entry.shape != tuple(shape) or entry.dtype not in _LOADABLE_DTYPES):
+                wrong = entry, shape
+            expected_names.add(name)
         if missing:
-            shown = ", ".join(repr(n) for n in missing[:5])
-            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            # Past the fifth, the rest is not walked: there may be more.
+            more = ", ..." if len(missing) == _MISSING_SHOWN and next(remaining, None) is not None else ""
             sample = ", ".join(repr(e.name) for e in list(self.tensors.values())[:3])
             holds = f"the checkpoint holds e.g. {sample}" if sample else "the checkpoint holds no tensors"
-            raise ValueError(f"{self._where()}: missing tensor(s) {shown}{more} ({holds})")
-        for name, shape in expected:
-            entry = self.tensors[name]
+            raise ValueError(f"{self._where()}: missing tensor(s) {', '.join(map(repr, missing))}{more} "
+                             f"({holds})")
+        if wrong is not None:
+            entry, shape = wrong
             if entry.shape != tuple(shape):
                 raise ValueError(f"{entry.file.path}: tensor {entry.name!r} has shape "
                                  f"{list(entry.shape)}, expected {list(shape)} from the config")
-            if entry.dtype not in _LOADABLE_DTYPES:
-                raise ValueError(f"{entry.file.path}: tensor {entry.name!r}: unsupported dtype "
-                                 f"{entry.dtype}: weights must be F32, F16 or BF16")
-        expected_names = {name for name, _ in expected}
+            raise ValueError(f"{entry.file.path}: tensor {entry.name!r}: unsupported dtype "
+                             f"{entry.dtype}: weights must be F32, F16 or BF16")
         unused = [entry.name for name, entry in self.tensors.items()
                   if name not in expected_names and not is_ignored(name)]
         if unused:
@@ -292,12 +310,12 @@ class Checkpoint:
                            ", ".join(unused[:10]) + (" ..." if len(unused) > 10 else ""))
 
     def iter_tensors(self, expected):
-        """Yield (name, float32 array) for each expected (name, shape), one at a time.
+        """Yield (name, float32 array) for each expected (name, shape), one at a time; check(expected)
+        must have passed.
 
         Each array is only valid until the next one is requested: its pages are released then, to
         keep resident memory at one tensor.
         """
-        self.check(expected)
         for name, _ in expected:
             entry = self.tensors[name]
             array = entry.file.read(entry)

@@ -235,12 +235,16 @@ BAD_CONFIGS = {
     "heads do not divide hidden": ({"num_attention_heads": 3},
                                    r"'num_attention_heads' \(3\) must divide 'hidden_size' \(16\)"),
     "size as a string": ({"intermediate_size": "24"}, r"'intermediate_size' must be an integer"),
-    "size beyond int32": ({"intermediate_size": 2**31 + 5}, r"'intermediate_size'"),
-    # 2**30 once overflowed the engine's int arithmetic into std::bad_alloc (MemoryError).
+    # Sizes beyond the engine's bounds (see test_config_beyond_the_engine_bounds) beside this
+    # checkpoint: the checkpoint is compared with the config first.
+    "size beyond int32": ({"intermediate_size": 2**31 + 5},
+                          r"tensor 'encoder.layer.0.intermediate.dense.weight' has shape \[24, 16\], "
+                          r"expected \[2147483653, 16\] from the config"),
     "hidden size beyond the engine's bound": ({"hidden_size": 2**30, "num_attention_heads": 1},
-                                              r"hidden_size = 1073741824 is larger than bertcpu supports"),
+                                              r"tensor 'embeddings.word_embeddings.weight' has shape "
+                                              r"\[40, 16\], expected \[40, 1073741824\]"),
     "layers beyond the engine's bound": ({"num_hidden_layers": 10**6},
-                                         r"num_hidden_layers = 1000000 is larger than bertcpu supports"),
+                                         r"missing tensor\(s\) 'encoder.layer.2.attention.self.query.weight'"),
     "negative epsilon": ({"layer_norm_eps": -1e-12}, r"'layer_norm_eps' must be a positive finite"),
     "not an object": ([16, 2], r"must be a JSON object"),
 }
@@ -256,43 +260,92 @@ def test_bad_config_gives_one_clear_error(tiny_copy, case):
         BertModel.from_pretrained(tiny_copy)
 
 
-# Sizes within the engine's bounds (hidden and intermediate <= 2**20, layers <= 4096), far beyond
-# the tiny 2-layer checkpoint beside them. Measured, before the missing tensors are reported:
-# 35 s and 8.1 GB; 15 s and 9.1 GB.
-OVERSIZED_CONFIGS = {
-    "intermediate 2**20, 2048 layers": {"intermediate_size": 2**20, "num_hidden_layers": 2048},
-    "hidden 2**18, intermediate 2**20, 1024 layers": {"hidden_size": 2**18, "num_attention_heads": 1,
-                                                       "intermediate_size": 2**20,
-                                                       "num_hidden_layers": 1024},
+ENGINE_BOUNDS = {
+    "size beyond int32": ({"intermediate_size": 2**31 + 5},
+                          r"^config field 'intermediate_size' has the wrong type$"),
+    # 2**30 once overflowed the engine's int arithmetic into std::bad_alloc (MemoryError).
+    "hidden size": ({"hidden_size": 2**30, "num_attention_heads": 1},
+                    r"^hidden_size = 1073741824 is larger than bertcpu supports \(at most 1048576\)$"),
+    # 10**6 layers once took 77 s and 13 GB.
+    "layers": ({"num_hidden_layers": 10**6},
+               r"^num_hidden_layers = 1000000 is larger than bertcpu supports \(at most 4096\)$"),
 }
 
 
-@pytest.mark.xfail(strict=True,
-                   reason="BertModel.from_pretrained builds the engine from config.json before "
-                          "comparing the config with the checkpoint, and the engine allocates and "
-                          "zero-fills every bias (PackedLinear::init) and creates per-layer slots at "
-                          "construction: a config far larger than its checkpoint (within the "
-                          "engine's size bounds) costs tens of seconds and gigabytes before the "
-                          "missing tensors are reported")
+@pytest.mark.parametrize("case", list(ENGINE_BOUNDS))
+def test_config_beyond_the_engine_bounds(case):
+    """The engine's own size bounds, reached through from_config (from_pretrained compares the
+    config with its checkpoint before any engine is built)."""
+    change, message = ENGINE_BOUNDS[case]
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match=message):
+        BertModel.from_config(dict(TINY_CONFIG.to_dict(), **change))
+    assert time.perf_counter() - started < 5
+
+
+# Sizes within the engine's bounds (hidden and intermediate <= 2**20, layers <= 4096), far beyond
+# the tiny 2-layer checkpoint beside them. Before the checkpoint was compared with the config ahead
+# of building the engine, the first two took 35 s and 8.1 GB and 15 s and 9.1 GB.
+OVERSIZED_CONFIGS = {
+    "intermediate 2**20, 2048 layers": (
+        {"intermediate_size": 2**20, "num_hidden_layers": 2048},
+        "missing tensor(s) 'encoder.layer.2.attention.self.query.weight'"),
+    "hidden 2**18, intermediate 2**20, 1024 layers": (
+        {"hidden_size": 2**18, "num_attention_heads": 1, "intermediate_size": 2**20, "num_hidden_layers": 1024},
+        "missing tensor(s) 'encoder.layer.2.attention.self.query.weight'"),
+    "hidden 4096, 1000 layers": (
+        {"hidden_size": 4096, "num_hidden_layers": 1000},
+        "missing tensor(s) 'encoder.layer.2.attention.self.query.weight'"),
+    "the checkpoint's 2 layers, hidden and intermediate 2**20": (
+        {"hidden_size": 2**20, "num_attention_heads": 1, "intermediate_size": 2**20},
+        "tensor 'embeddings.word_embeddings.weight' has shape [40, 16], expected [40, 1048576] from the config"),
+}
+
+
 @pytest.mark.parametrize("case", list(OVERSIZED_CONFIGS))
 def test_config_far_larger_than_the_checkpoint_fails_fast(tiny_copy, case):
+    """The checkpoint is compared with the config before the engine (which allocates for the
+    config's sizes) exists: a config far larger than its checkpoint fails at once, its peak
+    resident memory growing by less than 32 MiB."""
+    change, message = OVERSIZED_CONFIGS[case]
     config_path = tiny_copy / "config.json"
-    config = json.loads(config_path.read_text())
-    config.update(OVERSIZED_CONFIGS[case])
-    config_path.write_text(json.dumps(config))
+    config_path.write_text(json.dumps(dict(json.loads(config_path.read_text()), **change)))
     # A process that loads the tiny model needs ~160 MiB of address space; the 512 MiB cap turns a
     # runaway allocation into a quick MemoryError instead of gigabytes.
     result = run_python("""
-        import resource, sys
+        import json, resource, sys, time
         resource.setrlimit(resource.RLIMIT_AS, (512 << 20, 512 << 20))
         import bertcpu
+
+        def peak_kib():
+            with open("/proc/self/status") as status:
+                return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+
+        before, started = peak_kib(), time.perf_counter()
         try:
             bertcpu.BertModel.from_pretrained(sys.argv[1])
         except ValueError as error:
-            print("ValueError:", error)
-    """, tiny_copy, timeout=5)
+            print(json.dumps({"error": str(error), "seconds": time.perf_counter() - started,
+                              "growth_kib": peak_kib() - before}))
+    """, tiny_copy, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "ValueError:" in result.stdout and "missing tensor" in result.stdout
+    report = json.loads(result.stdout)
+    assert report["error"].startswith(f"{tiny_copy / 'model.safetensors'}: {message}"), report
+    assert report["seconds"] < 2, report
+    assert report["growth_kib"] < 32 * 1024, report
+
+
+def test_expected_weights_are_the_engines():
+    """from_pretrained compares the checkpoint with the weights the config implies before the
+    engine is built; that list must be exactly the engine's, names, shapes and order."""
+    from bertcpu.model import _expected_weights, _new_encoder
+
+    for config in (TINY_CONFIG, BertConfig(hidden_size=12, num_hidden_layers=3, num_attention_heads=3,
+                                           intermediate_size=20, vocab_size=7, max_position_embeddings=9,
+                                           type_vocab_size=1)):
+        for with_pooler in (True, False):
+            engine = _new_encoder(config, with_pooler, None).expected_weights()
+            assert list(_expected_weights(config, with_pooler)) == [(name, tuple(shape)) for name, shape in engine]
 
 
 # --- files the JSON readers choke on ---

@@ -105,6 +105,33 @@ def test_missing_tensor_is_named(folder):
             checkpoint.check([("pooler.dense.bias", (4,)), ("pooler.dense.weight", (4, 4))])
 
 
+def test_missing_tensors_stop_the_walk_at_five(folder):
+    """The expected tensors may be a generator far longer than the checkpoint (a config far larger
+    than it): the check stops at the fifth missing one and says there may be more."""
+    def far_too_many():
+        yield "embeddings.word_embeddings.weight", (7, 4)
+        for layer in range(10**6):
+            yield f"encoder.layer.{layer}.output.dense.bias", (4,)
+
+    path, _ = folder
+    with Checkpoint(path) as checkpoint:
+        with pytest.raises(ValueError, match=r"missing tensor\(s\) 'encoder.layer.0.output.dense.bias', "
+                                             r"(.*), 'encoder.layer.4.output.dense.bias', \.\.\. "
+                                             r"\(the checkpoint holds e.g. 'bert.embeddings"):
+            checkpoint.check(far_too_many())
+        # Exactly five missing and nothing after them: no "...".
+        five = [(f"encoder.layer.{layer}.output.dense.bias", (4,)) for layer in range(5)]
+        with pytest.raises(ValueError, match=r"'encoder.layer.4.output.dense.bias' \(the checkpoint"):
+            checkpoint.check(five)
+
+
+def test_missing_tensors_are_reported_before_a_wrong_shape(folder):
+    path, _ = folder
+    with Checkpoint(path) as checkpoint:
+        with pytest.raises(ValueError, match=r"missing tensor\(s\) 'pooler.dense.weight' \("):
+            checkpoint.check([("embeddings.word_embeddings.weight", (7, 8)), ("pooler.dense.weight", (4, 4))])
+
+
 def test_shape_mismatch_names_tensor_expected_and_found(folder):
     path, _ = folder
     with Checkpoint(path) as checkpoint:
