@@ -10,6 +10,8 @@ import json
 import math
 import os
 
+from ._files import read_json
+
 # config.json `hidden_act` -> the engine's activation. gelu_new and gelu_pytorch_tanh are the same
 # function (the tanh approximation of GELU); gelu is the exact erf form.
 _ACTIVATIONS = {
@@ -141,11 +143,7 @@ class BertConfig:
     @classmethod
     def from_json_file(cls, path):
         path = os.fspath(path)
-        try:
-            with open(path, encoding="utf-8") as f:
-                config = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
+        config = read_json(path, expected=None)  # from_dict says what a config must be
         try:
             return cls.from_dict(config)
         except ValueError as e:

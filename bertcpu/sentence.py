@@ -10,7 +10,6 @@ the vectors match ``SentenceTransformer.encode`` on the same folder.
 A plain HuggingFace BERT folder (no ``modules.json``) is a Transformer followed by mean pooling,
 as sentence-transformers builds it.
 """
-import json
 import math
 import os
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._files import describe, read_json
 from .hub import resolve_model_path
 from .model import BertModel
 from .tokenizer import Tokenizer
@@ -58,21 +58,6 @@ _OUTPUT_VALUES = (_SENTENCE_EMBEDDING, _TOKEN_EMBEDDINGS)
 _NORMALIZE_EPS = 1e-12
 
 
-def _read_json(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
-
-
-def _read_json_object(path):
-    value = _read_json(path)
-    if not isinstance(value, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(value).__name__}")
-    return value
-
-
 def _module_kind(type_name):
     """'Transformer', 'Pooling', ... for a modules.json type such as
     'sentence_transformers.models.Pooling' or 'sentence_transformers.base.modules.dense.Dense';
@@ -94,8 +79,8 @@ def _module_folder(root, relative):
 
 def read_modules_json(root):
     """The module entries of root/modules.json, in the order sentence-transformers runs them."""
-    entries = _read_json(root / "modules.json")
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+    entries = read_json(root / "modules.json", expected=list)
+    if not all(isinstance(e, dict) for e in entries):
         raise ValueError(f"{root / 'modules.json'}: expected a list of module objects")
     return entries
 
@@ -128,7 +113,7 @@ class _Pooling:
 
     @classmethod
     def from_config(cls, path, token_dimension):
-        config = _read_json_object(path)
+        config = read_json(path)
         if "pooling_mode" in config:
             modes = config["pooling_mode"]
         else:
@@ -250,7 +235,7 @@ class _Dense:
 
     @classmethod
     def from_folder(cls, folder, input_dimensions):
-        config = _read_json_object(folder / "config.json")
+        config = read_json(folder / "config.json")
         in_features, out_features = config.get("in_features"), config.get("out_features")
         for key, value in (("in_features", in_features), ("out_features", out_features)):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -321,7 +306,7 @@ class _Normalize:
     def from_folder(cls, folder):
         # Older sentence-transformers versions save no config (often no folder) for Normalize.
         config_file = folder / "config.json"
-        config = _read_json_object(config_file) if config_file.is_file() else {}
+        config = read_json(config_file) if config_file.is_file() else {}
         return cls(*_feature_names(config, config_file))
 
     def describe(self):
@@ -444,7 +429,7 @@ class SentenceEncoder:
         """
         root = resolve_model_path(name_or_path, revision=revision, cache_dir=cache_dir)
         st_config_file = root / "config_sentence_transformers.json"
-        st_config = _read_json_object(st_config_file) if st_config_file.is_file() else {}
+        st_config = read_json(st_config_file) if st_config_file.is_file() else {}
         model_type = st_config.get("model_type", "SentenceTransformer")
         if model_type != "SentenceTransformer":
             raise ValueError(f"{st_config_file}: model_type {model_type!r} is not supported; "
@@ -453,9 +438,10 @@ class SentenceEncoder:
         default_prompt_name = st_config.get("default_prompt_name")
         if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
             raise ValueError(f"{st_config_file}: 'prompts' must map names to strings")
-        if default_prompt_name is not None and default_prompt_name not in prompts:
-            raise ValueError(f"{st_config_file}: default_prompt_name {default_prompt_name!r} is not "
-                             f"one of the prompts ({', '.join(prompts) or 'none'})")
+        if default_prompt_name is not None and (not isinstance(default_prompt_name, str)
+                                                or default_prompt_name not in prompts):
+            raise ValueError(f"{st_config_file}: default_prompt_name {describe(default_prompt_name)} is "
+                             f"not one of the prompts ({', '.join(prompts) or 'none'})")
 
         if (root / "modules.json").is_file():
             if pooling is not None:
@@ -689,29 +675,31 @@ def _load_transformer(folder, num_threads):
     """The tokenizer, encoder and text settings of a Transformer module folder."""
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder}: no config.json (not a BERT model folder)")
-    settings = {}
+    settings, settings_file = {}, None
     for name in _TRANSFORMER_CONFIG_FILES:
         if (folder / name).is_file():
-            settings = _read_json_object(folder / name)
+            settings_file = folder / name
+            settings = read_json(settings_file)
             break
     task = settings.get("transformer_task", "feature-extraction")
     if task != "feature-extraction":
-        raise ValueError(f"{folder}: transformer_task {task!r} is not supported; bertcpu embeds with "
-                         f"'feature-extraction' models")
-    output = (settings.get("modality_config") or {}).get("text", {}).get("method_output_name")
+        raise ValueError(f"{settings_file}: transformer_task {describe(task)} is not supported; bertcpu "
+                         f"embeds with 'feature-extraction' models")
+    modality = _object_field(settings, "modality_config", settings_file)
+    output = _object_field(modality, "text", settings_file, "modality_config.text").get("method_output_name")
     if output not in (None, "last_hidden_state", ["last_hidden_state"]):
-        raise ValueError(f"{folder}: the Transformer outputs {output!r}; bertcpu supports "
+        raise ValueError(f"{settings_file}: the Transformer outputs {describe(output)}; bertcpu supports "
                          f"'last_hidden_state' (token embeddings)")
     do_lower_case = settings.get("do_lower_case", False)
     if not isinstance(do_lower_case, bool):
-        raise ValueError(f"{folder}: do_lower_case must be true or false, got {do_lower_case!r}")
+        raise ValueError(f"{settings_file}: do_lower_case must be true or false, got {describe(do_lower_case)}")
     max_seq_length = settings.get("max_seq_length")
     # Newer sentence-transformers versions keep tokenizer call options in processing_kwargs; a
     # text max_length there is the truncation length. Other options would change the tokens.
-    processing = settings.get("processing_kwargs") or {}
-    text_options = dict(processing.get("text") or {}) if isinstance(processing, dict) else None
-    if text_options is None or set(processing) - {"text"} or set(text_options) - {"max_length"}:
-        raise ValueError(f"{folder}: processing_kwargs {processing!r} are not supported (only "
+    processing = _object_field(settings, "processing_kwargs", settings_file)
+    text_options = _object_field(processing, "text", settings_file, "processing_kwargs.text")
+    if set(processing) - {"text"} or set(text_options) - {"max_length"}:
+        raise ValueError(f"{settings_file}: processing_kwargs {processing!r} are not supported (only "
                          f"{{'text': {{'max_length': N}}}} is)")
     if "max_length" in text_options:
         max_seq_length = text_options["max_length"]
@@ -725,8 +713,20 @@ def _load_transformer(folder, num_threads):
     if max_seq_length is None:
         max_seq_length = min(tokenizer.model_max_length, limit)
     elif isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int) or max_seq_length < 2:
-        raise ValueError(f"{folder}: max_seq_length must be an integer >= 2, got {max_seq_length!r}")
+        raise ValueError(f"{settings_file}: max_seq_length must be an integer >= 2, got "
+                         f"{describe(max_seq_length)}")
     return {"tokenizer": tokenizer, "model": model, "max_seq_length": min(max_seq_length, limit)}
+
+
+def _object_field(data, key, path, name=None):
+    """data[key] of the JSON file at path, which must be an object; {} when absent or null.
+    name: the field's name in messages (default key)."""
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: field {name or key!r} must be an object, got {describe(value)}")
+    return value
 
 
 def similarity(a, b):

@@ -6,10 +6,10 @@ return_tensors="np")`, `tok.decode(ids)`, special-token attributes, `from_pretra
 The work is done by bertcpu._wordpiece (Cython); this module reads configuration files, checks
 arguments and resolves padding/truncation the way transformers does.
 """
-import json
 import os
 
 from . import _wordpiece, runtime
+from ._files import describe, read_json, read_text
 
 # transformers' stand-in for "no length limit" (a tokenizer without model_max_length gets this).
 VERY_LARGE_INTEGER = int(1e30)
@@ -50,32 +50,102 @@ def _check_flag(name, value):
         raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
-def _read_json(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from None
-
-
-def _token_content(value):
-    """A special token from a config file: a string or an AddedToken-like dict."""
-    if isinstance(value, dict):
-        value = value.get("content")
+def _bool_field(data, key, path):
+    """data[key] of the JSON file at path: True, False or None (absent or null)."""
+    value = data.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise ValueError(f"{path}: field {key!r} must be true or false, got {describe(value)}")
     return value
 
 
+def _token_content(value, path, key):
+    """A special token from a config file: a string or an AddedToken-like dict (None: not set)."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ValueError(f"{path}: field {key!r} must be a non-empty string or an object with one as "
+                         f"'content', got {describe(value)}")
+    return value
+
+
+def _positive_int_field(data, key, path):
+    """data[key] of the JSON file at path, which must be a positive integer."""
+    value = data[key]
+    if not _is_int(value) or value < 1:
+        raise ValueError(f"{path}: field {key!r} must be a positive integer, got {describe(value)}")
+    return value
+
+
+def _added_tokens_decoder(config, path):
+    """The added tokens of tokenizer_config.json's added_tokens_decoder ({id: token}), as a list."""
+    decoder = config.get("added_tokens_decoder")
+    if decoder is None:
+        return []
+    if not isinstance(decoder, dict):
+        raise ValueError(f"{path}: field 'added_tokens_decoder' must be an object mapping ids to added "
+                         f"tokens, got {describe(decoder)}")
+    entries = []
+    for key, entry in decoder.items():
+        source = f"{path}: field 'added_tokens_decoder', key {key!r}"
+        try:
+            token_id = int(key)  # as transformers reads the key
+        except ValueError:
+            raise ValueError(f"{source}: not a token id") from None
+        _check_added_token(entry, source)
+        entries.append(dict(entry, id=token_id))
+    return entries
+
+
+# The fields of an added token (tokenizers' AddedToken) that are true or false.
+_ADDED_TOKEN_FLAGS = ("special", "normalized", "lstrip", "rstrip", "single_word")
+
+
+def _check_added_token(entry, source):
+    """An added token as tokenizer.json and tokenizer_config.json hold it: ValueError naming source
+    (where it comes from) and the field that is wrong."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("content"), str):
+        raise ValueError(f"{source}: an added token must be an object with a 'content' string, "
+                         f"got {describe(entry)}")
+    if entry.get("id") is not None and not _is_int(entry["id"]):
+        raise ValueError(f"{source}: field 'id' of added token {entry['content']!r} must be an integer, "
+                         f"got {describe(entry['id'])}")
+    for flag in _ADDED_TOKEN_FLAGS:
+        if flag in entry and not isinstance(entry[flag], bool):
+            raise ValueError(f"{source}: field {flag!r} of added token {entry['content']!r} must be true or "
+                             f"false, got {describe(entry[flag])}")
+
+
+def _check_added_tokens(entries, source):
+    if not isinstance(entries, list):
+        raise ValueError(f"{source} must be a list of added tokens, got {describe(entries)}")
+    for entry in entries:
+        _check_added_token(entry, source)
+
+
+# What tokenizers strips from the end of a vocab.txt line: Rust's char::is_whitespace, the Unicode
+# White_Space characters. str.rstrip() would also strip U+001C..U+001F, which Python counts as space.
+_VOCAB_LINE_END_SPACE = ("\t\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+                         "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+
+
 def _read_vocab_txt(path):
-    """Tokens by id from a vocab.txt: one token per line, the line number is the id."""
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().split("\n")
-    if lines and lines[-1] == "":
+    r"""Tokens by id from a vocab.txt: one token per line, the line number is the id.
+
+    Read as tokenizers' WordPiece.read_file reads it (transformers' BertTokenizer loads vocab.txt
+    through it): lines end at "\n" only, a lone "\r" belongs to its line, and white space at the end
+    of a line is not part of the token. A token on two lines is refused: tokenizers would give it the
+    later line's id and leave the earlier id without any token.
+    """
+    lines = read_text(path).split("\n")
+    if lines[-1] == "":
         lines.pop()  # the final newline ends the last line, it does not add an empty token
-    tokens = [line[:-1] if line.endswith("\r") else line for line in lines]
+    tokens = [line.rstrip(_VOCAB_LINE_END_SPACE) for line in lines]
     first_line = {}
     for i, token in enumerate(tokens):
         if token in first_line:
-            raise ValueError(f"{path}: token {token!r} on line {i + 1} duplicates line {first_line[token] + 1}; "
+            first = first_line[token]
+            stripped = "" if lines[i] == lines[first] else " once white space at the end of a line is dropped"
+            raise ValueError(f"{path}: token {token!r} on line {i + 1} duplicates line {first + 1}{stripped}; "
                              "every line must hold a different token")
         first_line[token] = i
     return tokens
@@ -98,17 +168,29 @@ def _vocab_from_mapping(vocab, source):
 
 def _read_tokenizer_json(path):
     """(tokens by id, added tokens, continuation prefix, max chars per word) of a WordPiece tokenizer.json."""
-    data = _read_json(path)
-    model = data.get("model") or {}
+    data = read_json(path)
+    model = data.get("model")
+    if not isinstance(model, dict):
+        raise ValueError(f"{path}: field 'model' must be an object, got {describe(model)}")
     if model.get("type") != "WordPiece":
-        raise ValueError(f"{path}: bertcpu reads WordPiece tokenizers, this one's model is {model.get('type')!r}")
+        raise ValueError(f"{path}: bertcpu reads WordPiece tokenizers, this one's model is "
+                         f"{describe(model.get('type'))}")
     vocab = model.get("vocab")
     if not isinstance(vocab, dict):
         raise ValueError(f"{path}: the WordPiece model has no vocab mapping")
     tokens = _vocab_from_mapping(vocab, path)
     prefix = model.get("continuing_subword_prefix", "##")
+    if not isinstance(prefix, str):
+        raise ValueError(f"{path}: field 'model.continuing_subword_prefix' must be a string, "
+                         f"got {describe(prefix)}")
     max_chars = model.get("max_input_chars_per_word", 100)
-    return tokens, data.get("added_tokens") or [], prefix, max_chars
+    if not _is_int(max_chars) or max_chars < 0:
+        raise ValueError(f"{path}: field 'model.max_input_chars_per_word' must be a non-negative integer, "
+                         f"got {describe(max_chars)}")
+    added = data.get("added_tokens")
+    added = [] if added is None else added
+    _check_added_tokens(added, f"{path}: field 'added_tokens'")
+    return tokens, added, prefix, max_chars
 
 
 class Tokenizer:
@@ -152,10 +234,9 @@ class Tokenizer:
                             f"got {type(vocab_file).__name__}")
         if not tokens:
             raise ValueError("the vocabulary is empty")
-        if not isinstance(prefix, str) or not _is_int(max_chars) or max_chars < 0:
-            raise ValueError(f"bad WordPiece settings: continuing_subword_prefix={prefix!r}, "
-                             f"max_input_chars_per_word={max_chars!r}")
-        self._build(tokens, list(file_added) + list(added_tokens or []), prefix, max_chars,
+        added_tokens = list(added_tokens or [])
+        _check_added_tokens(added_tokens, "added_tokens")
+        self._build(tokens, file_added + added_tokens, prefix, max_chars,
                     do_lower_case=do_lower_case, strip_accents=strip_accents,
                     tokenize_chinese_chars=tokenize_chinese_chars, unk_token=unk_token, sep_token=sep_token,
                     pad_token=pad_token, cls_token=cls_token, mask_token=mask_token,
@@ -178,7 +259,7 @@ class Tokenizer:
         self._vocab_size = len(tokens)
         self._id_to_token = list(tokens)
         self._token_to_id = {token: i for i, token in enumerate(tokens)}
-        declared = {entry.get("content") for entry in entries if isinstance(entry, dict)}
+        declared = {entry["content"] for entry in entries}
         missing = [f"{name}={value!r}" for name, value in specials.items()
                    if value is not None and value not in self._token_to_id and value not in declared]
         if missing:
@@ -228,8 +309,6 @@ class Tokenizer:
         """Records added tokens (new ids extend the vocabulary); returns them as _Encoder wants them."""
         by_content = {}
         for entry in entries:
-            if not isinstance(entry, dict) or not isinstance(entry.get("content"), str):
-                raise ValueError(f"an added token must be a dict with a 'content' string, got {entry!r}")
             if entry.get("single_word"):
                 raise ValueError(f"added token {entry['content']!r} has single_word=True, which bertcpu "
                                  "does not support")
@@ -277,23 +356,30 @@ class Tokenizer:
             raise FileNotFoundError(f"tokenizer folder not found: {folder}")
 
         def optional_json(name):
+            """(the object in folder/name or None if there is no such file, the file's path)"""
             file = os.path.join(folder, name)
-            return _read_json(file) if os.path.isfile(file) else None
+            return (read_json(file) if os.path.isfile(file) else None), file
 
-        config = optional_json("tokenizer_config.json") or {}
-        special_map = optional_json("special_tokens_map.json") or {}
+        config, config_file = optional_json("tokenizer_config.json")
+        config = config or {}
+        special_map, special_map_file = optional_json("special_tokens_map.json")
+        special_map = special_map or {}
         kwargs = {}
         for key in ("do_lower_case", "tokenize_chinese_chars", "clean_up_tokenization_spaces"):
-            if config.get(key) is not None:
-                kwargs[key] = config[key]
+            value = _bool_field(config, key, config_file)
+            if value is not None:
+                kwargs[key] = value
         if "strip_accents" in config:
-            kwargs["strip_accents"] = config["strip_accents"]
+            kwargs["strip_accents"] = _bool_field(config, "strip_accents", config_file)
         for name in SPECIAL_TOKEN_NAMES:
-            value = _token_content(special_map.get(name, config.get(name)))
+            if name in special_map:
+                value = _token_content(special_map[name], special_map_file, name)
+            else:
+                value = _token_content(config.get(name), config_file, name)
             if value is not None:
                 kwargs[name] = value
         if _is_int(config.get("model_max_length")):
-            kwargs["model_max_length"] = config["model_max_length"]
+            kwargs["model_max_length"] = _positive_int_field(config, "model_max_length", config_file)
 
         tokenizer_json = os.path.join(folder, "tokenizer.json")
         vocab_txt = os.path.join(folder, "vocab.txt")
@@ -301,18 +387,18 @@ class Tokenizer:
             kwargs["vocab_file"] = tokenizer_json
         elif os.path.isfile(vocab_txt):
             kwargs["vocab_file"] = vocab_txt
-            decoder = config.get("added_tokens_decoder") or {}
-            kwargs["added_tokens"] = [dict(entry, id=int(token_id)) for token_id, entry in decoder.items()]
+            kwargs["added_tokens"] = _added_tokens_decoder(config, config_file)
         else:
             raise FileNotFoundError(f"{folder} has neither tokenizer.json nor vocab.txt")
 
-        sentence_config = optional_json("sentence_bert_config.json")
+        sentence_config, sentence_config_file = optional_json("sentence_bert_config.json")
         if sentence_config is not None:
-            kwargs["lowercase_input"] = bool(sentence_config.get("do_lower_case", False))
+            kwargs["lowercase_input"] = bool(_bool_field(sentence_config, "do_lower_case", sentence_config_file))
             if sentence_config.get("max_seq_length") is not None:
-                kwargs["model_max_length"] = sentence_config["max_seq_length"]
+                kwargs["model_max_length"] = _positive_int_field(sentence_config, "max_seq_length",
+                                                                 sentence_config_file)
             else:
-                model_config = optional_json("config.json") or {}
+                model_config = optional_json("config.json")[0] or {}
                 positions = model_config.get("max_position_embeddings")
                 if _is_int(positions) and positions > 0:
                     kwargs["model_max_length"] = min(kwargs.get("model_max_length", VERY_LARGE_INTEGER), positions)

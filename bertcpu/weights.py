@@ -18,6 +18,8 @@ import os
 
 import numpy as np
 
+from ._files import parse_json, read_json
+
 logger = logging.getLogger("bertcpu")
 
 SINGLE_FILE = "model.safetensors"
@@ -93,11 +95,9 @@ class SafetensorsFile:
                                   f"than the {_MAX_HEADER_BYTES}-byte limit")
             raw_header = f.read(header_size)
         try:
-            header = json.loads(raw_header.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise self._error(f"corrupt safetensors header: not valid UTF-8 JSON ({e})") from None
-        if not isinstance(header, dict):
-            raise self._error("corrupt safetensors header: not a JSON object")
+            header = parse_json(raw_header)
+        except ValueError as e:
+            raise self._error(f"corrupt safetensors header: {e}") from None
 
         data_start = 8 + header_size
         data_size = file_size - data_start
@@ -227,12 +227,7 @@ def checkpoint_files(folder):
 
 
 def _shards_from_index(folder, index_path):
-    try:
-        with open(index_path, encoding="utf-8") as f:
-            index = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{index_path}: not valid JSON ({e})") from None
-    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    weight_map = read_json(index_path).get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise ValueError(f"{index_path}: no 'weight_map' object naming the shard of each tensor")
     shards = []

@@ -50,15 +50,6 @@ MODULES = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.mo
 POOLING = {"word_embedding_dimension": 8, "pooling_mode_mean_tokens": True}
 SENTENCE_BERT_CONFIG = {"max_seq_length": 16, "do_lower_case": False}
 
-# Defects already pinned by xfail tests in tests/test_reliability.py. Inputs that reach them are
-# skipped here so that a fuzzing run looks for new defects; delete each entry once its test passes.
-#  - sentence_bert_config.json whose modality_config, modality_config.text or
-#    processing_kwargs.text is not an object: AttributeError / TypeError
-#    (test_malformed_sentence_bert_config_names_the_folder).
-#  - json.loads raises RecursionError on deeply nested input
-#    (test_deeply_nested_json_is_a_clear_error).
-KNOWN_EXCEPTIONS = (RecursionError,)
-
 EXPECTED_ERRORS = (ValueError, FileNotFoundError)
 
 
@@ -130,8 +121,6 @@ class Harness:
             return
         target, content = data[0] % len(TARGET_FILES), data[1:]
         name = TARGET_FILES[target]
-        if reaches_known_defect(name, content):
-            return
         folder = self.sharded if target == 2 else self.folder
         path = os.path.join(folder, name)
         with open(path, "wb") as f:
@@ -147,8 +136,6 @@ class Harness:
                 assert vectors.shape == (2, encoder.get_embedding_dimension())
         except EXPECTED_ERRORS:
             pass
-        except KNOWN_EXCEPTIONS:
-            pass
         finally:
             # The next input starts from the valid folder again.
             if target == 2:
@@ -156,24 +143,6 @@ class Harness:
             else:
                 with open(path, "wb") as f:
                     f.write(self.originals[name])
-
-
-def reaches_known_defect(name, content):
-    """Whether a sentence_bert_config.json input has one of the pinned malformed fields."""
-    if name != "sentence_bert_config.json":
-        return False
-    try:
-        config = json.loads(content)
-    except (ValueError, RecursionError):
-        return False
-    if not isinstance(config, dict):
-        return False
-    modality = config.get("modality_config")
-    processing = config.get("processing_kwargs")
-    return bool((modality and (not isinstance(modality, dict) or
-                               not isinstance(modality.get("text", {}), dict))) or
-                (isinstance(processing, dict) and processing.get("text")
-                 and not isinstance(processing["text"], dict)))
 
 
 _harness = None

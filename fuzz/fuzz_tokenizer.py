@@ -77,27 +77,6 @@ PROBE_TEXTS = ["the cat sat on the mat.", "Hello, WORLD! naïve café isn't", "u
 # input first (sentence-transformers' do_lower_case).
 STRIP_ACCENTS = (None, False, True, None)
 
-# Defects already pinned by xfail tests in tests/test_reliability.py, skipped here so that a
-# fuzzing run looks for new defects; delete each entry once its test passes.
-#  - tokenizer.json, tokenizer_config.json or special_tokens_map.json that is not an object, or
-#    whose fields have the wrong JSON type: AttributeError (or a TypeError / ValueError naming
-#    nothing) (test_malformed_tokenizer_files_name_the_file).
-#  - continuing_subword_prefix "" (test_empty_continuation_prefix_matches_tokenizers): only
-#    reached through tokenizer.json, which this harness does not compare against tokenizers.
-#  - json.loads raises RecursionError on deeply nested input (test_deeply_nested_json_is_a_clear_error).
-KNOWN_EXCEPTIONS = (AttributeError, RecursionError)
-#  - vocab.txt lines ending in whitespace: tokenizers and transformers strip it, bertcpu keeps it
-#    (test_vocab_lines_with_trailing_whitespace_match_transformers); a '\r' not followed by '\n':
-#    bertcpu reads it as a line break, they do not (test_vocab_line_breaks_match_transformers).
-#    Such files are not compared.
-
-
-def reaches_known_vocab_defects(vocab_bytes):
-    text = vocab_bytes.decode("utf-8")
-    if "\r" in text.replace("\r\n", ""):
-        return True
-    return any(line.rstrip("\r") != line.rstrip("\r").rstrip() for line in text.split("\n"))
-
 EXPECTED_FILE_ERRORS = (ValueError, TypeError)
 
 
@@ -206,10 +185,6 @@ class Harness:
             ours = self.Tokenizer(self.fuzzed_vocab)
         except EXPECTED_FILE_ERRORS:
             return
-        except KNOWN_EXCEPTIONS:
-            return
-        if reaches_known_vocab_defects(data):
-            return
         reference = reference_for(self.fuzzed_vocab, True, None, True, False)
         for text in PROBE_TEXTS:
             compare(ours(text, return_offsets_mapping=True), reference.encode(text), text)
@@ -221,8 +196,6 @@ class Harness:
             ours = self.Tokenizer(self.fuzzed_json)
         except EXPECTED_FILE_ERRORS:
             return
-        except KNOWN_EXCEPTIONS:
-            return
         check_invariants(ours)
 
     def check_folder_file(self, name, data):
@@ -232,8 +205,6 @@ class Harness:
         try:
             ours = self.Tokenizer.from_pretrained(self.model_folder)
         except EXPECTED_FILE_ERRORS:
-            return
-        except KNOWN_EXCEPTIONS:
             return
         finally:
             os.remove(path)

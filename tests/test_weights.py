@@ -172,13 +172,13 @@ def test_header_length_beyond_the_file(tmp_path):
 
 def test_header_is_not_json(tmp_path):
     (tmp_path / "model.safetensors").write_bytes((5).to_bytes(8, "little") + b"{nope")
-    with pytest.raises(ValueError, match="model.safetensors: corrupt safetensors header: not valid UTF-8 JSON"):
+    with pytest.raises(ValueError, match="model.safetensors: corrupt safetensors header: not valid JSON"):
         Checkpoint(tmp_path)
 
 
 def test_header_is_not_an_object(tmp_path):
     write_raw(tmp_path / "model.safetensors", [1, 2])
-    with pytest.raises(ValueError, match="not a JSON object"):
+    with pytest.raises(ValueError, match=r"corrupt safetensors header: not a JSON object \(got list\)"):
         Checkpoint(tmp_path)
 
 
@@ -287,7 +287,7 @@ def test_shard_missing_from_the_folder(tmp_path):
     ({"weight_map": {"a": "/etc/passwd"}}, "maps to '/etc/passwd', which is not a file name"),
     ({"weight_map": {}}, "no 'weight_map' object"),
     ({"metadata": {}}, "no 'weight_map' object"),
-    ([], "no 'weight_map' object"),
+    ([], r"model.safetensors.index.json: not a JSON object \(got list\)"),
 ])
 def test_bad_index_file(tmp_path, index, message):
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
