@@ -335,17 +335,24 @@ def test_config_far_larger_than_the_checkpoint_fails_fast(tiny_copy, case):
     assert report["growth_kib"] < 32 * 1024, report
 
 
-def test_expected_weights_are_the_engines():
+def test_expected_weights_are_the_engines(tmp_path):
     """from_pretrained compares the checkpoint with the weights the config implies before the
-    engine is built; that list must be exactly the engine's, names, shapes and order."""
-    from bertcpu.model import _expected_weights, _new_encoder
+    engine is built; that list must be exactly the engine's, names, shapes and order, with and
+    without a pooler."""
+    from bertcpu.model import _expected_weights
 
     for config in (TINY_CONFIG, BertConfig(hidden_size=12, num_hidden_layers=3, num_attention_heads=3,
                                            intermediate_size=20, vocab_size=7, max_position_embeddings=9,
                                            type_vocab_size=1)):
-        for with_pooler in (True, False):
-            engine = _new_encoder(config, with_pooler, None).expected_weights()
-            assert list(_expected_weights(config, with_pooler)) == [(name, tuple(shape)) for name, shape in engine]
+        model = BertModel.from_config(config)
+        model.save_pretrained(tmp_path)
+        weights = str(tmp_path / "model.safetensors")
+        tensors = safetensors.numpy.load_file(weights)
+        del tensors["pooler.dense.weight"], tensors["pooler.dense.bias"]
+        safetensors.numpy.save_file(tensors, weights)
+        for with_pooler, engine in ((True, model), (False, BertModel.from_pretrained(tmp_path))):
+            expected = [(name, tuple(shape)) for name, shape in engine._encoder.expected_weights()]
+            assert list(_expected_weights(config, with_pooler)) == expected
 
 
 # --- files the readers choke on ---
