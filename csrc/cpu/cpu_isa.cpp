@@ -59,6 +59,7 @@ CpuFeatures detect() {
   if (!os_ymm || max_leaf < 7) return f;
 
   __cpuid_count(7, 0, a, b, c, d);
+  const unsigned max_subleaf = a;
   f.fma = has_fma;
   f.f16c = has_f16c;
   f.avx2 = b & (1u << 5);
@@ -75,8 +76,10 @@ CpuFeatures detect() {
     f.amx_tile = d & (1u << 24);
     f.amx_int8 = d & (1u << 25);
   }
-  __cpuid_count(7, 1, a, b, c, d);
-  if (os_zmm) f.avx512_bf16 = a & (1u << 5);
+  if (max_subleaf >= 1) {  // leaf 7 subleaf 1 (AVX512_BF16) exists
+    __cpuid_count(7, 1, a, b, c, d);
+    if (os_zmm) f.avx512_bf16 = a & (1u << 5);
+  }
   return f;
 }
 #else
