@@ -24,6 +24,12 @@ ISA_FLAGS = {
     "_avx512.cpp": ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mfma", "-mf16c",
                     # GCC 12 flags its own _mm512_undefined_* helpers as uninitialized.
                     "-Wno-uninitialized", "-Wno-maybe-uninitialized"],
+    # AVX-512 plus one extension each: the low-precision kernels (csrc/kernels/lowp_*), chosen at
+    # run time only when CPUID reports the extension.
+    "_avx512bf16.cpp": ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512bf16",
+                        "-mfma", "-mf16c", "-Wno-uninitialized", "-Wno-maybe-uninitialized"],
+    "_avx512vnni.cpp": ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512vnni",
+                        "-mfma", "-mf16c", "-Wno-uninitialized", "-Wno-maybe-uninitialized"],
 }
 
 BASE_FLAGS = ["-O3", "-std=c++17", "-fvisibility=hidden", "-fno-math-errno", "-Wall", "-Wextra",

@@ -3,6 +3,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 
@@ -11,6 +12,7 @@
 #include "encoder/attention.h"
 #include "cpu/thread_pool.h"
 #include "kernels/gemm.h"
+#include "kernels/gemm_lowp.h"
 
 namespace py = pybind11;
 
@@ -37,9 +39,162 @@ void require_2d(const FloatArray& a, const char* name) {
   if (a.ndim() != 2) throw std::invalid_argument(std::string(name) + " must be 2-D");
 }
 
+// A weight matrix packed once for one precision ("fp32", "bf16", "int8") and path: what the
+// low-precision tests and bench/bench_gemm.py call (the GEMM alone, without packing).
+class PackedWeight {
+ public:
+  PackedWeight(const FloatArray& w, const std::optional<FloatArray>& bias,
+               const std::string& precision, const std::optional<std::string>& isa)
+      : precision_(precision), with_bias_(bias.has_value()) {
+    require_2d(w, "w");
+    const int N = w.shape(0), K = w.shape(1);
+    if (N == 0 || K == 0) throw std::invalid_argument("w must not be empty");
+    if (bias && (bias->ndim() != 1 || bias->shape(0) != N))
+      throw std::invalid_argument("bias must be [N]");
+    const Isa cap = isa ? parse_isa(*isa) : default_isa();
+    if (precision == "fp32") {
+      fp32_ = &kernel_table(cap);
+      isa_ = fp32_->isa;
+      fp32_w_.init(fp32_->nr, N, K);
+      fp32_w_.pack_weight(w.data());
+      if (bias) fp32_w_.set_bias(bias->data());
+    } else if (precision == "bf16") {
+      bf16_ = &bf16_kernels(isa ? cap : best_bf16_isa(cap));
+      isa_ = bf16_->isa;
+      bf16_w_.init(*bf16_, N, K);
+      bf16_w_.pack_weight(w.data());
+      if (bias) bf16_w_.set_bias(bias->data());
+    } else if (precision == "int8") {
+      int8_ = &int8_kernels(isa ? cap : best_int8_isa(cap));
+      isa_ = int8_->isa;
+      int8_w_.init(*int8_, N, K);
+      int8_w_.pack_weight(w.data());
+      if (bias) int8_w_.set_bias(bias->data());
+    } else {
+      throw std::invalid_argument("unknown precision '" + precision +
+                                  "': expected fp32, bf16 or int8");
+    }
+    in_ = K;
+    out_ = N;
+  }
+
+  py::array_t<float> run(const FloatArray& x, const std::string& act, int repeats) {
+    require_2d(x, "x");
+    if (x.shape(1) != in_) throw std::invalid_argument("x must be [M, K] with w [N, K]");
+    if (repeats < 1) throw std::invalid_argument("repeats must be positive");
+    const Activation activation = activation_from_name(act);
+    const int M = x.shape(0);
+    py::array_t<float> out({M, out_});
+    float* C = out.mutable_data();
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(mutex_);  // scratch_ is shared by the calls
+    for (int r = 0; r < repeats; ++r) {
+      if (fp32_)
+        linear(*fp32_, fp32_w_, M, x.data(), in_, C, out_, with_bias_, activation);
+      else if (bf16_)
+        linear_bf16(*bf16_, bf16_w_, M, x.data(), in_, C, out_, with_bias_, activation, scratch_);
+      else
+        linear_int8(*int8_, int8_w_, M, x.data(), in_, C, out_, with_bias_, activation, scratch_);
+    }
+    return out;
+  }
+
+  // The weight the kernels multiply by, as fp32 [N, K]: itself, its bf16 rounding, or q * scale.
+  py::array_t<float> weight() const {
+    py::array_t<float> out({out_, in_});
+    float* w = out.mutable_data();
+    if (fp32_) {
+      fp32_w_.unpack_weight(w);
+    } else if (bf16_) {
+      bf16_w_.unpack_weight(w);
+    } else {
+      auto [q, scales] = int8_weight();
+      const int8_t* qd = q.data();
+      for (py::ssize_t i = 0; i < q.size(); ++i)
+        w[i] = static_cast<float>(qd[i]) * scales.data()[i / in_];
+    }
+    return out;
+  }
+
+  // int8 only: the quantized weight [N, K] and its per-channel scales [N].
+  std::pair<py::array_t<int8_t>, py::array_t<float>> int8_weight() const {
+    if (!int8_) throw std::invalid_argument("int8_weight() needs precision int8");
+    py::array_t<int8_t> q({out_, in_});
+    py::array_t<float> scales(out_);
+    int8_w_.unpack_weight(q.mutable_data(), scales.mutable_data());
+    return {q, scales};
+  }
+
+  const std::string& precision() const { return precision_; }
+  const char* isa() const { return isa_name(isa_); }
+
+ private:
+  std::string precision_;
+  bool with_bias_;
+  int in_ = 0, out_ = 0;
+  Isa isa_ = Isa::generic;
+  const KernelTable* fp32_ = nullptr;
+  const Bf16Kernels* bf16_ = nullptr;
+  const Int8Kernels* int8_ = nullptr;
+  PackedLinear fp32_w_;
+  PackedLinearBf16 bf16_w_;
+  PackedLinearInt8 int8_w_;
+  AlignedBuffer scratch_;
+  std::mutex mutex_;
+};
+
+py::list isa_names(const std::vector<Isa>& isas) {
+  py::list out;
+  for (Isa isa : isas) out.append(isa_name(isa));
+  return out;
+}
+
 }  // namespace
 
 void bind_kernels(py::module_& m) {
+  m.def(
+      "lowp_isas",
+      [] {
+        py::dict out;
+        out["bf16"] = isa_names(bf16_isas());
+        out["int8"] = isa_names(int8_isas());
+        return out;
+      },
+      "The bf16 and int8 kernel paths this CPU can run, lowest first. Low-precision isa names: "
+      "generic; avx2 (int8: vpmaddwd); avx512 (bf16: AVX512_BF16, int8: AVX512_VNNI).");
+
+  py::class_<PackedWeight>(m, "PackedWeight",
+                           "A weight [N, K] packed once for one precision and kernel path.")
+      .def(py::init<const FloatArray&, const std::optional<FloatArray>&, const std::string&,
+                    const std::optional<std::string>&>(),
+           py::arg("w"), py::arg("bias") = py::none(), py::arg("precision") = "fp32",
+           py::arg("isa") = py::none(),
+           "precision: fp32, bf16 or int8. isa: the path (ValueError if this CPU cannot run it "
+           "or it has no kernels of that precision); default: the best one at or below the "
+           "engine's default path.")
+      .def("run", &PackedWeight::run, py::arg("x"), py::arg("activation") = "none",
+           py::arg("repeats") = 1,
+           "act(x @ w.T + bias) through the threaded GEMM, computed `repeats` times (timing).")
+      .def("weight", &PackedWeight::weight, "The weight the kernels multiply by, as float32.")
+      .def("int8_weight", &PackedWeight::int8_weight,
+           "(int8 weight [N, K], float32 per-channel scales [N]); int8 only.")
+      .def_property_readonly("precision", &PackedWeight::precision)
+      .def_property_readonly("isa", &PackedWeight::isa);
+
+  for (const char* precision : {"bf16", "int8"}) {
+    m.def(
+        (std::string("linear_") + precision).c_str(),
+        [precision](const FloatArray& x, const FloatArray& w, const std::optional<FloatArray>& bias,
+                    const std::string& act, const std::optional<std::string>& isa) {
+          return PackedWeight(w, bias, precision, isa).run(x, act, 1);
+        },
+        py::arg("x"), py::arg("w"), py::arg("bias") = py::none(), py::arg("activation") = "none",
+        py::arg("isa") = py::none(),
+        (std::string("act(x @ w.T + bias) through the packed, threaded ") + precision +
+         " GEMM (packs w at each call).")
+            .c_str());
+  }
+
   m.def(
       "linear",
       [](FloatArray x, FloatArray w, std::optional<FloatArray> bias, const std::string& act,

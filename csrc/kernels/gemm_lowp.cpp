@@ -1,0 +1,312 @@
+#include "kernels/gemm_lowp.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "cpu/cpu_isa.h"
+#include "cpu/thread_pool.h"
+
+namespace bertcpu {
+
+namespace {
+
+// The task blocking of gemm() (gemm.cpp): a row block's A slice and C block fit in L2 together.
+constexpr int kRowBlock = 128;
+constexpr int kColBlock = 256;
+// Rows one task of the conversion / quantization pre-pass covers.
+constexpr int kPrepassRows = 16;
+
+template <class T>
+T* as(AlignedBuffer& buffer) {
+  return reinterpret_cast<T*>(buffer.data());
+}
+template <class T>
+const T* as(const AlignedBuffer& buffer) {
+  return reinterpret_cast<const T*>(buffer.data());
+}
+// Floats an AlignedBuffer needs to hold `count` values of T.
+template <class T>
+size_t floats_for(size_t count) {
+  return (count * sizeof(T) + sizeof(float) - 1) / sizeof(float);
+}
+
+// f(m0, m1, p0, p1) over the (row block x panel block) tasks of an M x `panels` product, split as
+// gemm() splits it, on the thread pool.
+template <class F>
+void for_each_block(int M, int panels, int nr, int mr, const F& f) {
+  const int row_blocks = ceil_div(M, kRowBlock);
+  const int threads = get_num_threads();
+  int panels_per_task = std::max(1, kColBlock / nr);
+  while (panels_per_task > 1 && row_blocks * ceil_div(panels, panels_per_task) < 4 * threads)
+    panels_per_task /= 2;
+  const int col_blocks = ceil_div(panels, panels_per_task);
+  const int rows_per_task = ceil_div(ceil_div(M, std::max(row_blocks, 1)), mr) * mr;
+  parallel_for(row_blocks * col_blocks, [&](int task) {
+    const int rb = task / col_blocks, cb = task % col_blocks;
+    const int m0 = rb * rows_per_task, m1 = std::min(M, m0 + rows_per_task);
+    const int p0 = cb * panels_per_task, p1 = std::min(panels, p0 + panels_per_task);
+    if (m0 < m1) f(m0, m1, p0, p1);
+  });
+}
+
+// f(i) for every row i < M, in tasks of kPrepassRows rows on the thread pool.
+template <class F>
+void for_each_row(int M, const F& f) {
+  parallel_for(ceil_div(M, kPrepassRows), [&](int task) {
+    const int end = std::min(M, (task + 1) * kPrepassRows);
+    for (int i = task * kPrepassRows; i < end; ++i) f(i);
+  });
+}
+
+bool runs_bf16(Isa isa) {
+#if defined(BERTCPU_X86)
+  const std::vector<Isa> isas = available_isas();
+  const bool avx512 = std::find(isas.begin(), isas.end(), Isa::avx512) != isas.end();
+  if (isa == Isa::avx512) return avx512 && cpu_features().avx512_bf16;
+#endif
+  return isa == Isa::generic;
+}
+
+bool runs_int8(Isa isa) {
+#if defined(BERTCPU_X86)
+  const std::vector<Isa> isas = available_isas();
+  const bool base = std::find(isas.begin(), isas.end(), isa) != isas.end();
+  if (isa == Isa::avx2) return base;
+  if (isa == Isa::avx512) return base && cpu_features().avx512_vnni;
+#endif
+  return isa == Isa::generic;
+}
+
+}  // namespace
+
+// ---- kernel tables ------------------------------------------------------------------------------
+
+const Bf16Kernels& bf16_kernels(Isa isa) {
+  check_isa_supported(isa);
+  switch (isa) {
+    case Isa::generic:
+      return generic_bf16_kernels();
+#if defined(BERTCPU_X86)
+    case Isa::avx512:
+      if (!cpu_features().avx512_bf16)
+        throw std::invalid_argument(
+            "this CPU cannot run the avx512 bf16 kernels (they need AVX512_BF16)");
+      return avx512_bf16_kernels();
+#endif
+    default:
+      break;
+  }
+  throw std::invalid_argument(std::string("no bf16 kernels for the ") + isa_name(isa) +
+                              " path (bf16 paths: generic, avx512)");
+}
+
+const Int8Kernels& int8_kernels(Isa isa) {
+  check_isa_supported(isa);
+  switch (isa) {
+    case Isa::generic:
+      return generic_int8_kernels();
+#if defined(BERTCPU_X86)
+    case Isa::avx2:
+      return avx2_int8_kernels();
+    case Isa::avx512:
+      if (!cpu_features().avx512_vnni)
+        throw std::invalid_argument(
+            "this CPU cannot run the avx512 int8 kernels (they need AVX512_VNNI)");
+      return avx512_vnni_int8_kernels();
+#endif
+    default:
+      break;
+  }
+  throw std::invalid_argument(std::string("no int8 kernels for the ") + isa_name(isa) + " path");
+}
+
+std::vector<Isa> bf16_isas() {
+  std::vector<Isa> out;
+  for (Isa isa : {Isa::generic, Isa::avx2, Isa::avx512})
+    if (runs_bf16(isa)) out.push_back(isa);
+  return out;
+}
+
+std::vector<Isa> int8_isas() {
+  std::vector<Isa> out;
+  for (Isa isa : {Isa::generic, Isa::avx2, Isa::avx512})
+    if (runs_int8(isa)) out.push_back(isa);
+  return out;
+}
+
+Isa best_bf16_isa(Isa cap) {
+  Isa best = Isa::generic;
+  for (Isa isa : bf16_isas())
+    if (isa <= cap) best = isa;
+  return best;
+}
+
+Isa best_int8_isa(Isa cap) {
+  Isa best = Isa::generic;
+  for (Isa isa : int8_isas())
+    if (isa <= cap) best = isa;
+  return best;
+}
+
+// ---- bf16 ---------------------------------------------------------------------------------------
+
+namespace {
+
+// Where (k, column j of panel p) sits in a packed bf16 operand.
+size_t bf16_index(int k_padded, int panels, int nr, int k, int p, int j) {
+  const int k0 = k - k % kGemmKc;
+  return strip_offset(k_padded, panels, nr, k0, p) + static_cast<size_t>(k - k0) / 2 * 2 * nr +
+         2 * j + (k & 1);
+}
+
+}  // namespace
+
+void PackedLinearBf16::init(const Bf16Kernels& kt, int out, int in) {
+  in_features = in;
+  out_features = out;
+  nr = kt.nr;
+  k_padded = in + (in & 1);
+  bias.resize(static_cast<size_t>(ceil_div(out, nr)) * nr);
+}
+
+void PackedLinearBf16::pack_weight(const float* weight) {
+  panels.resize(floats_for<bf16>(packed_size(k_padded, out_features, nr)));
+  bf16* out = as<bf16>(panels);
+  const int count = ceil_div(out_features, nr);
+  for (int n = 0; n < out_features; ++n)
+    for (int k = 0; k < in_features; ++k)
+      out[bf16_index(k_padded, count, nr, k, n / nr, n % nr)] =
+          to_bf16(weight[static_cast<size_t>(n) * in_features + k]);
+}
+
+void PackedLinearBf16::set_bias(const float* values) {
+  std::memcpy(bias.data(), values, out_features * sizeof(float));
+}
+
+void PackedLinearBf16::unpack_weight(float* weight) const {
+  const bf16* packed = as<bf16>(panels);
+  const int count = ceil_div(out_features, nr);
+  for (int n = 0; n < out_features; ++n)
+    for (int k = 0; k < in_features; ++k)
+      weight[static_cast<size_t>(n) * in_features + k] =
+          bf16_to_float(packed[bf16_index(k_padded, count, nr, k, n / nr, n % nr)]);
+}
+
+void linear_bf16(const Bf16Kernels& kt, const PackedLinearBf16& w, int M, const float* A, int lda,
+                 float* C, int ldc, bool with_bias, Activation act, AlignedBuffer& scratch) {
+  if (w.nr != kt.nr) throw std::invalid_argument("weights packed for another bf16 kernel table");
+  const int K = w.in_features, Kp = w.k_padded, N = w.out_features, nr = kt.nr, mr = kt.mr;
+  scratch.reserve(floats_for<bf16>(static_cast<size_t>(M) * Kp));
+  bf16* a = as<bf16>(scratch);
+  for_each_row(M, [&](int i) {
+    kt.convert_row(A + static_cast<size_t>(i) * lda, K, Kp, a + static_cast<size_t>(i) * Kp);
+  });
+  const int panels = ceil_div(N, nr);
+  const bf16* packed = as<bf16>(w.panels);
+  const float* bias = with_bias ? w.bias.data() : nullptr;
+  for_each_block(M, panels, nr, mr, [&](int m0, int m1, int p0, int p1) {
+    for (int k0 = 0; k0 < Kp; k0 += kGemmKc) {
+      const int kc = std::min(kGemmKc, Kp - k0);
+      const bool last = k0 + kc == Kp;
+      const int flags = k0 > 0 ? kGemmAccumulate : 0;
+      const Activation chunk_act = last ? act : Activation::none;
+      // Row tile outer: its slice of A stays in L1 while the block's strips stream from L2.
+      for (int i = m0; i < m1; i += mr) {
+        for (int p = p0; p < p1; ++p) {
+          kt.gemm_micro(kc, a + static_cast<size_t>(i) * Kp + k0, Kp,
+                        packed + strip_offset(Kp, panels, nr, k0, p),
+                        C + static_cast<size_t>(i) * ldc + p * nr, ldc, std::min(mr, m1 - i),
+                        std::min(nr, N - p * nr), flags, (last && bias) ? bias + p * nr : nullptr,
+                        chunk_act);
+        }
+      }
+    }
+  });
+}
+
+// ---- int8 ---------------------------------------------------------------------------------------
+
+void PackedLinearInt8::init(const Int8Kernels& kt, int out, int in) {
+  if (in > kInt8MaxK)
+    throw std::invalid_argument("int8 GEMM: in_features above " + std::to_string(kInt8MaxK));
+  in_features = in;
+  out_features = out;
+  nr = kt.nr;
+  kgroup = kt.kgroup;
+  k_padded = ceil_div(in, kgroup) * kgroup;
+  const size_t padded_out = static_cast<size_t>(ceil_div(out, nr)) * nr;
+  bias.resize(padded_out);
+  scales.resize(padded_out);
+  compensation.resize(floats_for<int32_t>(padded_out));
+}
+
+void PackedLinearInt8::pack_weight(const float* weight) {
+  const size_t panel_bytes = static_cast<size_t>(k_padded) * nr;
+  panels.resize(floats_for<int8_t>(ceil_div(out_features, nr) * panel_bytes));
+  int8_t* out = as<int8_t>(panels);
+  int32_t* comp = as<int32_t>(compensation);
+  std::vector<int8_t> q(in_features);
+  for (int n = 0; n < out_features; ++n) {
+    scales.data()[n] = quantize_int8(weight + static_cast<size_t>(n) * in_features, in_features,
+                                     q.data());
+    int8_t* column = out + n / nr * panel_bytes + n % nr * kgroup;
+    int32_t sum = 0;
+    for (int k = 0; k < in_features; ++k) {
+      column[k / kgroup * nr * kgroup + k % kgroup] = q[k];
+      sum += q[k];
+    }
+    comp[n] = 128 * sum;
+  }
+}
+
+void PackedLinearInt8::set_bias(const float* values) {
+  std::memcpy(bias.data(), values, out_features * sizeof(float));
+}
+
+void PackedLinearInt8::unpack_weight(int8_t* weight, float* channel_scales) const {
+  const size_t panel_bytes = static_cast<size_t>(k_padded) * nr;
+  const int8_t* packed = as<int8_t>(panels);
+  for (int n = 0; n < out_features; ++n) {
+    const int8_t* column = packed + n / nr * panel_bytes + n % nr * kgroup;
+    for (int k = 0; k < in_features; ++k)
+      weight[static_cast<size_t>(n) * in_features + k] =
+          column[k / kgroup * nr * kgroup + k % kgroup];
+    channel_scales[n] = scales.data()[n];
+  }
+}
+
+void linear_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M, const float* A, int lda,
+                 float* C, int ldc, bool with_bias, Activation act, AlignedBuffer& scratch) {
+  if (w.nr != kt.nr || w.kgroup != kt.kgroup)
+    throw std::invalid_argument("weights packed for another int8 kernel table");
+  const int K = w.in_features, Kp = w.k_padded, N = w.out_features, nr = kt.nr, mr = kt.mr;
+  const size_t row_bytes = static_cast<size_t>(Kp) * kt.a_bytes;
+  // The row scales first (M floats), then the quantized rows.
+  scratch.reserve(M + floats_for<uint8_t>(M * row_bytes));
+  float* a_scale = scratch.data();
+  uint8_t* a = reinterpret_cast<uint8_t*>(scratch.data() + M);
+  for_each_row(M, [&](int i) {
+    a_scale[i] = kt.quantize_row(A + static_cast<size_t>(i) * lda, K, Kp, a + i * row_bytes);
+  });
+  const int panels = ceil_div(N, nr);
+  const size_t panel_bytes = static_cast<size_t>(Kp) * nr;
+  const int8_t* packed = as<int8_t>(w.panels);
+  const int32_t* comp = as<int32_t>(w.compensation);
+  const float* bias = with_bias ? w.bias.data() : nullptr;
+  // Row tile outer: its quantized rows stay in L1 while the block's panels stream from L2.
+  for_each_block(M, panels, nr, mr, [&](int m0, int m1, int p0, int p1) {
+    for (int i = m0; i < m1; i += mr) {
+      for (int p = p0; p < p1; ++p) {
+        const int n = std::min(nr, N - p * nr);
+        kt.gemm_micro(Kp, a + i * row_bytes, static_cast<int>(row_bytes), packed + p * panel_bytes,
+                      comp + p * nr, a_scale + i, w.scales.data() + p * nr,
+                      bias ? bias + p * nr : nullptr, C + static_cast<size_t>(i) * ldc + p * nr,
+                      ldc, std::min(mr, m1 - i), n, act);
+      }
+    }
+  });
+}
+
+}  // namespace bertcpu

@@ -1,0 +1,113 @@
+// Portable scalar low-precision kernels: the reference the SIMD paths are tested against (same
+// bf16 rounding and fp32 summation order, same integers), and the path of CPUs without them.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "kernels/gemm_lowp.h"
+
+namespace bertcpu {
+
+bf16 to_bf16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<bf16>((u >> 16) | 0x40u);  // quiet NaN
+  if ((u & 0x7f800000u) == 0) return static_cast<bf16>((u >> 16) & 0x8000u);  // zero, denormal
+  u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even (infinity stays infinity)
+  return static_cast<bf16>(u >> 16);
+}
+
+float bf16_to_float(bf16 x) {
+  const uint32_t u = static_cast<uint32_t>(x) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+float quantize_int8(const float* x, int n, int8_t* q) {
+  float amax = 0.0f;
+  for (int i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
+  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+  // |x * inv| <= 127 up to rounding, so the rounded value is within [-127, 127].
+  for (int i = 0; i < n; ++i) q[i] = static_cast<int8_t>(std::nearbyint(x[i] * inv));
+  return amax / 127.0f;
+}
+
+namespace {
+
+constexpr int kMr = 4;
+constexpr int kNr = 8;
+
+void convert_row(const float* x, int n, int np, bf16* out) {
+  for (int i = 0; i < n; ++i) out[i] = to_bf16(x[i]);
+  for (int i = n; i < np; ++i) out[i] = 0;
+}
+
+void bf16_micro(int kc, const bf16* a, int lda, const bf16* bp, float* c, int ldc, int m, int n,
+                int flags, const float* bias, Activation act) {
+  float acc[kMr][kNr] = {};
+  for (int k = 0; k < kc; k += 2) {
+    const bf16* b = bp + k * kNr;  // pair row k / 2: kNr pairs
+    for (int i = 0; i < m; ++i) {
+      const float a0 = bf16_to_float(a[i * lda + k]), a1 = bf16_to_float(a[i * lda + k + 1]);
+      for (int j = 0; j < kNr; ++j) {
+        acc[i][j] += a1 * bf16_to_float(b[2 * j + 1]);
+        acc[i][j] += a0 * bf16_to_float(b[2 * j]);
+      }
+    }
+  }
+  for (int i = 0; i < m; ++i) {
+    float* row = c + i * ldc;
+    for (int j = 0; j < n; ++j) {
+      float v = acc[i][j];
+      if (flags & kGemmAccumulate) v += row[j];
+      if (bias) v += bias[j];
+      row[j] = v;
+    }
+    generic_kernels().activation(row, row, n, act);
+  }
+}
+
+float quantize_row(const float* x, int k, int kp, uint8_t* out) {
+  int8_t* q = reinterpret_cast<int8_t*>(out);
+  const float scale = quantize_int8(x, k, q);
+  std::fill(q + k, q + kp, 0);
+  return scale;
+}
+
+// kgroup 1: the panel holds kp rows of kNr int8; A is plain int8, so `comp` is not needed.
+void int8_micro(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32_t* comp,
+                const float* a_scale, const float* w_scale, const float* bias, float* c, int ldc,
+                int m, int n, Activation act) {
+  int32_t acc[kMr][kNr] = {};
+  for (int k = 0; k < kp; ++k) {
+    const int8_t* b = bp + k * kNr;
+    for (int i = 0; i < m; ++i) {
+      const int32_t ai = static_cast<int8_t>(a[i * lda + k]);
+      for (int j = 0; j < kNr; ++j) acc[i][j] += ai * b[j];
+    }
+  }
+  for (int i = 0; i < m; ++i) {
+    float* row = c + i * ldc;
+    for (int j = 0; j < n; ++j) {
+      float v = static_cast<float>(acc[i][j]) * a_scale[i] * w_scale[j];
+      if (bias) v += bias[j];
+      row[j] = v;
+    }
+    generic_kernels().activation(row, row, n, act);
+  }
+}
+
+}  // namespace
+
+const Bf16Kernels& generic_bf16_kernels() {
+  static const Bf16Kernels table{Isa::generic, kMr, kNr, convert_row, bf16_micro};
+  return table;
+}
+
+const Int8Kernels& generic_int8_kernels() {
+  static const Int8Kernels table{Isa::generic, kMr, kNr, 1, 1, quantize_row, int8_micro};
+  return table;
+}
+
+}  // namespace bertcpu

@@ -1,0 +1,71 @@
+// Kernel tables of the low-precision GEMMs (gemm_lowp.h): bf16 inputs with fp32 accumulation, and
+// int8 inputs with int32 accumulation.
+//
+// As in kernels.h, one table per path. generic (lowp_generic.cpp) is the scalar reference the
+// others are tested against, and it does the same arithmetic: the same bf16 rounding and fp32
+// summation order, the same integers. avx2 (int8 only) lives in lowp_avx2.cpp; the AVX-512 paths
+// need one more CPU feature each and have their own translation units: lowp_avx512bf16.cpp
+// (AVX512_BF16) and lowp_avx512vnni.cpp (AVX512_VNNI). Like kernels.h, this header pulls in no
+// inline library code, so the ISA translation units can include it.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/kernels.h"
+
+namespace bertcpu {
+
+// A bf16 value: the upper 16 bits of an fp32.
+using bf16 = uint16_t;
+
+struct Bf16Kernels {
+  Isa isa;
+  int mr;  // rows of C one micro-kernel call computes at most
+  int nr;  // columns of a packed panel (see gemm_lowp.h for the layout)
+
+  // out[0, n) = bf16(x[0, n)), out[n, np) = 0. Rounds like vcvtneps2bf16 (and to_bf16()): to
+  // nearest even, NaN stays a (quiet) NaN, denormals become signed zeros.
+  void (*convert_row)(const float* x, int n, int np, bf16* out);
+
+  // C[m x n] (=|+=) A[m x kc] * Bp[kc x nr], m <= mr, n <= nr, kc even. A holds bf16 rows with
+  // stride lda; Bp is a packed strip: kc / 2 rows of nr column pairs (B[k][j], B[k+1][j]). Every
+  // output sums in fp32, pair after pair, B[k+1] * A[k+1] first, then B[k] * A[k] (the order of
+  // vdpbf16ps; products of two bf16 are exact in fp32). Flags, bias and act as in
+  // KernelTable::gemm_micro.
+  void (*gemm_micro)(int kc, const bf16* a, int lda, const bf16* bp, float* c, int ldc, int m,
+                     int n, int flags, const float* bias, Activation act);
+};
+
+struct Int8Kernels {
+  Isa isa;
+  int mr;       // rows of C one micro-kernel call computes at most
+  int nr;       // columns of a packed panel
+  int kgroup;   // consecutive K values a packed column holds together; K is zero-padded to it
+  int a_bytes;  // bytes per activation in this path's quantized row format
+
+  // Quantizes one row of k floats symmetrically: returns scale = max|x| / 127 and writes
+  // q = rint(x * (127 / max|x|)) (0 for a zero row) in this path's format -- int8 (generic),
+  // int16 (avx2) or uint8 q + 128 (avx512) -- then zeros up to kp. Identical q and scale on every
+  // path (fp32 divisions and one fp32 product, round to nearest even). Inputs must be finite.
+  float (*quantize_row)(const float* x, int k, int kp, uint8_t* out);
+
+  // C[m x n] = act(float(acc) * a_scale[i] * w_scale[j] + bias[j]), evaluated left to right,
+  // where acc[i][j] = sum over the kp (padded) K of qa[i][k] * qw[k][j] in int32, exactly. a: m
+  // quantized rows of stride lda bytes; bp: one packed panel (kp / kgroup groups of nr columns of
+  // kgroup int8); comp: 128 * column sums of the panel's weights (the correction of paths that feed
+  // A as q + 128); bias may be null. m <= mr, n <= nr.
+  void (*gemm_micro)(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32_t* comp,
+                     const float* a_scale, const float* w_scale, const float* bias, float* c,
+                     int ldc, int m, int n, Activation act);
+};
+
+// Defined in the per-path translation units; gemm_lowp.h picks one after checking the CPU.
+const Bf16Kernels& generic_bf16_kernels();
+const Int8Kernels& generic_int8_kernels();
+#if defined(BERTCPU_X86)
+const Bf16Kernels& avx512_bf16_kernels();
+const Int8Kernels& avx2_int8_kernels();
+const Int8Kernels& avx512_vnni_int8_kernels();
+#endif
+
+}  // namespace bertcpu

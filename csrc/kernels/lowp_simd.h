@@ -1,0 +1,69 @@
+// Pieces shared by the SIMD low-precision kernels (lowp_avx2.cpp, lowp_avx512bf16.cpp,
+// lowp_avx512vnni.cpp), written over kernels_simd.h's vector types. Internal linkage and no library
+// header, like kernels_simd.h.
+#pragma once
+
+#include "kernels/kernels_simd.h"
+
+namespace bertcpu {
+namespace {
+
+// 4 bytes from any address (an A element pair or group, broadcast to every lane).
+inline int load_u32(const void* p) {
+  int v;
+  __builtin_memcpy(&v, p, sizeof v);
+  return v;
+}
+
+// v, forced out of the register allocator's view: a product passed through it is rounded before any
+// addition that follows (no FMA contraction), as in the scalar reference.
+template <class T>
+inline T rounded(T v) {
+  __asm__("" : "+v"(v));
+  return v;
+}
+
+template <int R>
+struct RowCount {
+  static constexpr int value = R;
+};
+
+// Calls f(RowCount<m>{}) for 1 <= m <= MR: a micro-kernel compiled once per row count keeps its
+// accumulators in registers.
+template <int MR, int R = 1, class F>
+inline void with_rows(int m, F&& f) {
+  if constexpr (R <= MR) {
+    if (m == R)
+      f(RowCount<R>{});
+    else
+      with_rows<MR, R + 1>(m, f);
+  }
+}
+
+// Epilogue of one row of a micro-tile held in NV vectors: row[0, n) = act(r (+ row) + bias), the
+// order of the fp32 micro-kernel. bias may be null (nothing added).
+template <class V, int NV>
+__attribute__((always_inline)) inline void finish_row(const V* r, float* row, int n,
+                                                     bool accumulate, const float* bias,
+                                                     Activation act) {
+  constexpr int W = V::width;
+#pragma GCC unroll 4
+  for (int j = 0; j < NV; ++j) {
+    const int cols = n - j * W;
+    if (cols <= 0) break;
+    V v = r[j];
+    float* out = row + j * W;
+    if (cols >= W) {
+      if (accumulate) v = v + V::load(out);
+      if (bias) v = v + V::load(bias + j * W);
+      vactivation(v, act).store(out);
+    } else {
+      if (accumulate) v = v + V::load_partial(out, cols, 0.0f);
+      if (bias) v = v + V::load_partial(bias + j * W, cols, 0.0f);
+      vactivation(v, act).store_partial(out, cols);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace bertcpu

@@ -1,0 +1,290 @@
+"""The bf16 and int8 GEMMs against numpy, on every low-precision path this CPU can run.
+
+Two references each: (a) numpy doing the kernels' own arithmetic -- bf16-rounded inputs summed in
+float32 in the kernels' order, or exact integer products scaled in float32 in the kernels' order --
+which the kernels must match bit for bit before the activation; (b) the float64 product of the
+unrounded inputs, within a bound derived from the rounding / quantization steps.
+"""
+import numpy as np
+import pytest
+from scipy.special import erf
+
+from bertcpu import _core
+
+K = _core.kernels
+LOWP = K.lowp_isas()
+CHUNK = 256  # kGemmKc: bf16 sums restart per K chunk, then add into C
+
+
+def reference_activation(x, name):
+    x = x.astype(np.float64)
+    if name == "none":
+        return x
+    if name == "gelu":
+        return 0.5 * x * (1 + erf(x / np.sqrt(2)))
+    if name == "gelu_tanh":
+        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+    if name == "relu":
+        return np.maximum(x, 0)
+    if name == "tanh":
+        return np.tanh(x)
+    raise AssertionError(name)
+
+
+def to_bf16(a):
+    """float32 -> bf16 values (as float32) the way vcvtneps2bf16 rounds: to nearest even, NaN
+    quiet, denormals to signed zero."""
+    u = np.ascontiguousarray(a, np.float32).view(np.uint32).astype(np.uint64)
+    rounded = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) & 0xFFFF
+    nan = (u & 0x7FFFFFFF) > 0x7F800000
+    rounded = np.where(nan, (u >> 16) | 0x40, rounded)
+    rounded = np.where((u & 0x7F800000) == 0, (u >> 16) & 0x8000, rounded)
+    return (rounded.astype(np.uint32) << 16).view(np.float32)
+
+
+def bf16_same_math(x, w, b):
+    """The bf16 kernels' sum before the activation: per K chunk, per pair, the odd product added
+    first, in float32; chunks added into C, then the bias."""
+    xb, wb = to_bf16(x), to_bf16(w)
+    if x.shape[1] % 2:
+        xb = np.pad(xb, ((0, 0), (0, 1)))
+        wb = np.pad(wb, ((0, 0), (0, 1)))
+    kp = xb.shape[1]
+    c = None
+    for k0 in range(0, kp, CHUNK):
+        acc = np.zeros((x.shape[0], w.shape[0]), np.float32)
+        for k in range(k0, min(k0 + CHUNK, kp), 2):
+            acc = acc + xb[:, k + 1, None] * wb[None, :, k + 1]  # exact products
+            acc = acc + xb[:, k, None] * wb[None, :, k]
+        c = acc if c is None else c + acc
+    return c if b is None else c + b
+
+
+def quantize(a):
+    """Per-row symmetric int8: (q, scale) with scale = max|a| / 127, q = rint(a * (127 / max|a|))
+    in float32, as every path computes them."""
+    a = np.asarray(a, np.float32)
+    amax = np.abs(a).max(axis=1)
+    inv = np.divide(np.float32(127), amax, out=np.zeros_like(amax), where=amax > 0)
+    q = np.rint(a * inv[:, None]).astype(np.int8)
+    return q, (amax / np.float32(127)).astype(np.float32)
+
+
+def int8_same_math(x, w, b):
+    """The int8 kernels' result before the activation: exact integer sums, then
+    float32(acc) * scale_x * scale_w + bias, left to right in float32."""
+    qx, sx = quantize(x)
+    qw, sw = quantize(w)
+    acc = qx.astype(np.int64) @ qw.astype(np.int64).T
+    c = acc.astype(np.float32) * sx[:, None] * sw[None, :]
+    return c if b is None else c + b
+
+
+def exact(x, w, b):
+    out = x.astype(np.float64) @ w.astype(np.float64).T
+    return out if b is None else out + b
+
+
+def bf16_bound(x, w):
+    """|bf16 GEMM - exact|: rounding to bf16 (8 significant bits) moves each input by at most
+    2^-8 of itself, so each product by 2^-7 + 2^-16 of |x w|; plus the float32 sums."""
+    k = x.shape[1]
+    return (np.abs(x).astype(np.float64) @ np.abs(w).astype(np.float64).T) * (
+        2.0**-7 + 2.0**-16 + (k + 2) * 2.0**-23) + 1e-6
+
+
+def int8_bound(x, w):
+    """|int8 GEMM - exact|: x = sx q + e with |e| <= sx / 2 (likewise w), so the error is at most
+    sx/2 sum|w| + sw/2 sum(|x| + sx/2), plus float32 rounding."""
+    _, sx = quantize(x)
+    _, sw = quantize(w)
+    ax, aw = np.abs(x).astype(np.float64), np.abs(w).astype(np.float64)
+    k = x.shape[1]
+    bound = (sx[:, None] / 2 * aw.sum(1)[None, :]
+             + sw[None, :] / 2 * (ax.sum(1)[:, None] + k * sx[:, None] / 2))
+    return bound * 1.001 + (ax @ aw.T) * 2.0**-20 + 1e-6
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(4321)
+
+
+def inputs(rng, m, k, n):
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w = (rng.standard_normal((n, k)) / np.sqrt(k)).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    return x, w, b
+
+
+# M from 1 to 37 (AVX-512 bf16 tiles are 12 rows, VNNI 8, AVX2 6, generic 4), K odd and across the
+# 256-row chunks and the 2- / 4-wide K groups, N odd and around the panels (8, 16, 32, 48).
+SHAPES = [(1, 1, 1), (1, 7, 5), (2, 2, 3), (3, 5, 16), (5, 17, 33), (8, 3, 49), (9, 4, 48),
+          (12, 255, 31), (13, 257, 97), (25, 130, 47), (37, 301, 65), (29, 513, 50)]
+# Enough rows for several row blocks (128) and so several threads.
+BIG = (300, 96, 200)
+
+
+@pytest.mark.parametrize("isa", LOWP["bf16"])
+@pytest.mark.parametrize("shape", SHAPES + [BIG])
+def test_bf16_matches_numpy(isa, rng, shape):
+    x, w, b = inputs(rng, *shape)
+    out = K.linear_bf16(x, w, b, "none", isa)
+    assert out.shape == (shape[0], shape[2]) and out.dtype == np.float32
+    np.testing.assert_array_equal(out, bf16_same_math(x, w, b))
+    assert np.all(np.abs(out - exact(x, w, b)) <= bf16_bound(x, w))
+
+
+@pytest.mark.parametrize("isa", LOWP["int8"])
+@pytest.mark.parametrize("shape", SHAPES + [BIG])
+def test_int8_matches_numpy(isa, rng, shape):
+    x, w, b = inputs(rng, *shape)
+    out = K.linear_int8(x, w, b, "none", isa)
+    assert out.shape == (shape[0], shape[2]) and out.dtype == np.float32
+    np.testing.assert_array_equal(out, int8_same_math(x, w, b))
+    assert np.all(np.abs(out - exact(x, w, b)) <= int8_bound(x, w))
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+@pytest.mark.parametrize("activation", ["gelu", "gelu_tanh", "relu", "tanh"])
+@pytest.mark.parametrize("shape", [(13, 257, 97), (37, 64, 200)])
+def test_epilogue_activation(precision, rng, activation, shape):
+    x, w, b = inputs(rng, *shape)
+    same_math = {"bf16": bf16_same_math, "int8": int8_same_math}[precision]
+    pre = same_math(x, w, b).astype(np.float64)
+    for isa in LOWP[precision]:
+        out = K.PackedWeight(w, b, precision, isa).run(x, activation)
+        np.testing.assert_allclose(out, reference_activation(pre, activation), rtol=0,
+                                   atol=1e-5 + 1e-6 * np.abs(pre).max())
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_without_bias_inputs_untouched_and_repeatable(precision, rng):
+    x, w, _ = inputs(rng, 21, 77, 45)
+    x0, w0 = x.copy(), w.copy()
+    same_math = {"bf16": bf16_same_math, "int8": int8_same_math}[precision]
+    for isa in LOWP[precision]:
+        packed = K.PackedWeight(w, None, precision, isa)
+        assert packed.isa == isa and packed.precision == precision
+        np.testing.assert_array_equal(packed.run(x), same_math(x, w, None))
+        np.testing.assert_array_equal(packed.run(x, "none", 3), packed.run(x))
+    assert np.array_equal(x, x0) and np.array_equal(w, w0)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_thread_count_does_not_change_results(precision, rng):
+    x, w, b = inputs(rng, *BIG)
+    threads = _core.get_num_threads()
+    try:
+        for isa in LOWP[precision]:
+            packed = K.PackedWeight(w, b, precision, isa)
+            _core.set_num_threads(1)
+            one = packed.run(x)
+            _core.set_num_threads(2)
+            np.testing.assert_array_equal(packed.run(x), one)
+    finally:
+        _core.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("isa", LOWP["bf16"])
+def test_bf16_rounding_of_weights_and_activations(isa):
+    tiny = np.float32(1e-40)  # denormal: becomes zero
+    ties = np.array([0x3F808000, 0x3F818000, 0xBF808000, 0x3F80C000, 0x3F807FFF],
+                    np.uint32).view(np.float32)
+    values = np.concatenate([ties, [tiny, -tiny, 0.0, -0.0, 1.0, 3.0e38, -2.5e-38, 1 / 3]])
+    values = values.astype(np.float32)
+    # Weights: rounded by the packer (NaN and infinity included).
+    w = np.concatenate([values, [np.inf, -np.inf, np.nan]]).astype(np.float32)[None, :]
+    got = K.PackedWeight(w, None, "bf16", isa).weight()
+    assert np.array_equal(got.view(np.uint32), to_bf16(w).view(np.uint32))
+    # Activations: rounded by the path's conversion; x @ I returns them.
+    x = np.stack([values, values[::-1]])
+    out = K.linear_bf16(x, np.eye(len(values), dtype=np.float32), None, "none", isa)
+    np.testing.assert_array_equal(out, to_bf16(x))
+
+
+@pytest.mark.parametrize("isa", LOWP["int8"])
+def test_int8_weight_quantization(isa, rng):
+    w = rng.standard_normal((50, 37)).astype(np.float32)
+    w[3] = 0.0  # a zero channel: scale 0, output = bias
+    w[7, 5] = 40.0  # an outlier channel
+    packed = K.PackedWeight(w, None, "int8", isa)
+    q, scales = packed.int8_weight()
+    q_ref, s_ref = quantize(w)
+    np.testing.assert_array_equal(q, q_ref)
+    np.testing.assert_array_equal(scales, s_ref)
+    assert q.dtype == np.int8 and np.abs(q).max() == 127
+    np.testing.assert_array_equal(packed.weight(), q.astype(np.float32) * scales[:, None])
+
+
+@pytest.mark.parametrize("isa", LOWP["int8"])
+def test_int8_zero_rows_and_extremes(isa, rng):
+    x, w, b = inputs(rng, 10, 300, 40)
+    x[2] = 0.0  # zero row: scale 0, output = bias
+    x[5, 7] = 1e4  # one outlier swamps its row
+    w[4] = 0.0
+    x[8] = np.where(np.arange(300) % 2, 127.0, -127.0)  # |q| = 127 in every column
+    out = K.linear_int8(x, w, b, "none", isa)
+    np.testing.assert_array_equal(out, int8_same_math(x, w, b))
+    np.testing.assert_array_equal(out[2], b)
+    np.testing.assert_array_equal(out[:, 4], np.full(10, b[4]))
+
+
+def test_empty_batch():
+    w = np.ones((5, 3), np.float32)
+    for precision in ("bf16", "int8"):
+        assert K.PackedWeight(w, None, precision).run(np.zeros((0, 3), np.float32)).shape == (0, 5)
+
+
+def test_fp32_packed_weight_is_the_fp32_gemm(rng):
+    x, w, b = inputs(rng, 17, 100, 40)
+    packed = K.PackedWeight(w, b, "fp32")
+    np.testing.assert_array_equal(packed.run(x, "gelu"), K.linear(x, w, b, "gelu"))
+    np.testing.assert_array_equal(packed.weight(), w)
+
+
+def test_default_paths_are_the_best_available():
+    order = ["generic", "avx2", "avx512"]
+    cap = order.index(_core.cpu_info()["isa"])  # the fp32 path (BERTCPU_ISA caps it)
+    w = np.ones((2, 2), np.float32)
+    for precision in ("bf16", "int8"):
+        expected = [i for i in LOWP[precision] if order.index(i) <= cap][-1]
+        assert K.PackedWeight(w, None, precision).isa == expected
+
+
+def test_bad_inputs():
+    x = np.zeros((2, 3), np.float32)
+    w = np.zeros((4, 3), np.float32)
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        K.PackedWeight(w, None, "fp16")
+    with pytest.raises(ValueError, match="unknown ISA 'sse9'"):
+        K.linear_bf16(x, w, isa="sse9")
+    if "avx2" in _core.cpu_info()["available_isas"]:
+        with pytest.raises(ValueError, match="no bf16 kernels for the avx2 path"):
+            K.linear_bf16(x, w, isa="avx2")
+    with pytest.raises(ValueError, match=r"\[M, K\]"):
+        K.linear_int8(np.zeros((2, 5), np.float32), w)
+    with pytest.raises(ValueError, match="bias must be"):
+        K.linear_bf16(x, w, np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="2-D"):
+        K.linear_int8(x, np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="must not be empty"):
+        K.linear_int8(x[:, :0], w[:, :0])
+    with pytest.raises(ValueError, match="unknown activation"):
+        K.linear_int8(x, w, activation="swish")
+    with pytest.raises(ValueError, match="needs precision int8"):
+        K.PackedWeight(w, None, "bf16").int8_weight()
+    with pytest.raises(ValueError, match="repeats"):
+        K.PackedWeight(w, None, "int8").run(x, "none", 0)
+    with pytest.raises(ValueError, match="in_features above 65536"):
+        K.PackedWeight(np.zeros((1, 65537), np.float32), None, "int8", "generic")
+
+
+def test_unsupported_paths_are_refused():
+    paths = {"bf16": ["avx512"], "int8": ["avx2", "avx512"]}
+    missing = [(p, i) for p, isas in paths.items() for i in isas if i not in LOWP[p]]
+    if not missing:
+        pytest.skip("this CPU runs every low-precision path")
+    for precision, isa in missing:
+        with pytest.raises(ValueError, match="cannot run"):
+            K.PackedWeight(np.ones((1, 1), np.float32), None, precision, isa)
