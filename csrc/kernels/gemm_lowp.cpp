@@ -60,23 +60,32 @@ void for_each_row(int M, const F& f) {
   });
 }
 
-bool runs_bf16(Isa isa) {
-#if defined(BERTCPU_X86)
+// Whether this CPU runs the fp32 path `isa`, which its low-precision kernels build on.
+bool runs_base(Isa isa) {
   const std::vector<Isa> isas = available_isas();
-  const bool avx512 = std::find(isas.begin(), isas.end(), Isa::avx512) != isas.end();
-  if (isa == Isa::avx512) return avx512 && cpu_features().avx512_bf16;
-#endif
-  return isa == Isa::generic;
+  return std::find(isas.begin(), isas.end(), isa) != isas.end();
+}
+
+bool runs_bf16(Isa isa) {
+  switch (isa) {
+    case Isa::generic:
+      return true;
+    case Isa::avx512:
+      return runs_base(isa) && cpu_features().avx512_bf16;
+    default:
+      return false;
+  }
 }
 
 bool runs_int8(Isa isa) {
-#if defined(BERTCPU_X86)
-  const std::vector<Isa> isas = available_isas();
-  const bool base = std::find(isas.begin(), isas.end(), isa) != isas.end();
-  if (isa == Isa::avx2) return base;
-  if (isa == Isa::avx512) return base && cpu_features().avx512_vnni;
-#endif
-  return isa == Isa::generic;
+  switch (isa) {
+    case Isa::generic:
+    case Isa::avx2:
+      return runs_base(isa);
+    case Isa::avx512:
+      return runs_base(isa) && cpu_features().avx512_vnni;
+  }
+  return false;
 }
 
 }  // namespace
