@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import math
 import os
+import warnings
 from typing import Optional
 
 import numpy as np
@@ -24,6 +25,9 @@ logger = logging.getLogger("bertcpu")
 CONFIG_FILE = "config.json"
 _POOLER_TENSORS = ("pooler.dense.weight", "pooler.dense.bias")
 _ID_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
+# What the dense layers compute in; everything else (attention, LayerNorm, GELU, residuals, the
+# pooler) is float32 in every mode.
+DTYPES = ("float32", "bfloat16", "int8")
 _MASK_DTYPES = _ID_DTYPES + (np.dtype(np.bool_),)
 
 
@@ -70,7 +74,7 @@ class BertModel:
         self._num_parameters = sum(math.prod(shape) for _, shape in encoder.expected_weights())
 
     @classmethod
-    def from_pretrained(cls, path, num_threads=None, isa=None):
+    def from_pretrained(cls, path, num_threads=None, isa=None, dtype="float32"):
         """Load a model folder: config.json plus model.safetensors or a sharded
         model.safetensors.index.json. Weights may be F32, F16 or BF16 (computed in float32), with
         or without a `bert.` / `model.` name prefix; task heads (cls.*, classifier.*) are ignored.
@@ -80,7 +84,15 @@ class BertModel:
             bertcpu.set_num_threads): it applies to every model and to the tokenizer.
         isa: "generic" | "avx2" | "avx512" to run a given kernel path (it must be one of
             bertcpu.cpu_info()["available_isas"]); default: the best path this CPU has.
+        dtype: what the dense layers (Q/K/V, attention output, feed-forward) compute in:
+            "float32" (default; the reference), "bfloat16" (weights rounded to bf16 once,
+            activations at each product, fp32 accumulation) or "int8" (weights quantized per
+            output channel, activations per token, symmetric, int32 accumulation). Attention,
+            LayerNorm, GELU, residuals and the pooler stay float32. On a CPU without instructions
+            for the mode (bertcpu.cpu_info()["bfloat16_isas"] / ["int8_isas"] hold only
+            "generic") the model warns and runs float32.
         """
+        dtype = _check_dtype(dtype)
         if num_threads is not None:
             runtime.set_num_threads(num_threads)
         folder = os.fspath(path)
@@ -98,7 +110,7 @@ class BertModel:
             # Checked against the config before the engine exists: building it allocates for the
             # config's sizes, gigabytes for a config.json far larger than its checkpoint.
             checkpoint.check(_expected_weights(config, has_pooler))
-            encoder = _new_encoder(config, has_pooler, isa)
+            encoder = _new_encoder(config, has_pooler, isa, dtype)
             for name, array in checkpoint.iter_tensors(encoder.expected_weights()):
                 encoder.set_weight(name, array)
                 del array  # the engine holds its own packed copy; keep one tensor alive at most
@@ -109,20 +121,22 @@ class BertModel:
         return cls(encoder, config, has_pooler)
 
     @classmethod
-    def from_config(cls, config, seed=0, num_threads=None, isa=None):
+    def from_config(cls, config, seed=0, num_threads=None, isa=None, dtype="float32"):
         """A model with random weights, initialized as transformers does: Linear and embedding
         weights normal(0, initializer_range), the padding token's embedding zero, biases zero,
         LayerNorm weight 1 and bias 0. Same seed, same weights.
 
-        config: a BertConfig or a config.json-style dict. num_threads, isa: as in from_pretrained.
+        config: a BertConfig or a config.json-style dict. num_threads, isa, dtype: as in
+        from_pretrained.
         """
+        dtype = _check_dtype(dtype)
         if isinstance(config, dict):
             config = BertConfig.from_dict(config)
         elif not isinstance(config, BertConfig):
             raise TypeError(f"config must be a bertcpu BertConfig or a dict, got {type(config).__name__}")
         if num_threads is not None:
             runtime.set_num_threads(num_threads)
-        encoder = _new_encoder(config, True, isa)
+        encoder = _new_encoder(config, True, isa, dtype)
         rng = np.random.default_rng(seed)
         for name, shape in encoder.expected_weights():
             encoder.set_weight(name, _initial_weight(name, shape, config, rng))
@@ -132,6 +146,9 @@ class BertModel:
     def save_pretrained(self, path):
         """Write config.json and model.safetensors (float32) into folder `path` (created if
         needed); both transformers' BertModel.from_pretrained and this class's load it."""
+        if self.dtype != "float32":
+            raise ValueError(f"save_pretrained writes float32 weights; this model holds its dense "
+                             f"weights in {self.dtype}, rounded: save the float32 model instead")
         folder = os.fspath(path)
         os.makedirs(folder, exist_ok=True)
         self._config.to_json_file(os.path.join(folder, CONFIG_FILE))
@@ -208,6 +225,17 @@ class BertModel:
         return self._encoder.isa
 
     @property
+    def dtype(self):
+        """What the dense layers compute in: "float32", "bfloat16" or "int8"."""
+        return self._encoder.dtype
+
+    @property
+    def kernels(self):
+        """The kernel path of the dense products (for a float32 model, isa): e.g. "avx512" for
+        AVX512-BF16 or AVX512-VNNI kernels, "avx2" for the AVX2 int8 kernels."""
+        return self._encoder.dense_isa
+
+    @property
     def num_parameters(self):
         """The number of weights (embeddings, layers and pooler)."""
         return self._num_parameters
@@ -216,7 +244,8 @@ class BertModel:
         c = self._config
         return (f"BertModel(layers={c.num_hidden_layers}, hidden={c.hidden_size}, "
                 f"heads={c.num_attention_heads}, intermediate={c.intermediate_size}, "
-                f"act={c.hidden_act}, pooler={self._has_pooler}, isa={self.isa!r})")
+                f"act={c.hidden_act}, pooler={self._has_pooler}, isa={self.isa!r}, "
+                f"dtype={self.dtype!r})")
 
 
 def _expected_weights(config, with_pooler):
@@ -249,10 +278,23 @@ def _linear_weights(prefix, out_features, in_features):
     yield prefix + ".bias", (out_features,)
 
 
-def _new_encoder(config, with_pooler, isa):
+def _check_dtype(dtype):
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(map(repr, DTYPES))}, got {dtype!r}")
+    return dtype
+
+
+def _new_encoder(config, with_pooler, isa, dtype):
     if isa is not None and not isinstance(isa, str):
         raise TypeError(f"isa must be None or a kernel path name such as 'avx2', got {isa!r}")
-    return _core.Encoder(config.to_core_dict(with_pooler=with_pooler), isa)
+    if dtype != "float32" and _core.best_dense_isa(dtype, isa) == "generic":
+        # The scalar kernels exist to check the others against; as a mode they would be many
+        # times slower than float32.
+        warnings.warn(f"this CPU has no {dtype} instructions bertcpu uses (see "
+                      f"bertcpu.cpu_info()); the model runs in float32", RuntimeWarning,
+                      stacklevel=3)
+        dtype = "float32"
+    return _core.Encoder(config.to_core_dict(with_pooler=with_pooler), isa, dtype)
 
 
 def _index_array(value, name, dtypes, expected_shape):

@@ -289,7 +289,7 @@ def test_properties(odd, odd_bert_dir, odd_reference):
     assert odd.isa in AVAILABLE_ISAS
     assert odd.num_parameters == sum(p.numel() for p in odd_reference.parameters())
     assert repr(odd) == (f"BertModel(layers=2, hidden=96, heads=3, intermediate=200, act=gelu, "
-                         f"pooler=True, isa={odd.isa!r})")
+                         f"pooler=True, isa={odd.isa!r}, dtype='float32')")
 
 
 def test_output_object(odd):

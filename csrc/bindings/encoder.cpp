@@ -111,12 +111,43 @@ py::dict forward(Encoder& encoder, const py::handle& ids_obj, const py::handle& 
 }  // namespace
 
 void bind_encoder(py::module_& m) {
-  py::class_<Encoder>(m, "Encoder", "The BERT encoder on one kernel path (fp32).")
-      .def(py::init([](const py::dict& config, std::optional<std::string> isa) {
+  m.def(
+      "best_dense_isa",
+      [](const std::string& dtype, std::optional<std::string> isa) {
+        const Isa cap = isa ? parse_isa(*isa) : default_isa();
+        switch (parse_precision(dtype)) {
+          case Precision::bfloat16:
+            return std::string(isa_name(best_bf16_isa(cap)));
+          case Precision::int8:
+            return std::string(isa_name(best_int8_isa(cap)));
+          case Precision::float32:
+            break;
+        }
+        return std::string(isa_name(cap));
+      },
+      "The best path for the dense products of a `dtype` model whose fp32 path is `isa` (default: "
+      "the CPU's best, capped by BERTCPU_ISA). 'generic' for bfloat16 / int8 means no CPU "
+      "instructions for them: scalar code.",
+      py::arg("dtype"), py::arg("isa") = py::none());
+  py::class_<Encoder>(m, "Encoder",
+                      "The BERT encoder on one fp32 kernel path; in a bfloat16 / int8 model the "
+                      "dense products run on the low-precision kernels of dense_isa.")
+      .def(py::init([](const py::dict& config, std::optional<std::string> isa,
+                       const std::string& dtype, std::optional<std::string> dense_isa) {
              const Isa chosen = isa ? parse_isa(*isa) : default_isa();
-             return std::make_unique<Encoder>(config_from_dict(config), chosen);
+             const Precision precision = parse_precision(dtype);
+             Isa dense = chosen;
+             if (dense_isa) {
+               dense = parse_isa(*dense_isa);
+             } else if (precision == Precision::bfloat16) {
+               dense = best_bf16_isa(chosen);
+             } else if (precision == Precision::int8) {
+               dense = best_int8_isa(chosen);
+             }
+             return std::make_unique<Encoder>(config_from_dict(config), chosen, precision, dense);
            }),
-           py::arg("config"), py::arg("isa") = py::none())
+           py::arg("config"), py::arg("isa") = py::none(), py::arg("dtype") = "float32",
+           py::arg("dense_isa") = py::none())
       .def("expected_weights", &Encoder::expected_weights)
       .def("set_weight",
            [](Encoder& e, const std::string& name, const py::handle& obj) {
@@ -139,6 +170,8 @@ void bind_encoder(py::module_& m) {
            py::arg("token_type_ids"), py::arg("output_hidden_states") = false,
            py::arg("output_attentions") = false)
       .def_property_readonly("isa", [](const Encoder& e) { return isa_name(e.isa()); })
+      .def_property_readonly("dtype", [](const Encoder& e) { return precision_name(e.precision()); })
+      .def_property_readonly("dense_isa", [](const Encoder& e) { return isa_name(e.dense_isa()); })
       .def_property_readonly("packed_bytes", &Encoder::packed_bytes);
 }
 

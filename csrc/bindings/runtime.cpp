@@ -4,6 +4,7 @@
 #include "bindings/bindings.h"
 #include "cpu/cpu_isa.h"
 #include "cpu/thread_pool.h"
+#include "kernels/gemm_lowp.h"
 
 namespace py = pybind11;
 
@@ -32,7 +33,19 @@ void bind_runtime(py::module_& m) {
     info["available_isas"] = available;
     const char* forced = std::getenv("BERTCPU_ISA");
     info["isa_forced"] = forced != nullptr && *forced != 0;
-    info["isa"] = isa_name(default_isa());
+    const Isa isa = default_isa();
+    info["isa"] = isa_name(isa);
+    // The low-precision dense kernels (BertModel dtype=...): every path, and the one a model on
+    // `isa` uses. "generic" alone means no instructions for them: such models run float32.
+    auto names = [](const std::vector<Isa>& isas) {
+      py::list out;
+      for (Isa i : isas) out.append(isa_name(i));
+      return out;
+    };
+    info["bfloat16_isas"] = names(bf16_isas());
+    info["int8_isas"] = names(int8_isas());
+    info["bfloat16_isa"] = isa_name(best_bf16_isa(isa));
+    info["int8_isa"] = isa_name(best_int8_isa(isa));
     info["num_threads"] = get_num_threads();
     return info;
   }, "What the CPU offers and which kernel path runs (raises ValueError for a bad BERTCPU_ISA).");

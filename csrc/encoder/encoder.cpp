@@ -98,8 +98,17 @@ void Encoder::unlock_all_after_fork() {
   g_registry_mutex.unlock();
 }
 
-Encoder::Encoder(const EncoderConfig& config, Isa isa)
+Encoder::Encoder(const EncoderConfig& config, Isa isa, Precision precision, Isa dense_isa)
     : config_(config), kt_((config.validate(), kernel_table(isa))) {
+  kernels_.precision = precision;
+  kernels_.fp32 = &kt_;
+  if (precision == Precision::bfloat16) kernels_.bf16 = &bf16_kernels(dense_isa);
+  if (precision == Precision::int8) {
+    kernels_.int8 = &int8_kernels(dense_isa);
+    if (std::max(config_.hidden, config_.intermediate) > kInt8MaxK)
+      throw std::invalid_argument("int8 supports dense layers of at most " +
+                                  std::to_string(kInt8MaxK) + " inputs");
+  }
   layers_.resize(config_.layers);
   define_slots();
   register_encoder(this);
@@ -125,14 +134,14 @@ void Encoder::define_slots() {
         name, shape, [&buf, n](const float* src) { copy_into(buf, src, n); },
         [&buf, n](float* dst) { std::memcpy(dst, buf.data(), n * sizeof(float)); });
   };
-  auto linear = [this](const std::string& prefix, PackedLinear& w, int64_t out, int64_t in) {
-    w.init(kt_.nr, static_cast<int>(out), static_cast<int>(in));
+  auto linear = [this](const std::string& prefix, DenseLayer& w, int64_t out, int64_t in) {
+    w.init(kt_, static_cast<int>(out), static_cast<int>(in));
     add_slot(
-        prefix + ".weight", {out, in}, [&w](const float* src) { w.pack_weight(src); },
-        [&w](float* dst) { w.unpack_weight(dst); });
+        prefix + ".weight", {out, in}, [&w](const float* src) { w.set_weight(src); },
+        [&w](float* dst) { w.get_weight(dst); });
     add_slot(
         prefix + ".bias", {out}, [&w](const float* src) { w.set_bias(src); },
-        [&w, out](float* dst) { std::memcpy(dst, w.bias.data(), out * sizeof(float)); });
+        [&w](float* dst) { w.get_bias(dst); });
   };
 
   raw("embeddings.word_embeddings.weight", word_embeddings_, {config_.vocab, H});
@@ -142,7 +151,7 @@ void Encoder::define_slots() {
   raw("embeddings.LayerNorm.bias", embeddings_ln_beta_, {H});
   for (int l = 0; l < config_.layers; ++l) {
     Layer& layer = layers_[l];
-    layer.qkv.init(kt_.nr, static_cast<int>(3 * H), static_cast<int>(H));
+    layer.qkv.init(kt_, static_cast<int>(3 * H), static_cast<int>(H));
     const std::string p = "encoder.layer." + std::to_string(l) + ".";
     const char* qkv_names[3] = {"query", "key", "value"};
     for (int part = 0; part < 3; ++part) {
@@ -162,10 +171,12 @@ void Encoder::define_slots() {
               if (!layer.qkv_packed) {
                 std::memcpy(dst, layer.staged[index].data(), n * sizeof(float));
               } else if (is_bias) {
-                std::memcpy(dst, layer.qkv.bias.data() + part * H, H * sizeof(float));
+                std::vector<float> all(static_cast<size_t>(3 * H));
+                layer.qkv.get_bias(all.data());
+                std::memcpy(dst, all.data() + part * H, H * sizeof(float));
               } else {
                 std::vector<float> all(static_cast<size_t>(3 * H * H));
-                layer.qkv.unpack_weight(all.data());
+                layer.qkv.get_weight(all.data());
                 std::memcpy(dst, all.data() + part * H * H, H * H * sizeof(float));
               }
             });
@@ -190,7 +201,7 @@ void Encoder::pack_qkv_if_complete(Layer& layer) {
     std::memcpy(weight.data() + part * H * H, layer.staged[2 * part].data(), H * H * sizeof(float));
     std::memcpy(bias.data() + part * H, layer.staged[2 * part + 1].data(), H * sizeof(float));
   }
-  layer.qkv.pack_weight(weight.data());
+  layer.qkv.set_weight(weight.data());
   layer.qkv.set_bias(bias.data());
   // Free the staging at once: kept for every layer it would add a third of a layer's weights to
   // the loading peak. A later re-set of one of the six tensors restages from the packed copy.
@@ -201,12 +212,15 @@ void Encoder::pack_qkv_if_complete(Layer& layer) {
 
 void Encoder::restage_qkv(Layer& layer) {
   const size_t H = config_.hidden;
-  std::vector<float> weight(3 * H * H);
-  layer.qkv.unpack_weight(weight.data());
+  if (precision() != Precision::float32)
+    throw std::invalid_argument(std::string("the weights of a ") + precision_name(precision()) +
+                                " model cannot change once it is loaded");
+  std::vector<float> weight(3 * H * H), bias(3 * H);
+  layer.qkv.get_weight(weight.data());
+  layer.qkv.get_bias(bias.data());
   for (int part = 0; part < 3; ++part) {
     layer.staged[2 * part].assign(weight.begin() + part * H * H, weight.begin() + (part + 1) * H * H);
-    layer.staged[2 * part + 1].assign(layer.qkv.bias.data() + part * H,
-                                      layer.qkv.bias.data() + (part + 1) * H);
+    layer.staged[2 * part + 1].assign(bias.begin() + part * H, bias.begin() + (part + 1) * H);
   }
   layer.staged_count = 6;
   layer.qkv_packed = false;
@@ -240,6 +254,9 @@ void Encoder::finalize() {
   if (count > 0)
     throw std::invalid_argument("missing " + std::to_string(count) + " tensor(s): " + missing +
                                 (count > 10 ? ", ..." : ""));
+  for (Layer& layer : layers_)
+    for (DenseLayer* w : {&layer.qkv, &layer.attention_output, &layer.intermediate, &layer.output})
+      w->convert(kernels_);
   finalized_ = true;
 }
 
@@ -259,10 +276,10 @@ void Encoder::get_weight(const std::string& name, float* out) const {
 size_t Encoder::packed_bytes() const {
   size_t total = word_embeddings_.bytes() + position_embeddings_.bytes() +
                  type_embeddings_.bytes() + embeddings_ln_gamma_.bytes() +
-                 embeddings_ln_beta_.bytes() + pooler_.panels.bytes() + pooler_.bias.bytes();
+                 embeddings_ln_beta_.bytes() + pooler_.bytes();
   for (const Layer& l : layers_)
-    for (const PackedLinear* w : {&l.qkv, &l.attention_output, &l.intermediate, &l.output})
-      total += w->panels.bytes() + w->bias.bytes();
+    for (const DenseLayer* w : {&l.qkv, &l.attention_output, &l.intermediate, &l.output})
+      total += w->bytes();
   return total;
 }
 
@@ -333,8 +350,12 @@ void Encoder::scatter(const float* rows, const Group& group, const std::vector<i
 }
 
 size_t Encoder::scratch_floats_per_token() const {
-  // x, x1, ctx, tmp (hidden each), qkv (3 x hidden), intermediate.
-  return 7 * static_cast<size_t>(config_.hidden) + config_.intermediate;
+  // x, x1, ctx, tmp (hidden each), qkv (3 x hidden), intermediate; a low-precision model also
+  // converts a dense layer's input (at most 2 bytes per value, plus a scale per row: bounded by
+  // one float per input).
+  const size_t fp32 = 7 * static_cast<size_t>(config_.hidden) + config_.intermediate;
+  if (precision() == Precision::float32) return fp32;
+  return fp32 + std::max(config_.hidden, config_.intermediate);
 }
 
 void Encoder::forward(const EncoderInputs& in, const EncoderOutputs& out) {
@@ -399,24 +420,26 @@ void Encoder::run_group(const Group& group, int seq, const std::vector<int>& tok
 
   for (int l = 0; l < config_.layers; ++l) {
     const Layer& layer = layers_[l];
-    linear(kt_, layer.qkv, T, x, H, qkv, 3 * H, true, Activation::none);
+    layer.qkv.run(kernels_, T, x, H, qkv, 3 * H, true, Activation::none, dense_scratch_);
     AttentionProbsOut probs;
     if (!out.attentions.empty())
       probs = {out.attentions[l] + static_cast<size_t>(group.first_sequence) * heads * seq * seq,
                seq, cols};
     multi_head_attention(kt_, qkv, H, heads, group.layout, ctx, probs, attention_scratch_,
                          threads);
-    linear(kt_, layer.attention_output, T, ctx, H, tmp, H, false, Activation::none);
+    layer.attention_output.run(kernels_, T, ctx, H, tmp, H, false, Activation::none,
+                               dense_scratch_);
     rowwise(T, threads, [&](int t) {
       const size_t at = static_cast<size_t>(t) * H;
-      kt_.add_layernorm(tmp + at, layer.attention_output.bias.data(), x + at,
+      kt_.add_layernorm(tmp + at, layer.attention_output.bias(), x + at,
                         layer.ln1_gamma.data(), layer.ln1_beta.data(), eps, x1 + at, H);
     });
-    linear(kt_, layer.intermediate, T, x1, H, inter, I, true, config_.activation);
-    linear(kt_, layer.output, T, inter, I, tmp, H, false, Activation::none);
+    layer.intermediate.run(kernels_, T, x1, H, inter, I, true, config_.activation,
+                           dense_scratch_);
+    layer.output.run(kernels_, T, inter, I, tmp, H, false, Activation::none, dense_scratch_);
     rowwise(T, threads, [&](int t) {
       const size_t at = static_cast<size_t>(t) * H;
-      kt_.add_layernorm(tmp + at, layer.output.bias.data(), x1 + at, layer.ln2_gamma.data(),
+      kt_.add_layernorm(tmp + at, layer.output.bias(), x1 + at, layer.ln2_gamma.data(),
                         layer.ln2_beta.data(), eps, x + at, H);
     });
     if (!out.hidden_states.empty())
@@ -432,9 +455,9 @@ void Encoder::run_group(const Group& group, int seq, const std::vector<int>& tok
     for (int b = 0; b < B; ++b)
       std::memcpy(cls_.data() + static_cast<size_t>(b) * H,
                   x + static_cast<size_t>(group.layout.offsets[b]) * H, H * sizeof(float));
-    linear(kt_, pooler_, B, cls_.data(), H,
-           out.pooler_output + static_cast<size_t>(group.first_sequence) * H, H, true,
-           Activation::tanh);
+    pooler_.run(kernels_, B, cls_.data(), H,
+                out.pooler_output + static_cast<size_t>(group.first_sequence) * H, H, true,
+                Activation::tanh, dense_scratch_);
   }
 }
 

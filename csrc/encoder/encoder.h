@@ -1,4 +1,5 @@
-// The BERT encoder graph: embeddings, N transformer layers, optional pooler, in fp32.
+// The BERT encoder graph: embeddings, N transformer layers, optional pooler. Everything runs in
+// fp32 except, in a bfloat16 or int8 model, the products of the layers' dense weights (dense.h).
 //
 // Work happens on the real tokens only: the batch is flattened to the tokens whose mask is set
 // (SequenceLayout), every dense layer runs over those rows, attention runs per sequence over its
@@ -14,6 +15,7 @@
 
 #include "cpu/aligned_buffer.h"
 #include "encoder/attention.h"
+#include "encoder/dense.h"
 #include "kernels/gemm.h"
 
 namespace bertcpu {
@@ -51,7 +53,10 @@ constexpr size_t kScratchBudgetBytes = size_t(256) << 20;
 
 class Encoder {
  public:
-  Encoder(const EncoderConfig& config, Isa isa);
+  // isa: the fp32 kernels' path. A bfloat16 / int8 model runs its dense products on the
+  // low-precision kernels of path dense_isa (see gemm_lowp.h for which exist).
+  Encoder(const EncoderConfig& config, Isa isa, Precision precision = Precision::float32,
+          Isa dense_isa = Isa::generic);
   ~Encoder();
   Encoder(const Encoder&) = delete;
   Encoder& operator=(const Encoder&) = delete;
@@ -62,12 +67,16 @@ class Encoder {
 
   const EncoderConfig& config() const { return config_; }
   Isa isa() const { return kt_.isa; }
+  Precision precision() const { return kernels_.precision; }
+  // The path of the dense products' kernels (isa() for a float32 model).
+  Isa dense_isa() const { return kernels_.dense_isa(); }
 
   // Every tensor the model needs, in checkpoint order, with its shape (PyTorch layout).
   std::vector<std::pair<std::string, std::vector<int64_t>>> expected_weights() const;
   // Copies (and packs) one tensor; throws std::invalid_argument for unknown names or shapes.
   void set_weight(const std::string& name, const float* data, const std::vector<int64_t>& shape);
-  // Throws std::invalid_argument listing the tensors never set.
+  // Throws std::invalid_argument listing the tensors never set. Converts the dense layers of a
+  // low-precision model (their weights cannot be set again afterwards).
   void finalize();
   std::vector<int64_t> weight_shape(const std::string& name) const;
   void get_weight(const std::string& name, float* out) const;
@@ -79,7 +88,7 @@ class Encoder {
 
  private:
   struct Layer {
-    PackedLinear qkv, attention_output, intermediate, output;
+    DenseLayer qkv, attention_output, intermediate, output;
     AlignedBuffer ln1_gamma, ln1_beta, ln2_gamma, ln2_beta;
     // Q, K, V arrive as separate tensors; they are staged until all six are present and then
     // packed as one [3 * hidden, hidden] matrix.
@@ -116,10 +125,11 @@ class Encoder {
 
   EncoderConfig config_;
   const KernelTable& kt_;
+  ModelKernels kernels_;
   AlignedBuffer word_embeddings_, position_embeddings_, type_embeddings_;
   AlignedBuffer embeddings_ln_gamma_, embeddings_ln_beta_;
   std::vector<Layer> layers_;
-  PackedLinear pooler_;
+  DenseLayer pooler_;  // always fp32: one row per sequence
   std::vector<std::string> slot_order_;
   std::map<std::string, Slot> slots_;
   bool finalized_ = false;
@@ -127,6 +137,7 @@ class Encoder {
   // Scratch, grown to the largest batch seen; guarded by forward_mutex_.
   std::mutex forward_mutex_;
   AlignedBuffer x_, x1_, qkv_, ctx_, tmp_, inter_, cls_;
+  AlignedBuffer dense_scratch_;  // a low-precision copy of a dense layer's input
   std::vector<AttentionScratch> attention_scratch_;
 };
 

@@ -1,0 +1,148 @@
+#include "encoder/dense.h"
+
+#include <cstring>
+#include <stdexcept>
+#include <vector>
+
+namespace bertcpu {
+
+const char* precision_name(Precision precision) {
+  switch (precision) {
+    case Precision::float32:
+      return "float32";
+    case Precision::bfloat16:
+      return "bfloat16";
+    case Precision::int8:
+      return "int8";
+  }
+  return "?";
+}
+
+Precision parse_precision(const std::string& name) {
+  for (Precision p : {Precision::float32, Precision::bfloat16, Precision::int8})
+    if (name == precision_name(p)) return p;
+  throw std::invalid_argument("unknown dtype '" + name + "' (float32, bfloat16 or int8)");
+}
+
+Isa ModelKernels::dense_isa() const {
+  switch (precision) {
+    case Precision::bfloat16:
+      return bf16->isa;
+    case Precision::int8:
+      return int8->isa;
+    case Precision::float32:
+      break;
+  }
+  return fp32->isa;
+}
+
+void DenseLayer::init(const KernelTable& fp32, int out, int in) { fp32_.init(fp32.nr, out, in); }
+
+void DenseLayer::set_weight(const float* weight) {
+  if (precision_ != Precision::float32)
+    throw std::invalid_argument(std::string("the weights of a ") + precision_name(precision_) +
+                                " model cannot change once it is loaded");
+  fp32_.pack_weight(weight);
+}
+
+void DenseLayer::set_bias(const float* bias) {
+  switch (precision_) {
+    case Precision::float32:
+      fp32_.set_bias(bias);
+      break;
+    case Precision::bfloat16:
+      bf16_.set_bias(bias);
+      break;
+    case Precision::int8:
+      int8_.set_bias(bias);
+      break;
+  }
+}
+
+void DenseLayer::get_weight(float* weight) const {
+  const size_t n = static_cast<size_t>(out_features()) * in_features();
+  switch (precision_) {
+    case Precision::float32:
+      fp32_.unpack_weight(weight);
+      break;
+    case Precision::bfloat16:
+      bf16_.unpack_weight(weight);
+      break;
+    case Precision::int8: {
+      std::vector<int8_t> q(n);
+      std::vector<float> scales(out_features());
+      int8_.unpack_weight(q.data(), scales.data());
+      for (size_t i = 0; i < n; ++i) weight[i] = q[i] * scales[i / in_features()];
+      break;
+    }
+  }
+}
+
+const float* DenseLayer::bias() const {
+  switch (precision_) {
+    case Precision::bfloat16:
+      return bf16_.bias.data();
+    case Precision::int8:
+      return int8_.bias.data();
+    case Precision::float32:
+      break;
+  }
+  return fp32_.bias.data();
+}
+
+void DenseLayer::get_bias(float* bias) const {
+  std::memcpy(bias, this->bias(), out_features() * sizeof(float));
+}
+
+void DenseLayer::convert(const ModelKernels& kernels) {
+  if (kernels.precision == precision_) return;
+  if (precision_ != Precision::float32)
+    throw std::invalid_argument("a dense layer converts only from float32");
+  const int out = out_features(), in = in_features();
+  std::vector<float> weight(static_cast<size_t>(out) * in), bias(out);
+  get_weight(weight.data());
+  get_bias(bias.data());
+  if (kernels.precision == Precision::bfloat16) {
+    bf16_.init(*kernels.bf16, out, in);
+    bf16_.pack_weight(weight.data());
+    bf16_.set_bias(bias.data());
+  } else {
+    int8_.init(*kernels.int8, out, in);
+    int8_.pack_weight(weight.data());
+    int8_.set_bias(bias.data());
+  }
+  precision_ = kernels.precision;
+  // Free the fp32 copy, keeping its shape (out_features / in_features read it).
+  fp32_.panels = AlignedBuffer();
+  fp32_.bias = AlignedBuffer();
+}
+
+void DenseLayer::run(const ModelKernels& kernels, int M, const float* A, int lda, float* C,
+                     int ldc, bool with_bias, Activation act, AlignedBuffer& scratch) const {
+  switch (precision_) {
+    case Precision::float32:
+      linear(*kernels.fp32, fp32_, M, A, lda, C, ldc, with_bias, act);
+      break;
+    case Precision::bfloat16:
+      linear_bf16(*kernels.bf16, bf16_, M, A, lda, C, ldc, with_bias, act, scratch);
+      break;
+    case Precision::int8:
+      linear_int8(*kernels.int8, int8_, M, A, lda, C, ldc, with_bias, act, scratch);
+      break;
+  }
+}
+
+size_t DenseLayer::bytes() const {
+  switch (precision_) {
+    case Precision::float32:
+      return fp32_.panels.bytes() + fp32_.bias.bytes();
+    case Precision::bfloat16:
+      return bf16_.panels.bytes() + bf16_.bias.bytes();
+    case Precision::int8:
+      return int8_.panels.bytes() + int8_.scales.bytes() + int8_.compensation.bytes() +
+             int8_.bias.bytes();
+  }
+  return 0;
+}
+
+}  // namespace bertcpu

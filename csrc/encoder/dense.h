@@ -1,0 +1,70 @@
+// One dense (linear) layer of the encoder, in the model's precision.
+//
+// Weights always arrive in fp32 and are packed for the fp32 GEMM (gemm.h). A bfloat16 or int8
+// model converts every layer once, when loading ends, into its low-precision packing
+// (gemm_lowp.h) and frees the fp32 copy. Activations between layers stay fp32 in every precision:
+// only the products of the dense layers change.
+#pragma once
+
+#include <string>
+
+#include "cpu/aligned_buffer.h"
+#include "kernels/gemm.h"
+#include "kernels/gemm_lowp.h"
+
+namespace bertcpu {
+
+enum class Precision { float32 = 0, bfloat16 = 1, int8 = 2 };
+
+// "float32" | "bfloat16" | "int8".
+const char* precision_name(Precision precision);
+// Parses a precision_name(); throws std::invalid_argument otherwise.
+Precision parse_precision(const std::string& name);
+
+// What a model computes with: the fp32 table for everything but the dense products, and the
+// low-precision table those use (null for a float32 model).
+struct ModelKernels {
+  Precision precision = Precision::float32;
+  const KernelTable* fp32 = nullptr;
+  const Bf16Kernels* bf16 = nullptr;
+  const Int8Kernels* int8 = nullptr;
+
+  // The path (ISA) of the dense products' kernels.
+  Isa dense_isa() const;
+};
+
+class DenseLayer {
+ public:
+  // A layer of `out` x `in` weights (PyTorch layout [out][in]); the bias starts at zero.
+  void init(const KernelTable& fp32, int out, int in);
+  int out_features() const { return fp32_.out_features; }
+  int in_features() const { return fp32_.in_features; }
+
+  // Before convert() only: a low-precision layer no longer holds the fp32 weights.
+  void set_weight(const float* weight);
+  void set_bias(const float* bias);
+  // The weight as the products use it: fp32, bf16-rounded, or the int8 values times their scale.
+  void get_weight(float* weight) const;
+  void get_bias(float* bias) const;
+  // The bias (out_features floats), for a caller that adds it itself (with_bias = false).
+  const float* bias() const;
+
+  // Repacks the weights for kernels.precision and frees the fp32 copy (nothing for float32).
+  void convert(const ModelKernels& kernels);
+
+  // C = act(A * W^T + bias) (bias only if with_bias) over M rows, threaded. `scratch` holds the
+  // low-precision copy of A.
+  void run(const ModelKernels& kernels, int M, const float* A, int lda, float* C, int ldc,
+           bool with_bias, Activation act, AlignedBuffer& scratch) const;
+
+  // Bytes of the packed weights and bias.
+  size_t bytes() const;
+
+ private:
+  Precision precision_ = Precision::float32;
+  PackedLinear fp32_;
+  PackedLinearBf16 bf16_;
+  PackedLinearInt8 int8_;
+};
+
+}  // namespace bertcpu
