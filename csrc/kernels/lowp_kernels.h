@@ -45,7 +45,7 @@ struct Int8Kernels {
 
   // Quantizes one row of k floats symmetrically: returns scale = max|x| / 127 and writes
   // q = rint(x * (127 / max|x|)) (0 for a zero row) in this path's format -- int8 (generic),
-  // int16 (avx2) or uint8 q + 128 (avx512) -- then zeros up to kp. Identical q and scale on every
+  // int16 (avx2) or uint8 q + 128 (avx512) -- then q = 0 up to kp. Identical q and scale on every
   // path (fp32 divisions and one fp32 product, round to nearest even). Inputs must be finite.
   float (*quantize_row)(const float* x, int k, int kp, uint8_t* out);
 
