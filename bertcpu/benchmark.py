@@ -45,7 +45,10 @@ import numpy as np
 
 from .config import BertConfig
 
-SYSTEMS = ("bertcpu", "torch", "onnxruntime", "openvino")
+# A system's name ends in its precision ("-bf16", "-int8"); without a suffix it runs in fp32.
+SYSTEMS = ("bertcpu", "torch", "onnxruntime", "openvino",
+           "bertcpu-bf16", "bertcpu-int8", "torch-bf16", "openvino-bf16", "onnxruntime-int8")
+PRECISIONS = ("fp32", "bf16", "int8")
 
 # The module each peer needs, to tell which are installed without importing them.
 _SYSTEM_MODULES = {
@@ -54,6 +57,16 @@ _SYSTEM_MODULES = {
     "onnxruntime": ("torch", "transformers", "onnx", "onnxruntime"),
     "openvino": ("torch", "transformers", "onnx", "openvino"),
 }
+
+
+def system_precision(name):
+    """"fp32", "bf16" or "int8": what the suffix of a system's name says."""
+    suffix = name.rsplit("-", 1)[1] if "-" in name else "fp32"
+    return suffix if suffix in PRECISIONS else "fp32"
+
+
+def _system_base(name):
+    return name.rsplit("-", 1)[0] if system_precision(name) != "fp32" else name
 
 DEFAULT_SHAPES = ("1x16", "1x128", "8x128", "32x128", "1x512", "mixed")
 
@@ -433,12 +446,16 @@ class Runner:
         """Release the model."""
 
 
+_BERTCPU_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "int8": "int8"}
+
+
 class BertcpuRunner(Runner):
-    """bertcpu.BertModel, fp32. Accepts a model folder or a BertConfig (random weights, seed 0)."""
+    """bertcpu.BertModel in the given precision ("fp32", "bf16", "int8"). Accepts a model folder
+    or a BertConfig (random weights, seed 0)."""
 
-    name = "bertcpu"
-
-    def __init__(self):
+    def __init__(self, precision="fp32"):
+        self.name = "bertcpu" if precision == "fp32" else f"bertcpu-{precision}"
+        self.dtype = _BERTCPU_DTYPES[precision]
         self.model = None
         self.threads = None
 
@@ -448,9 +465,9 @@ class BertcpuRunner(Runner):
 
         runtime.set_num_threads(threads)
         if isinstance(model, BertConfig):
-            self.model = BertModel.from_config(model, seed=0)
+            self.model = BertModel.from_config(model, seed=0, dtype=self.dtype)
         else:
-            self.model = BertModel.from_pretrained(_folder_of(model, self.name))
+            self.model = BertModel.from_pretrained(_folder_of(model, self.name), dtype=self.dtype)
         self.threads = threads
 
     def run(self, input_ids, attention_mask, token_type_ids):
@@ -459,19 +476,20 @@ class BertcpuRunner(Runner):
     def describe(self):
         from . import __version__
 
-        return f"bertcpu {__version__}, isa {self.model.isa}, {self.threads} threads"
+        return (f"bertcpu {__version__}, {self.model.dtype}, kernels {self.model.kernels}, "
+                f"{self.threads} threads")
 
     def close(self):
         self.model = None
 
 
 class TorchRunner(Runner):
-    """transformers' BertModel on PyTorch: eager mode (no compilation), fp32, inference_mode,
-    transformers' default attention implementation."""
+    """transformers' BertModel on PyTorch: eager mode (no compilation), inference_mode,
+    transformers' default attention implementation; fp32, or with every weight in bf16."""
 
-    name = "torch"
-
-    def __init__(self):
+    def __init__(self, precision="fp32"):
+        self.name = "torch" if precision == "fp32" else f"torch-{precision}"
+        self.precision = precision
         self.model = None
 
     def prepare(self, model, threads):
@@ -481,10 +499,12 @@ class TorchRunner(Runner):
         folder = _folder_of(model, self.name)
         torch.set_num_threads(threads)
         self.torch = torch
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         self.model = transformers.BertModel.from_pretrained(
-            folder, dtype=torch.float32, add_pooling_layer=_has_pooler(folder)).eval()
+            folder, dtype=dtype, add_pooling_layer=_has_pooler(folder)).eval()
         self.info = (f"torch {torch.__version__}, transformers {transformers.__version__}, "
-                     f"attention {self.model.config._attn_implementation}, {threads} threads")
+                     f"{dtype}, attention {self.model.config._attn_implementation}, "
+                     f"{threads} threads")
 
     def run(self, input_ids, attention_mask, token_type_ids):
         torch = self.torch
@@ -492,7 +512,7 @@ class TorchRunner(Runner):
             out = self.model(input_ids=torch.from_numpy(input_ids),
                              attention_mask=torch.from_numpy(attention_mask),
                              token_type_ids=torch.from_numpy(token_type_ids))
-        return out.last_hidden_state.numpy()
+        return out.last_hidden_state.float().numpy()
 
     def describe(self):
         return self.info
@@ -552,12 +572,14 @@ def export_onnx(folder, workdir):
 
 
 class OnnxRuntimeRunner(Runner):
-    """ONNX Runtime, CPU execution provider, fp32, after its transformers optimizer fused the
-    graph; intra_op_num_threads = threads, sequential execution, ORT's default spinning."""
+    """ONNX Runtime, CPU execution provider, after its transformers optimizer fused the graph;
+    intra_op_num_threads = threads, sequential execution, ORT's default spinning. int8: the fused
+    model through ORT's dynamic quantization with its defaults (int8 weights per tensor, uint8
+    activations quantized per call), as ORT documents it for BERT."""
 
-    name = "onnxruntime"
-
-    def __init__(self, workdir):
+    def __init__(self, workdir, precision="fp32"):
+        self.name = "onnxruntime" if precision == "fp32" else f"onnxruntime-{precision}"
+        self.precision = precision
         self.workdir = workdir
         self.session = None
 
@@ -575,6 +597,16 @@ class OnnxRuntimeRunner(Runner):
         stats = fused.get_fused_operator_statistics()
         fused.save_model_to_file(fused_path)
         del fused
+        if self.precision == "int8":
+            import onnx
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            quantized_path = fused_path.replace(".onnx", "_int8.onnx")
+            # The fused graph's contrib ops defeat ONNX shape inference, which the quantizer uses
+            # to type the tensors it meets: they are all float.
+            quantize_dynamic(fused_path, quantized_path, weight_type=QuantType.QInt8,
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+            fused_path = quantized_path
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -585,8 +617,9 @@ class OnnxRuntimeRunner(Runner):
         self.fused_ops = {op: n for op, n in stats.items() if n}
         fused_text = ", ".join(f"{op} {n}" for op, n in self.fused_ops.items()) or "nothing"
         warning = "" if self.fused_ops.get("Attention") else " (WARNING: attention not fused)"
-        self.info = (f"onnxruntime {onnxruntime.__version__}, fused: {fused_text}{warning}, "
-                     f"{threads} threads")
+        quantized = ", dynamic int8 quantization" if self.precision == "int8" else ""
+        self.info = (f"onnxruntime {onnxruntime.__version__}, fused: {fused_text}{warning}"
+                     f"{quantized}, {threads} threads")
 
     def run(self, input_ids, attention_mask, token_type_ids):
         return self.session.run(["last_hidden_state"], {
@@ -601,12 +634,15 @@ class OnnxRuntimeRunner(Runner):
 
 
 class OpenVinoRunner(Runner):
-    """OpenVINO on the CPU: the exported ONNX model compiled with INFERENCE_PRECISION_HINT=f32,
+    """OpenVINO on the CPU: the exported ONNX model compiled with INFERENCE_PRECISION_HINT = f32
+    (or bf16, what OpenVINO picks by default on a CPU with bf16 instructions),
     INFERENCE_NUM_THREADS = threads and PERFORMANCE_HINT=LATENCY."""
 
-    name = "openvino"
+    _HINTS = {"fp32": ("f32", "float32"), "bf16": ("bf16", "bfloat16")}
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, precision="fp32"):
+        self.name = "openvino" if precision == "fp32" else f"openvino-{precision}"
+        self.precision = precision
         self.workdir = workdir
         self.request = None
 
@@ -615,16 +651,18 @@ class OpenVinoRunner(Runner):
 
         folder = _folder_of(model, self.name)
         core = openvino.Core()
+        hint, type_name = self._HINTS[self.precision]
         compiled = core.compile_model(core.read_model(export_onnx(folder, self.workdir)), "CPU", {
-            "INFERENCE_PRECISION_HINT": "f32",
+            "INFERENCE_PRECISION_HINT": hint,
             "INFERENCE_NUM_THREADS": threads,
             "PERFORMANCE_HINT": "LATENCY",
         })
         precision = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
-        if precision not in ("f32", "<Type: 'float32'>"):
-            raise RuntimeError(f"OpenVINO compiled the model with precision {precision}, not f32")
+        if precision not in (hint, f"<Type: '{type_name}'>"):
+            raise RuntimeError(f"OpenVINO compiled the model with precision {precision}, not "
+                               f"{hint} (this CPU may lack the instructions)")
         self.request = compiled.create_infer_request()
-        self.info = (f"openvino {openvino.__version__}, precision f32, "
+        self.info = (f"openvino {openvino.__version__}, precision {hint}, "
                      f"{compiled.get_property('INFERENCE_NUM_THREADS')} threads, "
                      f"{compiled.get_property('NUM_STREAMS')} stream(s), LATENCY hint")
 
@@ -646,20 +684,22 @@ def installed_systems():
     import importlib.util
 
     return [name for name in SYSTEMS
-            if all(importlib.util.find_spec(module) is not None for module in _SYSTEM_MODULES[name])]
+            if all(importlib.util.find_spec(module) is not None
+                   for module in _SYSTEM_MODULES[_system_base(name)])]
 
 
 def make_runner(name, workdir):
     """A fresh runner for system `name` (one of SYSTEMS); workdir holds exported models."""
-    if name == "bertcpu":
-        return BertcpuRunner()
-    if name == "torch":
-        return TorchRunner()
-    if name == "onnxruntime":
-        return OnnxRuntimeRunner(workdir)
-    if name == "openvino":
-        return OpenVinoRunner(workdir)
-    raise ValueError(f"unknown system {name!r}: systems are {', '.join(SYSTEMS)}")
+    if name not in SYSTEMS:
+        raise ValueError(f"unknown system {name!r}: systems are {', '.join(SYSTEMS)}")
+    base, precision = _system_base(name), system_precision(name)
+    if base == "bertcpu":
+        return BertcpuRunner(precision)
+    if base == "torch":
+        return TorchRunner(precision)
+    if base == "onnxruntime":
+        return OnnxRuntimeRunner(workdir, precision)
+    return OpenVinoRunner(workdir, precision)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -677,7 +717,10 @@ class SystemResult:
     gflops: float  # useful (real-token) FLOPs per second
     percent_of_peak: Optional[float]
     max_abs_diff: Optional[float]  # vs the reference system, real positions; None without one
-    speedup_of_bertcpu: Optional[float]  # this system's median / bertcpu's median
+    mean_cosine: Optional[float]  # of the real positions' rows vs the reference; None without one
+    # This system's median / the median of the bertcpu system of the same precision (bertcpu
+    # itself for an fp32 peer, bertcpu-bf16 for a bf16 one...); None without that system.
+    speedup_of_bertcpu: Optional[float]
 
 
 @dataclasses.dataclass
@@ -730,6 +773,16 @@ def wait_until_idle(slice_s=0.01, max_wait_s=1.0):
 def _max_abs_diff(output, reference, mask):
     real = mask.astype(bool)
     return float(np.abs(output[real] - reference[real]).max())
+
+
+def mean_row_cosine(output, reference, mask):
+    """Mean cosine similarity between the rows (token vectors) of two [batch, seq, hidden]
+    outputs, over the real positions of `mask`, computed in float64."""
+    real = mask.astype(bool)
+    a, b = output[real].astype(np.float64), reference[real].astype(np.float64)
+    cosines = (a * b).sum(axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1),
+                                               1e-30)
+    return float(cosines.mean())
 
 
 def _log_to_stderr(message):
@@ -856,6 +909,8 @@ def _run_shape(shape, runners, config, threads, rounds, reduce_big_rounds, refer
             times[runner.name].append(time.perf_counter() - start)
 
     medians = {name: statistics.median(t) for name, t in times.items()}
+    counterpart = {runner.name: "bertcpu" if system_precision(runner.name) == "fp32"
+                   else f"bertcpu-{system_precision(runner.name)}" for runner in runners}
     real_tokens = int(batch.lengths.sum())
     results = []
     for runner in runners:
@@ -872,7 +927,10 @@ def _run_shape(shape, runners, config, threads, rounds, reduce_big_rounds, refer
             percent_of_peak=100.0 * gflops / peak.gflops if peak else None,
             max_abs_diff=(_max_abs_diff(outputs[runner.name], outputs[reference],
                                         batch.attention_mask) if reference else None),
-            speedup_of_bertcpu=median / medians["bertcpu"] if "bertcpu" in medians else None,
+            mean_cosine=(mean_row_cosine(outputs[runner.name], outputs[reference],
+                                         batch.attention_mask) if reference else None),
+            speedup_of_bertcpu=(median / medians[counterpart[runner.name]]
+                                if counterpart[runner.name] in medians else None),
         ))
     log("  " + ", ".join(f"{r.system} {r.median_ms:.1f} ms" for r in results))
     return ShapeResult(shape=shape.label, batch=shape.batch, padded_seq=batch.padded_shape[1],
@@ -916,10 +974,13 @@ def format_report(report):
     lines.append("")
 
     with_speedup = any(r.speedup_of_bertcpu is not None for s in report.shapes for r in s.systems)
+    lowp = any(system_precision(name) != "fp32" for name in report.systems)
     header = ["shape", "rounds", "system", "ms/batch", "best ms", "seq/s", "GFLOP/s", "% peak"]
     if with_speedup:
-        header.append("bertcpu speedup")
+        header.append("bertcpu speedup (same precision)" if lowp else "bertcpu speedup")
     header.append(f"max abs diff vs {report.reference}" if report.reference else "max abs diff")
+    if lowp:
+        header.append("mean row cosine")
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---" if i < 3 else "---:" for i in range(len(header))) + "|")
     for shape in report.shapes:
@@ -928,11 +989,15 @@ def format_report(report):
                    _format_ms(r.median_ms), _format_ms(r.best_ms), f"{r.sequences_per_s:.1f}", f"{r.gflops:.1f}",
                    f"{r.percent_of_peak:.0f}%" if r.percent_of_peak is not None else "n/a"]
             if with_speedup:
-                row.append("" if r.system == "bertcpu" or r.speedup_of_bertcpu is None
+                row.append("" if _system_base(r.system) == "bertcpu" or r.speedup_of_bertcpu is None
                            else f"{r.speedup_of_bertcpu:.2f}x")
             if r.system == report.reference:
                 row.append("(reference)")
+                if lowp:
+                    row.append("")
             else:
                 row.append(f"{r.max_abs_diff:.1e}" if r.max_abs_diff is not None else "n/a")
+                if lowp:
+                    row.append(f"{r.mean_cosine:.6f}" if r.mean_cosine is not None else "n/a")
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)

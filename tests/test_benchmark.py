@@ -74,7 +74,7 @@ def _check_consistent(report, systems, rounds):
         assert shape.real_tokens == sum(shape.lengths)
         assert shape.gflop == pytest.approx(benchmark.encoder_flops(TINY, shape.lengths) / 1e9)
         assert [r.system for r in shape.systems] == systems
-        bertcpu_ms = shape.systems[systems.index("bertcpu")].median_ms
+        medians = {r.system: r.median_ms for r in shape.systems}
         for r in shape.systems:
             assert len(r.times_ms) == rounds and all(t > 0 for t in r.times_ms)
             assert r.median_ms == pytest.approx(statistics.median(r.times_ms))
@@ -83,7 +83,10 @@ def _check_consistent(report, systems, rounds):
             assert r.tokens_per_s == pytest.approx(shape.real_tokens / r.median_ms * 1e3)
             assert r.gflops == pytest.approx(shape.gflop / r.median_ms * 1e3)
             assert r.percent_of_peak == pytest.approx(100 * r.gflops / PEAK.gflops)
-            assert r.speedup_of_bertcpu == pytest.approx(r.median_ms / bertcpu_ms)
+            # Against bertcpu in the same precision.
+            precision = benchmark.system_precision(r.system)
+            counterpart = "bertcpu" if precision == "fp32" else f"bertcpu-{precision}"
+            assert r.speedup_of_bertcpu == pytest.approx(r.median_ms / medians[counterpart])
 
 
 def test_bertcpu_alone(tiny_dir):
@@ -100,8 +103,11 @@ def test_bertcpu_alone(tiny_dir):
 class _Perturbed(benchmark.BertcpuRunner):
     """bertcpu with a known error at one real position and garbage at every padded position."""
 
-    name = "perturbed"
     error = 0.25
+
+    def __init__(self):
+        super().__init__()
+        self.name = "perturbed"
 
     def run(self, input_ids, attention_mask, token_type_ids):
         out = super().run(input_ids, attention_mask, token_type_ids).copy()
@@ -147,6 +153,50 @@ def test_onnxruntime_and_openvino(tiny_dir):
     for shape in report.shapes:
         for r in shape.systems:
             assert r.max_abs_diff <= 1e-4, (shape.shape, r.system)
+
+
+def test_low_precision_systems_against_their_counterparts(tiny_dir):
+    """bertcpu-bf16 / -int8 report their cosine against the reference, and a low-precision peer's
+    speedup is counted against bertcpu in the same precision."""
+    import bertcpu
+
+    systems = ["bertcpu", "bertcpu-int8"]
+    peers = {"onnxruntime-int8": ("torch", "transformers", "onnx", "onnxruntime")}
+    if bertcpu.cpu_info()["bfloat16_isa"] != "generic":
+        systems.append("bertcpu-bf16")
+        if "avx512_bf16" in bertcpu.cpu_info()["features"]:
+            peers["openvino-bf16"] = ("torch", "transformers", "onnx", "openvino")
+    systems += [name for name, modules in peers.items() if _installed(*modules)]
+    report = benchmark.run_benchmark(tiny_dir, systems=systems, shapes=SHAPES, threads=THREADS,
+                                     rounds=2, reference="bertcpu", peak=PEAK, log=None)
+    _check_consistent(report, systems, 2)
+    table = benchmark.format_report(report)
+    assert "mean row cosine" in table and "bertcpu speedup (same precision)" in table
+    for shape in report.shapes:
+        for r in shape.systems:
+            precision = benchmark.system_precision(r.system)
+            assert r.mean_cosine > (0.9999 if precision != "int8" else 0.999), (shape.shape, r.system)
+    if "openvino-bf16" in systems:
+        assert "precision bf16" in report.systems["openvino-bf16"]
+    if "onnxruntime-int8" in systems:
+        assert "dynamic int8 quantization" in report.systems["onnxruntime-int8"]
+    assert "int8, kernels" in report.systems["bertcpu-int8"]
+
+
+def test_system_names():
+    assert [benchmark.system_precision(n) for n in ("bertcpu", "torch-bf16", "onnxruntime-int8")] \
+        == ["fp32", "bf16", "int8"]
+    with pytest.raises(ValueError, match="unknown system 'openvino-int4'"):
+        benchmark.make_runner("openvino-int4", "/tmp")
+
+
+def test_mean_row_cosine_counts_real_positions_only():
+    reference = np.ones((2, 3, 4), np.float32)
+    output = reference.copy()
+    output[0, 0] = [1, -1, 1, -1]  # orthogonal to the reference row: cosine 0
+    output[1, 2] = 7.0  # padded: ignored
+    mask = np.array([[1, 1, 0], [1, 1, 0]])
+    assert benchmark.mean_row_cosine(output, reference, mask) == pytest.approx(3 / 4)
 
 
 def test_bad_requests(tiny_dir):
