@@ -410,6 +410,47 @@ def minilm_folder(cache=None):
     return model
 
 
+# Standard-library modules whose docstrings docstring_sentences reads: plain prose, no imports
+# with side effects.
+_DOCSTRING_MODULES = (
+    "argparse", "ast", "asyncio", "base64", "bisect", "calendar", "collections", "concurrent.futures",
+    "configparser", "contextlib", "copy", "csv", "dataclasses", "datetime", "decimal", "difflib",
+    "email", "enum", "fractions", "ftplib", "functools", "gettext", "glob", "gzip", "hashlib",
+    "heapq", "hmac", "html.parser", "http.client", "http.server", "imaplib", "inspect", "io",
+    "ipaddress", "itertools", "json", "locale", "logging", "mailbox", "mimetypes", "multiprocessing",
+    "netrc", "numbers", "operator", "optparse", "os", "pathlib", "pickle", "pprint", "queue",
+    "random", "re", "sched", "secrets", "selectors", "shelve", "shlex", "shutil", "signal",
+    "smtplib", "socket", "socketserver", "sqlite3", "ssl", "statistics", "string", "struct",
+    "subprocess", "tarfile", "tempfile", "textwrap", "threading", "timeit", "tokenize", "traceback",
+    "unittest", "urllib.parse", "urllib.request", "uuid", "warnings", "weakref",
+    "xml.dom.minidom", "zipfile", "zoneinfo")
+
+
+def docstring_sentences(count=400, seed=0):
+    """`count` English sentences from the docstrings of Python's standard library (real prose on
+    every machine, no download), shuffled with `seed`: the same list for the same Python version.
+    For accuracy checks of embeddings, where random strings of words would not do."""
+    import importlib
+    import random
+
+    sentences = set()
+    for name in _DOCSTRING_MODULES:
+        module = importlib.import_module(name)
+        for obj in [module] + [getattr(module, attr) for attr in sorted(vars(module))]:
+            doc = getattr(obj, "__doc__", None)
+            if not isinstance(doc, str):
+                continue
+            for sentence in re.split(r"(?<=[.!?])\s+", " ".join(doc.split())):
+                if (30 < len(sentence) < 300 and sentence[0].isupper() and sentence.count(" ") >= 5
+                        and ">>>" not in sentence):
+                    sentences.add(sentence)
+    ordered = sorted(sentences)
+    random.Random(seed).shuffle(ordered)
+    if len(ordered) < count:
+        raise ValueError(f"only {len(ordered)} sentences in the docstrings, {count} asked for")
+    return ordered[:count]
+
+
 def _folder_of(model, system):
     if isinstance(model, BertConfig):
         raise ValueError(f"{system} needs a model folder (config.json + safetensors), not a config")

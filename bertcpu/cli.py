@@ -18,6 +18,8 @@ import sys
 import numpy as np
 
 from . import __version__
+from .benchmark import SYSTEMS
+from .model import DTYPES
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -80,6 +82,9 @@ def build_parser():
     embed.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
                        help="L2-normalize the vectors (default: as the model's pipeline does)")
     embed.add_argument("--prompt", help="text put before every input (e.g. 'query: ')")
+    embed.add_argument("--dtype", choices=DTYPES, default="float32",
+                       help="what the dense layers compute in (default float32; bfloat16 and int8 "
+                            "are faster and approximate)")
     embed.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     embed.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                        help="run on a Ray cluster (ADDRESS, e.g. HOST:6379 or ray://HOST:10001; "
@@ -123,8 +128,10 @@ def build_parser():
     bench.add_argument("--threads", type=_positive_int, metavar="T")
     bench.add_argument("--rounds", type=_positive_int, default=10, metavar="R",
                        help="timed runs after the warm-up (default 10); the median is reported")
+    bench.add_argument("--dtype", choices=DTYPES, default="float32",
+                       help="what bertcpu's dense layers compute in (default float32)")
     bench.add_argument("--compare", metavar="PEERS",
-                       help="also run these peers, comma-separated: torch,onnxruntime,openvino")
+                       help="also run these peers, comma-separated: " + ",".join(_PEERS))
     bench.add_argument("--json", metavar="FILE", help="also write the full report as JSON to FILE")
     bench.add_argument("--quiet", "-q", action="store_true", help="no progress messages on stderr")
     bench.set_defaults(handler=cmd_bench)
@@ -203,7 +210,8 @@ def cmd_embed(args):
 
     from .sentence import ProgressBar, SentenceEncoder
 
-    encoder = SentenceEncoder.from_pretrained(args.model, num_threads=args.threads)
+    encoder = SentenceEncoder.from_pretrained(args.model, num_threads=args.threads,
+                                              dtype=args.dtype)
     if args.max_length is not None:
         encoder.max_seq_length = args.max_length
     dimension = encoder.get_embedding_dimension()
@@ -251,7 +259,7 @@ def _embed_on_ray(args):
         rows = embed_files(args.input, args.output, args.model, column=args.field or "text",
                            address=args.ray or None, num_threads=args.threads,
                            encode_batch_size=args.batch_size, normalize_embeddings=args.normalize,
-                           prompt=args.prompt, max_seq_length=args.max_length)
+                           prompt=args.prompt, max_seq_length=args.max_length, dtype=args.dtype)
     except ray.exceptions.RayError as error:
         raise UserError(f"the Ray job failed: {job_failure_message(error)}") from None
     if not args.quiet:
@@ -652,7 +660,8 @@ def cmd_bench(args):
     installed = benchmark.installed_systems()
     for peer in [p for p in peers if p not in installed]:
         sys.stderr.write(f"bertcpu: {peer} is not installed: left out of the comparison\n")
-    systems = ["bertcpu"] + [p for p in peers if p in installed]
+    ours = {"float32": "bertcpu", "bfloat16": "bertcpu-bf16", "int8": "bertcpu-int8"}[args.dtype]
+    systems = [ours] + [p for p in peers if p in installed]
 
     if args.model is None:
         model, model_name = BertConfig(), "random-weight BERT-base"
@@ -688,23 +697,23 @@ def _print_bench(report):
           f"{shape.gflop:.2f} GFLOP per batch")
     if report.peak:
         print(f"fp32 peak: {report.peak.gflops:.1f} GFLOP/s ({report.peak.method})")
-    header = (f"{'system':<13}{'latency ms':>11}{'seq/s':>10}{'tokens/s':>11}{'GFLOP/s':>9}"
+    header = (f"{'system':<17}{'latency ms':>11}{'seq/s':>10}{'tokens/s':>11}{'GFLOP/s':>9}"
               f"{'% peak':>8}{'bertcpu speedup':>17}{'max abs diff':>14}")
     print(header)
     for result in shape.systems:
         peak = f"{result.percent_of_peak:.0f}%" if result.percent_of_peak is not None else "n/a"
         # speedup_of_bertcpu: this system's time over bertcpu's.
-        speed = ("" if result.system == "bertcpu" or result.speedup_of_bertcpu is None
+        speed = ("" if result.system.startswith("bertcpu") or result.speedup_of_bertcpu is None
                  else f"{result.speedup_of_bertcpu:.2f}x")
         if result.system == report.reference:
             diff = "(reference)"
         else:
             diff = f"{result.max_abs_diff:.1e}" if result.max_abs_diff is not None else ""
-        print(f"{result.system:<13}{result.median_ms:>11.2f}{result.sequences_per_s:>10.1f}"
+        print(f"{result.system:<17}{result.median_ms:>11.2f}{result.sequences_per_s:>10.1f}"
               f"{result.tokens_per_s:>11.0f}{result.gflops:>9.1f}{peak:>8}{speed:>17}{diff:>14}")
 
 
-_PEERS = ("torch", "onnxruntime", "openvino")
+_PEERS = tuple(name for name in SYSTEMS if not name.startswith("bertcpu"))
 
 
 def _parse_peers(text):

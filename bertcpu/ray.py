@@ -45,7 +45,7 @@ _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst", ".lz4", ".br", ".snappy")
 
 # SentenceEmbedder's options, besides the model and the columns.
 _EMBEDDER_OPTIONS = ("encode_batch_size", "normalize_embeddings", "prompt", "prompt_name",
-                     "truncate_dim", "pooling", "max_seq_length", "revision", "cache_dir")
+                     "truncate_dim", "pooling", "max_seq_length", "revision", "cache_dir", "dtype")
 
 
 def _check_positive_int(name, value, allow_none=False):
@@ -74,7 +74,8 @@ class SentenceEmbedder:
     of shape [dim]; with ``"pyarrow"`` it is a plain Arrow ``fixed_size_list<float>[dim]``,
     which any Parquet reader understands.
 
-    model, pooling, max_seq_length, revision, cache_dir: as ``SentenceEncoder.from_pretrained``.
+    model, pooling, max_seq_length, revision, cache_dir, dtype: as
+      ``SentenceEncoder.from_pretrained``.
     num_threads: engine threads in this actor; by default the CPUs Ray reserved for the actor
       (``num_cpus`` of ``map_batches``), or bertcpu's default outside Ray.
     encode_batch_size, normalize_embeddings, prompt, prompt_name, truncate_dim: as the
@@ -86,7 +87,7 @@ class SentenceEmbedder:
     def __init__(self, model, column="text", output_column="embedding", *, num_threads=None,
                  encode_batch_size=32, normalize_embeddings=None, prompt=None, prompt_name=None,
                  truncate_dim=None, pooling=None, max_seq_length=None, revision=None,
-                 cache_dir=None):
+                 cache_dir=None, dtype="float32"):
         from bertcpu.sentence import SentenceEncoder
 
         _check_column_names(column, output_column)
@@ -97,7 +98,7 @@ class SentenceEmbedder:
         self.output_column = output_column
         self.encoder = SentenceEncoder.from_pretrained(
             model, num_threads=num_threads, pooling=pooling, max_seq_length=max_seq_length,
-            revision=revision, cache_dir=cache_dir)
+            revision=revision, cache_dir=cache_dir, dtype=dtype)
         self.encode_options = {"batch_size": encode_batch_size,
                                "normalize_embeddings": normalize_embeddings, "prompt": prompt,
                                "prompt_name": prompt_name, "truncate_dim": truncate_dim}
@@ -216,7 +217,7 @@ def embed_dataset(ds, model, column="text", output_column="embedding", *, batch_
                   num_threads=None, concurrency=None, num_cpus=None, batch_format="numpy",
                   encode_batch_size=32, normalize_embeddings=None, prompt=None, prompt_name=None,
                   truncate_dim=None, pooling=None, max_seq_length=None, revision=None,
-                  cache_dir=None, **map_batches_args):
+                  cache_dir=None, dtype="float32", **map_batches_args):
     """``ds`` plus a vector column: a lazy ``ray.data.Dataset`` that embeds ``column`` with
     ``model`` in a pool of actors when it runs.
 
@@ -275,7 +276,7 @@ def embed_dataset(ds, model, column="text", output_column="embedding", *, batch_
         "encode_batch_size": encode_batch_size, "normalize_embeddings": normalize_embeddings,
         "prompt": prompt, "prompt_name": prompt_name, "truncate_dim": truncate_dim,
         "pooling": pooling, "max_seq_length": max_seq_length, "revision": revision,
-        "cache_dir": cache_dir,
+        "cache_dir": cache_dir, "dtype": dtype,
     }
     return ds.map_batches(
         SentenceEmbedder, fn_constructor_args=(model,), fn_constructor_kwargs=embedder_options,

@@ -419,13 +419,15 @@ class SentenceEncoder:
 
     @classmethod
     def from_pretrained(cls, name_or_path, num_threads=None, pooling=None, max_seq_length=None,
-                        revision=None, cache_dir=None):
+                        revision=None, cache_dir=None, dtype="float32"):
         """Load a sentence-transformers folder, a plain HuggingFace BERT folder, or a hub id
         (from the local HuggingFace cache, or downloaded when huggingface_hub is installed).
 
         pooling: for a plain BERT folder, the pooling mode(s) to use (default "mean"); a
           sentence-transformers folder sets its own in 1_Pooling/config.json.
         max_seq_length: overrides the folder's maximum sequence length (inputs are truncated to it).
+        dtype: what the transformer's dense layers compute in, "float32", "bfloat16" or "int8"
+          (see BertModel.from_pretrained).
         """
         root = resolve_model_path(name_or_path, revision=revision, cache_dir=cache_dir)
         st_config_file = root / "config_sentence_transformers.json"
@@ -464,7 +466,7 @@ class SentenceEncoder:
                 if kind != "Transformer":
                     raise ValueError(f"{root / 'modules.json'}: the first module must be a "
                                      f"sentence_transformers Transformer, found {entry.get('type')!r}")
-                transformer = _load_transformer(folder, num_threads)
+                transformer = _load_transformer(folder, num_threads, dtype)
                 dimensions[_TOKEN_EMBEDDINGS] = transformer["model"].config.hidden_size
             elif kind == "Pooling":
                 module = _Pooling.from_config(folder / "config.json", dimensions[_TOKEN_EMBEDDINGS])
@@ -671,7 +673,7 @@ def _as_text_list(sentences):
     return texts
 
 
-def _load_transformer(folder, num_threads):
+def _load_transformer(folder, num_threads, dtype):
     """The tokenizer, encoder and text settings of a Transformer module folder."""
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder}: no config.json (not a BERT model folder)")
@@ -706,7 +708,7 @@ def _load_transformer(folder, num_threads):
     # do_lower_case lowercases the text before the tokenizer's own normalizer (whatever that does),
     # as sentence-transformers does by putting a Lowercase normalizer in front.
     tokenizer = Tokenizer.from_pretrained(folder, lowercase_input=do_lower_case)
-    model = BertModel.from_pretrained(folder, num_threads=num_threads)
+    model = BertModel.from_pretrained(folder, num_threads=num_threads, dtype=dtype)
     limit = model.config.max_position_embeddings
     # sentence-transformers: the configured length, else the tokenizer's limit capped at the
     # model's positions.
