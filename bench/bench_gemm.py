@@ -10,6 +10,10 @@ speedup of each path over the first.
 
 On a machine other processes share, --clock thread (1 thread only) times the CPU time of the
 calling thread, which time slices given to other processes do not inflate.
+
+The same weights stay in cache from call to call. --copies N cycles through N packed copies
+instead (as a model's layers do), so that with enough of them the weights stream from memory: what
+limits small batches.
 """
 import argparse
 import time
@@ -32,6 +36,8 @@ def main():
     parser.add_argument("--seconds", type=float, default=0.02, help="length of one measurement")
     parser.add_argument("--clock", choices=["wall", "thread"], default="wall",
                         help="thread: CPU time of the calling thread (only with 1 thread)")
+    parser.add_argument("--copies", type=int, default=1,
+                        help="packed copies of each weight, run in turn (weights out of cache)")
     args = parser.parse_args()
 
     paths = [tuple(p.split(":")) for p in args.paths.split(",")]
@@ -41,7 +47,7 @@ def main():
     clock = time.thread_time if args.clock == "thread" else time.perf_counter
     rng = np.random.default_rng(0)
     print(f"{_core.cpu_info()['brand']}; low-precision paths: {K.lowp_isas()}; "
-          f"clock: {args.clock}, best of {args.rounds} rounds")
+          f"clock: {args.clock}, best of {args.rounds} rounds, {args.copies} weight copies")
     header = f"{'threads':>7} {'M':>5} {'K x N':>10} " + " ".join(
         f"{p + ':' + i:>12}" for p, i in paths) + "   speedup vs " + ":".join(paths[0])
     print(header + "\n" + "-" * len(header))
@@ -52,17 +58,20 @@ def main():
                 x = rng.standard_normal((m, k)).astype(np.float32)
                 w = (rng.standard_normal((n, k)) / np.sqrt(k)).astype(np.float32)
                 b = rng.standard_normal(n).astype(np.float32)
-                packed = [K.PackedWeight(w, b, p, i) for p, i in paths]
+                packed = [[K.PackedWeight(w, b, p, i) for _ in range(args.copies)]
+                          for p, i in paths]
                 flops = 2.0 * m * k * n
-                reps = max(1, int(args.seconds * 100e9 * threads / flops))
+                reps = max(1, int(args.seconds * 100e9 * threads / flops / args.copies))
                 best = [float("inf")] * len(packed)
-                for p in packed:
-                    p.run(x)  # warm-up: caches, scratch memory, thread pool
+                for copies in packed:
+                    copies[0].run(x)  # warm-up: scratch memory, thread pool
                 for _ in range(args.rounds):
-                    for j, p in enumerate(packed):
+                    for j, copies in enumerate(packed):
                         t0 = clock()
-                        p.run(x, "none", reps)
-                        best[j] = min(best[j], (clock() - t0) / reps)
+                        for _ in range(reps):
+                            for p in copies:
+                                p.run(x)
+                        best[j] = min(best[j], (clock() - t0) / (reps * args.copies))
                 rates = [flops / t / 1e9 for t in best]
                 speedups = " ".join(f"{r / rates[0]:5.2f}x" for r in rates[1:])
                 print(f"{threads:>7} {m:>5} {f'{k}x{n}':>10} "
