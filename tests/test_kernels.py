@@ -68,6 +68,12 @@ def test_linear_without_bias_and_inputs_untouched(isa, rng):
     assert np.array_equal(x, x0) and np.array_equal(w, w0)
 
 
+def test_linear_of_no_rows(isa):
+    # An empty product, not a division by zero in the task split.
+    out = K.linear(np.zeros((0, 3), np.float32), np.ones((4, 3), np.float32), None, "none", isa)
+    assert out.shape == (0, 4)
+
+
 @pytest.mark.parametrize("activation", ["gelu", "gelu_tanh", "relu", "tanh", "none"])
 @pytest.mark.parametrize("n", [1, 7, 8, 15, 16, 33, 1000])
 def test_activation_matches_numpy(isa, rng, activation, n):

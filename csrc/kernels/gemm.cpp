@@ -101,6 +101,7 @@ void gemm_serial(const KernelTable& kt, int M, int N, int K, const float* A, int
 
 void gemm(const KernelTable& kt, int M, int N, int K, const float* A, int lda, const float* Bp,
           float* C, int ldc, const float* bias, Activation act) {
+  if (M <= 0 || N <= 0) return;
   const int nr = kt.nr;
   const int panels = ceil_div(N, nr);
   const int row_blocks = ceil_div(M, kRowBlock);
