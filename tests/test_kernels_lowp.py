@@ -4,6 +4,9 @@ Two references each: (a) numpy doing the kernels' own arithmetic -- bf16-rounded
 float32 in the kernels' order, or exact integer products scaled in float32 in the kernels' order --
 which the kernels must match bit for bit before the activation; (b) the float64 product of the
 unrounded inputs, within a bound derived from the rounding / quantization steps.
+
+int8 quantizes weights symmetrically per output channel (int8) and activations asymmetrically per
+row (0..255 with a zero point).
 """
 import numpy as np
 import pytest
@@ -60,23 +63,42 @@ def bf16_same_math(x, w, b):
     return c if b is None else c + b
 
 
-def quantize(a):
-    """Per-row symmetric int8: (q, scale) with scale = max|a| / 127, q = rint(a * (127 / max|a|))
-    in float32, as every path computes them."""
-    a = np.asarray(a, np.float32)
-    amax = np.abs(a).max(axis=1)
+def quantize_weights(w):
+    """Per-row (output channel) symmetric int8: (q, scale) with scale = max|w| / 127,
+    q = rint(w * (127 / max|w|)) in float32, as the packers compute them."""
+    w = np.asarray(w, np.float32)
+    amax = np.abs(w).max(axis=1)
     inv = np.divide(np.float32(127), amax, out=np.zeros_like(amax), where=amax > 0)
-    q = np.rint(a * inv[:, None]).astype(np.int8)
+    q = np.rint(w * inv[:, None]).astype(np.int8)
     return q, (amax / np.float32(127)).astype(np.float32)
+
+
+def quantize_activations(x, clamp=True):
+    """Per-row asymmetric 0..255, as every path computes it in float32: lo = min(min x, 0),
+    hi = max(max x, 0); inv = 255 / (hi - lo), scale = (hi - lo) / 255, zp = clamp(rint(-lo * inv)),
+    q = clamp(rint(x * inv) + zp) to [0, 255]; a zero row has scale 0, zp 0, q 0. Returns
+    (q int64, scale float32, zp int64); clamp=False leaves q unclamped."""
+    x = np.asarray(x, np.float32)
+    lo = np.minimum(x.min(axis=1), np.float32(0))
+    hi = np.maximum(x.max(axis=1), np.float32(0))
+    span = hi - lo
+    nonzero = hi > lo
+    inv = np.divide(np.float32(255), span, out=np.zeros_like(span), where=nonzero)
+    scale = np.divide(span, np.float32(255), out=np.zeros_like(span), where=nonzero)
+    zp = np.clip(np.rint(-lo * inv), 0, 255).astype(np.int64)
+    q = np.rint(x * inv[:, None]).astype(np.int64) + zp[:, None]
+    return (np.clip(q, 0, 255) if clamp else q), scale, zp
 
 
 def int8_same_math(x, w, b):
     """The int8 kernels' result before the activation: exact integer sums, then
-    float32(acc) * scale_x * scale_w + bias, left to right in float32."""
-    qx, sx = quantize(x)
-    qw, sw = quantize(w)
-    acc = qx.astype(np.int64) @ qw.astype(np.int64).T
-    c = acc.astype(np.float32) * sx[:, None] * sw[None, :]
+    float32(acc - zp_x * colsum_w) * scale_x * scale_w + bias, left to right in float32."""
+    qx, sx, zx = quantize_activations(x)
+    qw, sw = quantize_weights(w)
+    qw = qw.astype(np.int64)
+    centered = qx @ qw.T - zx[:, None] * qw.sum(axis=1)[None, :]
+    assert np.abs(centered).max(initial=0) < 2**31
+    c = centered.astype(np.float32) * sx[:, None] * sw[None, :]
     return c if b is None else c + b
 
 
@@ -94,10 +116,12 @@ def bf16_bound(x, w):
 
 
 def int8_bound(x, w):
-    """|int8 GEMM - exact|: x = sx q + e with |e| <= sx / 2 (likewise w), so the error is at most
-    sx/2 sum|w| + sw/2 sum(|x| + sx/2), plus float32 rounding."""
-    _, sx = quantize(x)
-    _, sw = quantize(w)
+    """|int8 GEMM - exact|: x = sx (q - zp) + e with |e| <= sx / 2 (the clamp to 255 only takes
+    rint(x * inv) down to within 1/2 of x * inv), likewise w = sw q + e' with |e'| <= sw / 2, so the
+    error is at most sx/2 sum|w| + sw/2 sum(|x| + sx/2), plus float32 rounding (also of scale and
+    inv, which are not exact reciprocals)."""
+    _, sx, _ = quantize_activations(x)
+    _, sw = quantize_weights(w)
     ax, aw = np.abs(x).astype(np.float64), np.abs(w).astype(np.float64)
     k = x.shape[1]
     bound = (sx[:, None] / 2 * aw.sum(1)[None, :]
@@ -210,24 +234,78 @@ def test_int8_weight_quantization(isa, rng):
     w[7, 5] = 40.0  # an outlier channel
     packed = K.PackedWeight(w, None, "int8", isa)
     q, scales = packed.int8_weight()
-    q_ref, s_ref = quantize(w)
+    q_ref, s_ref = quantize_weights(w)
     np.testing.assert_array_equal(q, q_ref)
     np.testing.assert_array_equal(scales, s_ref)
     assert q.dtype == np.int8 and np.abs(q).max() == 127
     np.testing.assert_array_equal(packed.weight(), q.astype(np.float32) * scales[:, None])
 
 
+def extreme_rows(rng, k):
+    """Rows that stress the activation quantization: zero, one-signed, a single nonzero, an
+    outlier, tiny, and rows whose rint(x * inv) + zp reaches 256 before the clamp."""
+    x = rng.standard_normal((16, k)).astype(np.float32)
+    x[2] = 0.0  # zero row: scale 0, zp 0, output = bias
+    x[5, 7 % k] = 1e4  # one outlier swamps its row
+    x[8] = np.where(np.arange(k) % 2, 127.0, -127.0)  # q = 0 and 255 (after the clamp)
+    x[9] = np.abs(x[9]) + 0.25  # all positive: zp 0
+    x[10] = -np.abs(x[10]) - 0.25  # all negative: zp 255
+    x[11] = 0.0
+    x[11, k // 2] = 3.0  # a single (positive) nonzero: q = 255 there, zp 0
+    x[12] = 0.0
+    x[12, 0] = -2.0  # a single negative nonzero: q = 0 there, zp 255
+    # Ties with inv = 64 exactly: zp = rint(153.5) = 154, rint(101.5) + 154 = 256 -> 255.
+    x[13] = np.resize(np.arange(-153.5, 102.0, dtype=np.float32) / 64, k)
+    x[13, :2] = np.float32([-153.5 / 64, 101.5 / 64])[:k]
+    x[14] = 0.5 * x[14] * (1 + erf(x[14] / np.sqrt(2)))  # GELU output: skewed, >= -0.17
+    x[15] *= np.float32(1e-20)
+    return x
+
+
+@pytest.mark.parametrize("isa", LOWP["int8"])
+@pytest.mark.parametrize("k", [1, 2, 3, 5, 8, 15, 16, 17, 31, 33, 64, 100, 301])
+def test_int8_activation_quantization(isa, rng, k):
+    x = np.concatenate([extreme_rows(rng, k), 3 * inputs(rng, 5, k, 1)[0]])
+    q, scale, zp = K.quantize_activations(x, isa)
+    q_ref, scale_ref, zp_ref = quantize_activations(x)
+    kp = q.shape[1]
+    assert kp >= k and kp - k < 4 and q.shape[0] == len(x)
+    np.testing.assert_array_equal(q[:, :k], q_ref)
+    np.testing.assert_array_equal(q[:, k:], np.repeat(zp_ref[:, None], kp - k, axis=1))
+    np.testing.assert_array_equal(scale, scale_ref)
+    np.testing.assert_array_equal(zp, zp_ref)
+    assert scale[2] == 0 and zp[2] == 0 and not q[2].any()
+    assert zp[9] == 0 and zp[10] == 255
+    assert zp[11] == 0 and q[11, k // 2] == 255 and zp[12] == 255 and q[12, 0] == 0
+    if k > 1:
+        assert q_ref[8].min() == 0 and q_ref[8].max() == 255
+        assert quantize_activations(x[13:14], clamp=False)[0].max() == 256  # the clamp matters
+        assert zp[13] == 154 and q[13, 1] == 255
+    # (q - zp) * scale is within half a step of x, except for float32 rounding of scale and inv.
+    err = np.abs((q[:, :k] - zp[:, None]) * scale[:, None].astype(np.float64) - x)
+    assert np.all(err <= scale[:, None] * 0.5 * (1 + 1e-5) + np.abs(x) * 2.0**-21)
+
+
 @pytest.mark.parametrize("isa", LOWP["int8"])
 def test_int8_zero_rows_and_extremes(isa, rng):
-    x, w, b = inputs(rng, 10, 300, 40)
-    x[2] = 0.0  # zero row: scale 0, output = bias
-    x[5, 7] = 1e4  # one outlier swamps its row
+    x = extreme_rows(rng, 300)
+    _, w, b = inputs(rng, 1, 300, 40)
     w[4] = 0.0
-    x[8] = np.where(np.arange(300) % 2, 127.0, -127.0)  # |q| = 127 in every column
     out = K.linear_int8(x, w, b, "none", isa)
     np.testing.assert_array_equal(out, int8_same_math(x, w, b))
+    assert np.all(np.abs(out - exact(x, w, b)) <= int8_bound(x, w) + np.abs(b))
     np.testing.assert_array_equal(out[2], b)
-    np.testing.assert_array_equal(out[:, 4], np.full(10, b[4]))
+    np.testing.assert_array_equal(out[:, 4], np.full(len(x), b[4]))
+
+
+def test_int8_asymmetric_resolution():
+    """A one-signed row spends all 256 levels on its range: half the step of symmetric int8."""
+    x = np.linspace(0, 2, 101, dtype=np.float32)[None, :]
+    for isa in LOWP["int8"]:
+        q, scale, zp = K.quantize_activations(x, isa)
+        assert zp[0] == 0 and q.max() == 255 and scale[0] == np.float32(2) / np.float32(255)
+        q, scale, zp = K.quantize_activations(-x, isa)
+        assert zp[0] == 255 and q[0, :101].min() == 0
 
 
 def test_empty_batch():

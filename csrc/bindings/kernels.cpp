@@ -3,9 +3,11 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include <cstring>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
+#include <vector>
 
 #include "bindings/bindings.h"
 #include "cpu/cpu_isa.h"
@@ -177,9 +179,43 @@ void bind_kernels(py::module_& m) {
            "act(x @ w.T + bias) through the threaded GEMM, computed `repeats` times (timing).")
       .def("weight", &PackedWeight::weight, "The weight the kernels multiply by, as float32.")
       .def("int8_weight", &PackedWeight::int8_weight,
-           "(int8 weight [N, K], float32 per-channel scales [N]); int8 only.")
+           "(int8 weight [N, K], float32 per-channel scales [N]); int8 only. The weight is "
+           "quantized symmetrically per output channel (scale = max|w| / 127).")
       .def_property_readonly("precision", &PackedWeight::precision)
       .def_property_readonly("isa", &PackedWeight::isa);
+
+  m.def(
+      "quantize_activations",
+      [](const FloatArray& x, const std::optional<std::string>& isa) {
+        require_2d(x, "x");
+        const Isa cap = isa ? parse_isa(*isa) : default_isa();
+        const Int8Kernels& kt = int8_kernels(isa ? cap : best_int8_isa(cap));
+        const int M = x.shape(0), K = x.shape(1);
+        if (K == 0) throw std::invalid_argument("rows must not be empty");
+        const int Kp = ceil_div(K, kt.kgroup) * kt.kgroup;
+        std::vector<uint8_t> row(static_cast<size_t>(Kp) * kt.a_bytes);
+        py::array_t<int32_t> q({M, Kp});
+        py::array_t<float> scales(M);
+        py::array_t<int32_t> zero_points(M);
+        for (int i = 0; i < M; ++i) {
+          scales.mutable_data()[i] = kt.quantize_row(x.data() + static_cast<size_t>(i) * K, K, Kp,
+                                                     row.data(), zero_points.mutable_data() + i);
+          int32_t* out = q.mutable_data() + static_cast<size_t>(i) * Kp;
+          for (int k = 0; k < Kp; ++k) {
+            if (kt.a_bytes == 2) {
+              int16_t v;
+              std::memcpy(&v, row.data() + 2 * k, sizeof v);
+              out[k] = v;
+            } else {
+              out[k] = row[k];
+            }
+          }
+        }
+        return py::make_tuple(q, scales, zero_points);
+      },
+      py::arg("x"), py::arg("isa") = py::none(),
+      "(q [M, Kp] as int32, scales [M], zero points [M]): the int8 path's per-row activation "
+      "quantization of x [M, K] (Int8Kernels::quantize_row), K padded to the path's K group.");
 
   for (const char* precision : {"bf16", "int8"}) {
     m.def(

@@ -266,7 +266,7 @@ void PackedLinearInt8::pack_weight(const float* weight) {
       column[k / kgroup * nr * kgroup + k % kgroup] = q[k];
       sum += q[k];
     }
-    comp[n] = 128 * sum;
+    comp[n] = sum;
   }
 }
 
@@ -292,12 +292,16 @@ void linear_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M, const 
     throw std::invalid_argument("weights packed for another int8 kernel table");
   const int K = w.in_features, Kp = w.k_padded, N = w.out_features, nr = kt.nr, mr = kt.mr;
   const size_t row_bytes = static_cast<size_t>(Kp) * kt.a_bytes;
-  // The row scales first (M floats), then the quantized rows.
-  scratch.reserve(M + floats_for<uint8_t>(M * row_bytes));
+  // The row scales (M floats) and zero points (M int32) first, then the quantized rows from a
+  // 64-byte boundary.
+  const size_t head = static_cast<size_t>(ceil_div(2 * M, 16)) * 16;
+  scratch.reserve(head + floats_for<uint8_t>(M * row_bytes));
   float* a_scale = scratch.data();
-  uint8_t* a = reinterpret_cast<uint8_t*>(scratch.data() + M);
+  int32_t* a_zero = reinterpret_cast<int32_t*>(scratch.data() + M);
+  uint8_t* a = reinterpret_cast<uint8_t*>(scratch.data() + head);
   for_each_row(M, [&](int i) {
-    a_scale[i] = kt.quantize_row(A + static_cast<size_t>(i) * lda, K, Kp, a + i * row_bytes);
+    a_scale[i] =
+        kt.quantize_row(A + static_cast<size_t>(i) * lda, K, Kp, a + i * row_bytes, a_zero + i);
   });
   const int panels = ceil_div(N, nr);
   const size_t panel_bytes = static_cast<size_t>(Kp) * nr;
@@ -310,7 +314,7 @@ void linear_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M, const 
       for (int p = p0; p < p1; ++p) {
         const int n = std::min(nr, N - p * nr);
         kt.gemm_micro(Kp, a + i * row_bytes, static_cast<int>(row_bytes), packed + p * panel_bytes,
-                      comp + p * nr, a_scale + i, w.scales.data() + p * nr,
+                      comp + p * nr, a_scale + i, a_zero + i, w.scales.data() + p * nr,
                       bias ? bias + p * nr : nullptr, C + static_cast<size_t>(i) * ldc + p * nr,
                       ldc, std::min(mr, m1 - i), n, act);
       }

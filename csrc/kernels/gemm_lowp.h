@@ -6,11 +6,14 @@
 // chunk-major, kGemmKc-row strips of nr-column panels) with rows taken in pairs: a strip holds
 // kc / 2 rows of nr (B[k][j], B[k+1][j]) pairs, what vdpbf16ps consumes. K is zero-padded to even.
 //
-// int8: W is quantized once per output channel (symmetric, scale = max|w| / 127), A per row at
-// each call (the same rule, into scratch memory). Products accumulate in int32 over the whole K
-// (no K chunks: a 4x denser panel stays in cache without them, and the integers stay exact), then
-// C = act(acc * scale_a[row] * scale_w[col] + bias). Panel-major: panel p holds K / kgroup groups
-// of nr columns of kgroup consecutive int8 weights; K is zero-padded to kgroup.
+// int8: W is quantized once per output channel (symmetric int8, scale = max|w| / 127), A per row
+// at each call, into scratch memory, asymmetrically: q in 0..255 with a zero point zp, x ~ (q - zp)
+// * scale_a, over [min(x, 0), max(x, 0)] (Int8Kernels::quantize_row), so that skewed rows such as
+// GELU outputs get the full 256 levels. Products accumulate in int32 over the whole K (no K chunks:
+// a 4x denser panel stays in cache without them, and the integers stay exact), then C =
+// act(float(acc - zp[row] * colsum_w[col]) * scale_a[row] * scale_w[col] + bias), colsum_w being
+// the column sums of the int8 weights. Panel-major: panel p holds K / kgroup groups of nr columns
+// of kgroup consecutive int8 weights; K is zero-padded to kgroup (A is padded with zp).
 #pragma once
 
 #include <vector>
@@ -24,11 +27,15 @@ namespace bertcpu {
 // fp32 -> bf16 exactly as Bf16Kernels::convert_row does it (the scalar form).
 bf16 to_bf16(float x);
 float bf16_to_float(bf16 x);
-// Symmetric int8 quantization of n floats, the rule of Int8Kernels::quantize_row: returns
-// max|x| / 127 and writes rint(x * (127 / max|x|)) into q.
+// Symmetric int8 quantization of n floats, the rule of the weights (one output channel): returns
+// max|x| / 127 and writes rint(x * (127 / max|x|)) into q (all 0 for a zero channel).
 float quantize_int8(const float* x, int n, int8_t* q);
+// Asymmetric 0..255 quantization of n floats, the rule of the activations (one row; see
+// Int8Kernels::quantize_row): returns the scale, writes q and *zero_point.
+float quantize_uint8(const float* x, int n, uint8_t* q, int32_t* zero_point);
 
-// Largest K an int8 GEMM accepts: every int32 sum of (q + 128) * w stays below 2^31.
+// Largest K an int8 GEMM accepts: every int32 sum of q * w (q in 0..255, |w| <= 127) stays below
+// 2^31, and so do zp * colsum_w and their difference.
 constexpr int kInt8MaxK = 65536;
 
 // The bf16 kernels of path `isa`: generic, or avx512 (AVX-512 with AVX512_BF16). Throws
@@ -67,7 +74,7 @@ struct PackedLinearInt8 {
   int k_padded = 0;            // in_features rounded up to kgroup
   AlignedBuffer panels;        // ceil(out / nr) panels of k_padded * nr int8 (4 per float)
   AlignedBuffer scales;        // per output channel, padded like bias (zeros)
-  AlignedBuffer compensation;  // 128 * column sums of the int8 weights (int32), padded
+  AlignedBuffer compensation;  // column sums of the int8 weights (int32), padded (zeros)
   AlignedBuffer bias;          // ceil(out / nr) * nr floats, zeros past out_features
 
   // Sets the shape for table kt; the bias starts at zero. Throws std::invalid_argument when in
@@ -86,7 +93,8 @@ struct PackedLinearInt8 {
 void linear_bf16(const Bf16Kernels& kt, const PackedLinearBf16& w, int M, const float* A, int lda,
                  float* C, int ldc, bool with_bias, Activation act, AlignedBuffer& scratch);
 
-// The same with int8 weights; A is quantized per row first, into `scratch`.
+// The same with int8 weights; A is quantized per row first (scales, zero points and rows), into
+// `scratch`.
 void linear_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M, const float* A, int lda,
                  float* C, int ldc, bool with_bias, Activation act, AlignedBuffer& scratch);
 

@@ -1,5 +1,5 @@
-// The int8 kernels for AVX2 (no VNNI): activations are stored widened to int16 and weights are
-// widened on load (vpmovsxbw), then vpmaddwd multiplies int16 pairs into int32 sums -- exact,
+// The int8 kernels for AVX2 (no VNNI): activations (0..255) are stored widened to int16 and weights
+// are widened on load (vpmovsxbw), then vpmaddwd multiplies int16 pairs into int32 sums -- exact,
 // unlike vpmaddubsw, which saturates its int16 pair sums. A 6 x 16 micro-tile: 12 ymm
 // accumulators, two vectors of 8 columns x 2 weights per K pair, a broadcast pair and a product:
 // all 16 registers.
@@ -16,33 +16,53 @@ constexpr int kNv = 2;  // vectors of 8 columns
 constexpr int kNr = 8 * kNv;
 constexpr int kGroup = 2;
 
-// rint(x * inv) for the lanes of x; vcvtps2dq rounds to nearest even, like the generic path.
-inline __m256i quantize8(__m256 x, __m256 inv) { return _mm256_cvtps_epi32(_mm256_mul_ps(x, inv)); }
+// rint(x * inv) + zp for the lanes of x; vcvtps2dq rounds to nearest even, like the generic path.
+inline __m256i quantize8(__m256 x, __m256 inv, __m256i zp) {
+  return _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(x, inv)), zp);
+}
 
-float quantize_row(const float* x, int k, int kp, uint8_t* out) {
+inline float reduce_min(__m256 v) {
+  __m128 s = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_min_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_min_ss(s, _mm_movehdup_ps(s)));
+}
+
+float quantize_row(const float* x, int k, int kp, uint8_t* out, int32_t* zero_point) {
   int16_t* q = reinterpret_cast<int16_t*>(out);
-  VecAvx2 amax = VecAvx2::zero();
+  VecAvx2 lo = VecAvx2::zero(), hi = VecAvx2::zero();
   int i = 0;
-  for (; i + 8 <= k; i += 8) amax = VecAvx2::max(amax, VecAvx2::abs(VecAvx2::load(x + i)));
-  if (i < k) amax = VecAvx2::max(amax, VecAvx2::abs(VecAvx2::load_partial(x + i, k - i, 0.0f)));
-  const float max = amax.reduce_max();
-  const float inv = max > 0.0f ? 127.0f / max : 0.0f;
-  const __m256 vinv = _mm256_set1_ps(inv);
-  for (i = 0; i + 16 <= k; i += 16) {
-    // packs_epi32 interleaves the 128-bit lanes of its operands; the permute restores the order.
-    const __m256i packed = _mm256_packs_epi32(quantize8(_mm256_loadu_ps(x + i), vinv),
-                                              quantize8(_mm256_loadu_ps(x + i + 8), vinv));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), _mm256_permute4x64_epi64(packed, 0xd8));
+  for (; i + 8 <= k; i += 8) {
+    const VecAvx2 v = VecAvx2::load(x + i);
+    lo = VecAvx2::min(lo, v);
+    hi = VecAvx2::max(hi, v);
   }
-  for (; i < k; ++i) q[i] = static_cast<int16_t>(_mm_cvtss_si32(_mm_set_ss(x[i] * inv)));
-  for (i = k; i < kp; ++i) q[i] = 0;
-  return max / 127.0f;
+  if (i < k) {
+    const VecAvx2 v = VecAvx2::load_partial(x + i, k - i, 0.0f);
+    lo = VecAvx2::min(lo, v);
+    hi = VecAvx2::max(hi, v);
+  }
+  const RowQuant rq = row_quant(reduce_min(lo.v), hi.reduce_max());
+  const __m256 inv = _mm256_set1_ps(rq.inv);
+  const __m256i zp = _mm256_set1_epi32(rq.zero_point);
+  const __m256i top = _mm256_set1_epi16(255);
+  for (i = 0; i + 16 <= k; i += 16) {
+    // packus_epi32 clamps at 0 (the values stay far below its upper limit) and interleaves the
+    // 128-bit lanes of its operands; the permute restores the order.
+    const __m256i packed = _mm256_packus_epi32(quantize8(_mm256_loadu_ps(x + i), inv, zp),
+                                               quantize8(_mm256_loadu_ps(x + i + 8), inv, zp));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i),
+                        _mm256_min_epi16(_mm256_permute4x64_epi64(packed, 0xd8), top));
+  }
+  for (; i < k; ++i) q[i] = static_cast<int16_t>(quantize_scalar(x[i] * rq.inv, rq.zero_point));
+  for (i = k; i < kp; ++i) q[i] = static_cast<int16_t>(rq.zero_point);
+  *zero_point = rq.zero_point;
+  return rq.scale;
 }
 
 template <int M>
-inline void micro_rows(int kp, const uint8_t* a, int lda, const int8_t* bp, const float* a_scale,
-                       const float* w_scale, const float* bias, float* c, int ldc, int n,
-                       Activation act) {
+inline void micro_rows(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32_t* colsum,
+                       const float* a_scale, const int32_t* a_zero, const float* w_scale,
+                       const float* bias, float* c, int ldc, int n, Activation act) {
   __m256i acc[M][kNv];
 #pragma GCC unroll 16
   for (int i = 0; i < M; ++i)
@@ -71,23 +91,26 @@ inline void micro_rows(int kp, const uint8_t* a, int lda, const int8_t* bp, cons
       _mm256_store_si256(reinterpret_cast<__m256i*>(tile[i] + 8 * j), acc[i][j]);
   for (int i = 0; i < M; ++i) {
     const __m256 sa = _mm256_set1_ps(a_scale[i]);
+    const __m256i zp = _mm256_set1_epi32(a_zero[i]);
     VecAvx2 r[kNv];
 #pragma GCC unroll 4
     for (int j = 0; j < kNv; ++j) {
-      const __m256 v = _mm256_cvtepi32_ps(
-          _mm256_load_si256(reinterpret_cast<const __m256i*>(tile[i] + 8 * j)));
+      const __m256i zp_colsum = _mm256_mullo_epi32(
+          zp, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(colsum + 8 * j)));
+      const __m256 v = _mm256_cvtepi32_ps(_mm256_sub_epi32(
+          _mm256_load_si256(reinterpret_cast<const __m256i*>(tile[i] + 8 * j)), zp_colsum));
       r[j].v = rounded(_mm256_mul_ps(_mm256_mul_ps(v, sa), _mm256_loadu_ps(w_scale + 8 * j)));
     }
     finish_row<VecAvx2, kNv>(r, c + i * ldc, n, false, bias, act);
   }
 }
 
-// Activations are signed int16 here, so `comp` is not needed.
-void gemm_micro(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32_t* comp,
-                const float* a_scale, const float* w_scale, const float* bias, float* c, int ldc,
-                int m, int n, Activation act) {
+void gemm_micro(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32_t* colsum,
+                const float* a_scale, const int32_t* a_zero, const float* w_scale,
+                const float* bias, float* c, int ldc, int m, int n, Activation act) {
   with_rows<kMr>(m, [&](auto rows) {
-    micro_rows<decltype(rows)::value>(kp, a, lda, bp, a_scale, w_scale, bias, c, ldc, n, act);
+    micro_rows<decltype(rows)::value>(kp, a, lda, bp, colsum, a_scale, a_zero, w_scale, bias, c,
+                                      ldc, n, act);
   });
 }
 

@@ -1,8 +1,7 @@
 // The int8 kernels for AVX-512 with AVX512_VNNI: an 8 x 48 micro-tile of vpdpbusd (24 zmm
 // accumulators; a group of 4 activations broadcast, three vectors of 16 columns x 4 weights per
-// group). vpdpbusd multiplies unsigned by signed bytes, so activations are stored as q + 128 and
-// the kernel subtracts 128 * (column sum of the weights), computed at pack time. Called only when
-// the CPU has AVX512_VNNI (gemm_lowp.cpp).
+// group). vpdpbusd multiplies unsigned by signed bytes: the activations' 0..255 values as they
+// are, the int8 weights. Called only when the CPU has AVX512_VNNI (gemm_lowp.cpp).
 #include "kernels/lowp_kernels.h"
 #include "kernels/vec_avx512.h"
 #include "kernels/lowp_simd.h"
@@ -16,36 +15,46 @@ constexpr int kNv = 3;  // vectors of 16 columns
 constexpr int kNr = 16 * kNv;
 constexpr int kGroup = 4;
 
-// q + 128 for q = rint(x * inv): vcvtps2dq rounds to nearest even, like the generic path.
-inline __m128i offset_bytes(__m512 x, __m512 inv) {
-  const __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(x, inv));
-  return _mm512_cvtepi32_epi8(_mm512_add_epi32(q, _mm512_set1_epi32(128)));
+// max(rint(x * inv) + zp, 0) for the lanes of x (vcvtps2dq rounds to nearest even, like the
+// generic path); the unsigned saturation of vpmovusdb then clamps at 255.
+inline __m512i quantize16(__m512 x, __m512 inv, __m512i zp) {
+  const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(x, inv)), zp);
+  return _mm512_max_epi32(q, _mm512_setzero_si512());
 }
 
-float quantize_row(const float* x, int k, int kp, uint8_t* out) {
-  VecAvx512 amax = VecAvx512::zero();
+float quantize_row(const float* x, int k, int kp, uint8_t* out, int32_t* zero_point) {
+  VecAvx512 lo = VecAvx512::zero(), hi = VecAvx512::zero();
   int i = 0;
-  for (; i + 16 <= k; i += 16) amax = VecAvx512::max(amax, VecAvx512::abs(VecAvx512::load(x + i)));
-  if (i < k)
-    amax = VecAvx512::max(amax, VecAvx512::abs(VecAvx512::load_partial(x + i, k - i, 0.0f)));
-  const float max = amax.reduce_max();
-  const __m512 inv = _mm512_set1_ps(max > 0.0f ? 127.0f / max : 0.0f);
+  for (; i + 16 <= k; i += 16) {
+    const VecAvx512 v = VecAvx512::load(x + i);
+    lo = VecAvx512::min(lo, v);
+    hi = VecAvx512::max(hi, v);
+  }
+  if (i < k) {
+    const VecAvx512 v = VecAvx512::load_partial(x + i, k - i, 0.0f);
+    lo = VecAvx512::min(lo, v);
+    hi = VecAvx512::max(hi, v);
+  }
+  const RowQuant rq = row_quant(_mm512_reduce_min_ps(lo.v), hi.reduce_max());
+  const __m512 inv = _mm512_set1_ps(rq.inv);
+  const __m512i zp = _mm512_set1_epi32(rq.zero_point);
   for (i = 0; i + 16 <= k; i += 16)
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i),
-                     offset_bytes(_mm512_loadu_ps(x + i), inv));
+                     _mm512_cvtusepi32_epi8(quantize16(_mm512_loadu_ps(x + i), inv, zp)));
   if (i < k) {
     const __mmask16 mask = VecAvx512::tail_mask(k - i);
-    const __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(mask, x + i), inv));
-    _mm512_mask_cvtepi32_storeu_epi8(out + i, mask, _mm512_add_epi32(q, _mm512_set1_epi32(128)));
+    _mm512_mask_cvtusepi32_storeu_epi8(
+        out + i, mask, quantize16(_mm512_maskz_loadu_ps(mask, x + i), inv, zp));
   }
-  for (i = k; i < kp; ++i) out[i] = 128;
-  return max / 127.0f;
+  for (i = k; i < kp; ++i) out[i] = static_cast<uint8_t>(rq.zero_point);
+  *zero_point = rq.zero_point;
+  return rq.scale;
 }
 
 template <int M>
-inline void micro_rows(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32_t* comp,
-                       const float* a_scale, const float* w_scale, const float* bias, float* c,
-                       int ldc, int n, Activation act) {
+inline void micro_rows(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32_t* colsum,
+                       const float* a_scale, const int32_t* a_zero, const float* w_scale,
+                       const float* bias, float* c, int ldc, int n, Activation act) {
   __m512i acc[M][kNv];
 #pragma GCC unroll 16
   for (int i = 0; i < M; ++i)
@@ -71,11 +80,13 @@ inline void micro_rows(int kp, const uint8_t* a, int lda, const int8_t* bp, cons
     for (int j = 0; j < kNv; ++j) _mm512_store_si512(tile[i] + 16 * j, acc[i][j]);
   for (int i = 0; i < M; ++i) {
     const __m512 sa = _mm512_set1_ps(a_scale[i]);
+    const __m512i zp = _mm512_set1_epi32(a_zero[i]);
     VecAvx512 r[kNv];
 #pragma GCC unroll 4
     for (int j = 0; j < kNv; ++j) {
-      const __m512i v = _mm512_sub_epi32(_mm512_load_si512(tile[i] + 16 * j),
-                                         _mm512_loadu_si512(comp + 16 * j));
+      const __m512i v = _mm512_sub_epi32(
+          _mm512_load_si512(tile[i] + 16 * j),
+          _mm512_mullo_epi32(zp, _mm512_loadu_si512(colsum + 16 * j)));
       r[j].v = rounded(_mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), sa),
                                      _mm512_loadu_ps(w_scale + 16 * j)));
     }
@@ -83,12 +94,12 @@ inline void micro_rows(int kp, const uint8_t* a, int lda, const int8_t* bp, cons
   }
 }
 
-void gemm_micro(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32_t* comp,
-                const float* a_scale, const float* w_scale, const float* bias, float* c, int ldc,
-                int m, int n, Activation act) {
+void gemm_micro(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32_t* colsum,
+                const float* a_scale, const int32_t* a_zero, const float* w_scale,
+                const float* bias, float* c, int ldc, int m, int n, Activation act) {
   with_rows<kMr>(m, [&](auto rows) {
-    micro_rows<decltype(rows)::value>(kp, a, lda, bp, comp, a_scale, w_scale, bias, c, ldc, n,
-                                      act);
+    micro_rows<decltype(rows)::value>(kp, a, lda, bp, colsum, a_scale, a_zero, w_scale, bias, c,
+                                      ldc, n, act);
   });
 }
 

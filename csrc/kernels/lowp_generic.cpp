@@ -33,6 +33,27 @@ float quantize_int8(const float* x, int n, int8_t* q) {
   return amax / 127.0f;
 }
 
+float quantize_uint8(const float* x, int n, uint8_t* q, int32_t* zero_point) {
+  float lo = 0.0f, hi = 0.0f;
+  for (int i = 0; i < n; ++i) {
+    lo = std::min(lo, x[i]);
+    hi = std::max(hi, x[i]);
+  }
+  if (hi == lo) {  // all zero
+    std::fill(q, q + n, 0);
+    *zero_point = 0;
+    return 0.0f;
+  }
+  const float range = hi - lo;
+  const float inv = 255.0f / range;
+  const int32_t zp = std::clamp(static_cast<int32_t>(std::nearbyint(-lo * inv)), 0, 255);
+  for (int i = 0; i < n; ++i)
+    q[i] = static_cast<uint8_t>(
+        std::clamp(static_cast<int32_t>(std::nearbyint(x[i] * inv)) + zp, 0, 255));
+  *zero_point = zp;
+  return range / 255.0f;
+}
+
 namespace {
 
 constexpr int kMr = 4;
@@ -68,29 +89,29 @@ void bf16_micro(int kc, const bf16* a, int lda, const bf16* bp, float* c, int ld
   }
 }
 
-float quantize_row(const float* x, int k, int kp, uint8_t* out) {
-  int8_t* q = reinterpret_cast<int8_t*>(out);
-  const float scale = quantize_int8(x, k, q);
-  std::fill(q + k, q + kp, 0);
+float quantize_row(const float* x, int k, int kp, uint8_t* out, int32_t* zero_point) {
+  const float scale = quantize_uint8(x, k, out, zero_point);
+  std::fill(out + k, out + kp, static_cast<uint8_t>(*zero_point));
   return scale;
 }
 
-// kgroup 1: the panel holds kp rows of kNr int8; A is plain int8, so `comp` is not needed.
-void int8_micro(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32_t* comp,
-                const float* a_scale, const float* w_scale, const float* bias, float* c, int ldc,
-                int m, int n, Activation act) {
+// kgroup 1: the panel holds kp rows of kNr int8; A is uint8.
+void int8_micro(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32_t* colsum,
+                const float* a_scale, const int32_t* a_zero, const float* w_scale,
+                const float* bias, float* c, int ldc, int m, int n, Activation act) {
   int32_t acc[kMr][kNr] = {};
   for (int k = 0; k < kp; ++k) {
     const int8_t* b = bp + k * kNr;
     for (int i = 0; i < m; ++i) {
-      const int32_t ai = static_cast<int8_t>(a[i * lda + k]);
+      const int32_t ai = a[i * lda + k];
       for (int j = 0; j < kNr; ++j) acc[i][j] += ai * b[j];
     }
   }
   for (int i = 0; i < m; ++i) {
     float* row = c + i * ldc;
     for (int j = 0; j < n; ++j) {
-      float v = static_cast<float>(acc[i][j]) * a_scale[i] * w_scale[j];
+      const int32_t centered = acc[i][j] - a_zero[i] * colsum[j];
+      float v = static_cast<float>(centered) * a_scale[i] * w_scale[j];
       if (bias) v += bias[j];
       row[j] = v;
     }

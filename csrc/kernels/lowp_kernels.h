@@ -1,5 +1,5 @@
 // Kernel tables of the low-precision GEMMs (gemm_lowp.h): bf16 inputs with fp32 accumulation, and
-// int8 inputs with int32 accumulation.
+// int8 weights times 8-bit activations (0..255 with a zero point) with int32 accumulation.
 //
 // As in kernels.h, one table per path. generic (lowp_generic.cpp) is the scalar reference the
 // others are tested against, and it does the same arithmetic: the same bf16 rounding and fp32
@@ -43,20 +43,25 @@ struct Int8Kernels {
   int kgroup;   // consecutive K values a packed column holds together; K is zero-padded to it
   int a_bytes;  // bytes per activation in this path's quantized row format
 
-  // Quantizes one row of k floats symmetrically: returns scale = max|x| / 127 and writes
-  // q = rint(x * (127 / max|x|)) (0 for a zero row) in this path's format -- int8 (generic),
-  // int16 (avx2) or uint8 q + 128 (avx512) -- then q = 0 up to kp. Identical q and scale on every
-  // path (fp32 divisions and one fp32 product, round to nearest even). Inputs must be finite.
-  float (*quantize_row)(const float* x, int k, int kp, uint8_t* out);
+  // Quantizes one row of k floats asymmetrically to 0..255 with a zero point (weights stay
+  // symmetric): asymmetric, a skewed row (GELU outputs, >= -0.17) gets all 256 levels, not half.
+  // With lo = min(min x, 0), hi = max(max x, 0): for hi == lo, scale = 0, zp = 0, q = 0; else
+  // inv = 255 / (hi - lo), scale = (hi - lo) / 255, zp = clamp(rint(-lo * inv), 0, 255),
+  // q = clamp(rint(x * inv) + zp, 0, 255), so x ~ (q - zp) * scale. Writes q in this path's format
+  // -- uint8 (generic, avx512) or int16 (avx2) -- then q = zp up to kp (the value 0); returns the
+  // scale and stores zp in *zero_point. Identical q, scale and zp on every path (fp32 divisions
+  // and one fp32 product each, rounded to nearest even). Inputs must be finite.
+  float (*quantize_row)(const float* x, int k, int kp, uint8_t* out, int32_t* zero_point);
 
-  // C[m x n] = act(float(acc) * a_scale[i] * w_scale[j] + bias[j]), evaluated left to right,
-  // where acc[i][j] = sum over the kp (padded) K of qa[i][k] * qw[k][j] in int32, exactly. a: m
+  // C[m x n] = act(float(acc - a_zero[i] * colsum[j]) * a_scale[i] * w_scale[j] + bias[j]),
+  // evaluated left to right with no fused multiply-add, where acc[i][j] = sum over the kp (padded)
+  // K of qa[i][k] * qw[k][j] and colsum[j] = sum over k of qw[k][j], all in int32, exactly. a: m
   // quantized rows of stride lda bytes; bp: one packed panel (kp / kgroup groups of nr columns of
-  // kgroup int8); comp: 128 * column sums of the panel's weights (the correction of paths that feed
-  // A as q + 128); bias may be null. m <= mr, n <= nr.
-  void (*gemm_micro)(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32_t* comp,
-                     const float* a_scale, const float* w_scale, const float* bias, float* c,
-                     int ldc, int m, int n, Activation act);
+  // kgroup int8); colsum: the panel's weight column sums, computed at pack time; bias may be null.
+  // m <= mr, n <= nr.
+  void (*gemm_micro)(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32_t* colsum,
+                     const float* a_scale, const int32_t* a_zero, const float* w_scale,
+                     const float* bias, float* c, int ldc, int m, int n, Activation act);
 };
 
 // Defined in the per-path translation units; gemm_lowp.h picks one after checking the CPU.

@@ -23,6 +23,28 @@ inline T rounded(T v) {
   return v;
 }
 
+// The parameters of one row's asymmetric quantization (Int8Kernels::quantize_row) from
+// lo = min(min x, 0) and hi = max(max x, 0), computed as quantize_uint8() (lowp_generic.cpp) does.
+// A zero row gets inv = 0, which makes every q = rint(x * 0) + 0 = 0.
+struct RowQuant {
+  float inv, scale;
+  int zero_point;
+};
+
+inline RowQuant row_quant(float lo, float hi) {
+  if (hi == lo) return {0.0f, 0.0f, 0};
+  const float range = hi - lo;
+  const float inv = 255.0f / range;
+  const int zp = _mm_cvtss_si32(_mm_set_ss(-lo * inv));  // rounds to nearest even
+  return {inv, range / 255.0f, zp < 0 ? 0 : zp > 255 ? 255 : zp};
+}
+
+// clamp(rint(x) + zp, 0, 255) of one scalar, as in quantize_uint8().
+inline int quantize_scalar(float x_inv, int zp) {
+  const int q = _mm_cvtss_si32(_mm_set_ss(x_inv)) + zp;
+  return q < 0 ? 0 : q > 255 ? 255 : q;
+}
+
 template <int R>
 struct RowCount {
   static constexpr int value = R;
