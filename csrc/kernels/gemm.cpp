@@ -105,11 +105,16 @@ void gemm(const KernelTable& kt, int M, int N, int K, const float* A, int lda, c
   const int nr = kt.nr;
   const int panels = ceil_div(N, nr);
   const int row_blocks = ceil_div(M, kRowBlock);
-  // Enough tasks to balance the threads, but no narrower than one panel.
+  // Enough tasks to balance the threads, but no narrower than one panel: at least 4 per thread,
+  // and a multiple of the thread count unless there are many (9 equal tasks on 2 threads leave
+  // one thread idle for a ninth of the time).
   const int threads = get_num_threads();
   int panels_per_task = std::max(1, kColBlock / nr);
-  while (panels_per_task > 1 && row_blocks * ceil_div(panels, panels_per_task) < 4 * threads)
-    panels_per_task /= 2;
+  auto unbalanced = [&](int per_task) {
+    const int tasks = row_blocks * ceil_div(panels, per_task);
+    return tasks < 4 * threads || (tasks % threads != 0 && tasks < 16 * threads);
+  };
+  while (panels_per_task > 1 && unbalanced(panels_per_task)) panels_per_task /= 2;
   const int col_blocks = ceil_div(panels, panels_per_task);
   // Whole micro-tiles per task: a short remainder tile in every block would run at a fraction of
   // the full tile's speed.
