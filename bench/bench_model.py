@@ -25,6 +25,12 @@ from bertcpu.config import BertConfig
 THROUGHPUT_TARGETS = {"openvino": 1.3, "onnxruntime": 1.5}  # 8x128 speedup over each peer
 LATENCY_SHAPES = ("1x16", "1x128")  # bertcpu below every fp32 peer
 THROUGHPUT_SHAPE = "8x128"
+# Issue 5's: (bertcpu system, peer, shapes, throughput speedup at least) and the latency shape.
+LOWP_THROUGHPUT_TARGETS = (("bertcpu-bf16", "openvino-bf16", ("8x128", "32x128"), 2.0),
+                           ("bertcpu-int8", "onnxruntime-int8", ("8x128",), 2.0))
+LOWP_LATENCY = ("bertcpu-bf16", "openvino-bf16", "1x128")
+FP32_SYSTEMS = tuple(s for s in benchmark.SYSTEMS if benchmark.system_precision(s) == "fp32")
+LOWP_SYSTEMS = tuple(s for s in benchmark.SYSTEMS if s not in FP32_SYSTEMS)
 
 
 def resolve_model(name):
@@ -53,7 +59,7 @@ def check_targets(report):
                              f"(target >= {target:.2f}x) {'MET' if speedup >= target else 'MISSED'}")
     for label in LATENCY_SHAPES:
         results = shapes.get(label, {})
-        peers = {name: r for name, r in results.items() if name != "bertcpu"}
+        peers = {name: r for name, r in results.items() if name in FP32_SYSTEMS[1:]}
         if "bertcpu" in results and peers:
             best = min(peers.values(), key=lambda r: r.median_ms)
             ours = results["bertcpu"].median_ms
@@ -63,11 +69,31 @@ def check_targets(report):
     for shape in report.shapes:
         results = {r.system: r for r in shape.systems}
         if shape.real_tokens != shape.batch * shape.padded_seq and "bertcpu" in results:
-            peers = [r for name, r in results.items() if name != "bertcpu"]
+            peers = [r for name, r in results.items() if name in FP32_SYSTEMS[1:]]
             if peers:
                 nearest = min(peers, key=lambda r: r.speedup_of_bertcpu)
                 lines.append(f"{shape.shape} (mixed lengths): bertcpu {nearest.speedup_of_bertcpu:.2f}x "
                              f"the fastest peer ({nearest.system}; target: well ahead)")
+    return lines
+
+
+def check_lowp_targets(report):
+    """The same for issue 5's targets (low-precision modes against the peers' own)."""
+    shapes = {s.shape: {r.system: r for r in s.systems} for s in report.shapes}
+    lines = []
+    for ours, peer, labels, target in LOWP_THROUGHPUT_TARGETS:
+        for label in labels:
+            results = shapes.get(label, {})
+            if ours in results and peer in results:
+                speedup = results[peer].speedup_of_bertcpu
+                lines.append(f"{label} throughput, {ours} vs {peer}: {speedup:.2f}x "
+                             f"(target >= {target:.2f}x) {'MET' if speedup >= target else 'MISSED'}")
+    ours, peer, label = LOWP_LATENCY
+    results = shapes.get(label, {})
+    if ours in results and peer in results:
+        a, b = results[ours].median_ms, results[peer].median_ms
+        lines.append(f"{label} latency: {ours} {a:.2f} ms, {peer} {b:.2f} ms (target: lower) "
+                     f"{'MET' if a < b else 'MISSED'}")
     return lines
 
 
@@ -86,12 +112,18 @@ def main(argv=None):
                              "300 GFLOP a third (default 15)")
     parser.add_argument("--all-rounds", action="store_true",
                         help="run every shape for --rounds rounds, big ones included")
-    parser.add_argument("--systems", default=",".join(benchmark.SYSTEMS),
-                        help="comma-separated subset of %(default)s")
+    parser.add_argument("--systems", default=",".join(FP32_SYSTEMS),
+                        help=f"comma-separated, from {','.join(benchmark.SYSTEMS)} (default "
+                             f"%(default)s: issue 2's fp32 comparison)")
+    parser.add_argument("--lowp", action="store_true",
+                        help=f"also run the low-precision systems ({','.join(LOWP_SYSTEMS)}) and "
+                             f"check issue 5's targets")
     parser.add_argument("--json", metavar="FILE", help="also write every measurement as JSON")
     args = parser.parse_args(argv)
 
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    if args.lowp:
+        systems += [s for s in LOWP_SYSTEMS if s not in systems]
     unknown = [s for s in systems if s not in benchmark.SYSTEMS]
     if unknown or not systems:
         parser.error(f"--systems: choose from {', '.join(benchmark.SYSTEMS)}")
@@ -125,6 +157,11 @@ def main(argv=None):
             if entry["targets"]:
                 print("\nIssue 2 targets (BERT-base, bertcpu vs each fp32 peer in this run):")
                 for line in entry["targets"]:
+                    print(f"- {line}")
+            entry["lowp_targets"] = check_lowp_targets(report)
+            if entry["lowp_targets"]:
+                print("\nIssue 5 targets (BERT-base, bertcpu's modes vs the peers' in this run):")
+                for line in entry["lowp_targets"]:
                     print(f"- {line}")
         output["models"].append(entry)
         sys.stdout.flush()
