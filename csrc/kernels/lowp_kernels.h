@@ -43,8 +43,8 @@ struct Int8Kernels {
   int kgroup;   // consecutive K values a packed column holds together; K is zero-padded to it
   int a_bytes;  // bytes per activation in this path's quantized row format
 
-  // Quantizes one row of k floats asymmetrically to 0..255 with a zero point (weights stay
-  // symmetric): asymmetric, a skewed row (GELU outputs, >= -0.17) gets all 256 levels, not half.
+  // Quantizes one row of k floats to 0..255 with a zero point: asymmetric, unlike the weights, so
+  // that a skewed row (a GELU output is >= -0.17) gets all 256 levels instead of about half.
   // With lo = min(min x, 0), hi = max(max x, 0): for hi == lo, scale = 0, zp = 0, q = 0; else
   // inv = 255 / (hi - lo), scale = (hi - lo) / 255, zp = clamp(rint(-lo * inv), 0, 255),
   // q = clamp(rint(x * inv) + zp, 0, 255), so x ~ (q - zp) * scale. Writes q in this path's format
