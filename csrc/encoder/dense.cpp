@@ -103,10 +103,12 @@ void DenseLayer::convert(const ModelKernels& kernels) {
   get_weight(weight.data());
   get_bias(bias.data());
   if (kernels.precision == Precision::bfloat16) {
+    bf16_kernels_ = kernels.bf16;
     bf16_.init(*kernels.bf16, out, in);
     bf16_.pack_weight(weight.data());
     bf16_.set_bias(bias.data());
   } else {
+    int8_kernels_ = kernels.int8;
     int8_.init(*kernels.int8, out, in);
     int8_.pack_weight(weight.data());
     int8_.set_bias(bias.data());
@@ -117,17 +119,17 @@ void DenseLayer::convert(const ModelKernels& kernels) {
   fp32_.bias = AlignedBuffer();
 }
 
-void DenseLayer::run(const ModelKernels& kernels, int M, const float* A, int lda, float* C,
-                     int ldc, bool with_bias, Activation act, AlignedBuffer& scratch) const {
+void DenseLayer::run(const KernelTable& fp32, int M, const float* A, int lda, float* C, int ldc,
+                     bool with_bias, Activation act, AlignedBuffer& scratch) const {
   switch (precision_) {
     case Precision::float32:
-      linear(*kernels.fp32, fp32_, M, A, lda, C, ldc, with_bias, act);
+      linear(fp32, fp32_, M, A, lda, C, ldc, with_bias, act);
       break;
     case Precision::bfloat16:
-      linear_bf16(*kernels.bf16, bf16_, M, A, lda, C, ldc, with_bias, act, scratch);
+      linear_bf16(*bf16_kernels_, bf16_, M, A, lda, C, ldc, with_bias, act, scratch);
       break;
     case Precision::int8:
-      linear_int8(*kernels.int8, int8_, M, A, lda, C, ldc, with_bias, act, scratch);
+      linear_int8(*int8_kernels_, int8_, M, A, lda, C, ldc, with_bias, act, scratch);
       break;
   }
 }

@@ -52,9 +52,9 @@ class DenseLayer {
   // Repacks the weights for kernels.precision and frees the fp32 copy (nothing for float32).
   void convert(const ModelKernels& kernels);
 
-  // C = act(A * W^T + bias) (bias only if with_bias) over M rows, threaded. `scratch` holds the
-  // low-precision copy of A.
-  void run(const ModelKernels& kernels, int M, const float* A, int lda, float* C, int ldc,
+  // C = act(A * W^T + bias) (bias only if with_bias) over M rows, threaded, on the kernels the
+  // layer was converted for (fp32: `fp32`). `scratch` holds the low-precision copy of A.
+  void run(const KernelTable& fp32, int M, const float* A, int lda, float* C, int ldc,
            bool with_bias, Activation act, AlignedBuffer& scratch) const;
 
   // Bytes of the packed weights and bias.
@@ -62,6 +62,8 @@ class DenseLayer {
 
  private:
   Precision precision_ = Precision::float32;
+  const Bf16Kernels* bf16_kernels_ = nullptr;  // set by convert()
+  const Int8Kernels* int8_kernels_ = nullptr;
   PackedLinear fp32_;
   PackedLinearBf16 bf16_;
   PackedLinearInt8 int8_;
