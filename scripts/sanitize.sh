@@ -67,10 +67,13 @@ esac
 start=$SECONDS
 python -m pytest -q -p no:cacheprovider \
     tests/test_kernels.py \
+    tests/test_kernels_lowp.py \
     tests/test_model.py \
+    tests/test_lowp_model.py \
     tests/test_tokenizer.py \
     -k "test_kernels or odd_shapes or each_activation or half_precision or sharded or without_pooler \
         or every_kernel_path or input_forms or inputs_are_not_modified or bad_ or huge_batch \
-        or minilm_seq or corpus_uncased or batch_equals or random_nasty or pickle" \
+        or minilm_seq or corpus_uncased or batch_equals or random_nasty or pickle \
+        or int8_paths_agree or keeps_qkv or outputs_and_memory" \
     "$@"
 echo "sanitize.sh: tests took $((SECONDS - start)) s"

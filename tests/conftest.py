@@ -22,6 +22,24 @@ def minilm_dir():
     return minilm_folder()
 
 
+def reference_activation(x, name):
+    """The engine's activations (by its names) in float64 numpy, for the kernel tests."""
+    from scipy.special import erf
+
+    x = x.astype(np.float64)
+    if name == "none":
+        return x
+    if name == "gelu":
+        return 0.5 * x * (1 + erf(x / np.sqrt(2)))
+    if name == "gelu_tanh":
+        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+    if name == "relu":
+        return np.maximum(x, 0)
+    if name == "tanh":
+        return np.tanh(x)
+    raise AssertionError(name)
+
+
 def _torch():
     import torch
 

@@ -5,28 +5,14 @@ does (same packing, same GEMM driver and blocking, same attention code).
 """
 import numpy as np
 import pytest
-from scipy.special import erf
 
 import bertcpu
 from bertcpu import _core
 
+from conftest import reference_activation
+
 ISAS = bertcpu.cpu_info()["available_isas"]
 K = _core.kernels
-
-
-def reference_activation(x, name):
-    x = x.astype(np.float64)
-    if name == "none":
-        return x
-    if name == "gelu":
-        return 0.5 * x * (1 + erf(x / np.sqrt(2)))
-    if name == "gelu_tanh":
-        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
-    if name == "relu":
-        return np.maximum(x, 0)
-    if name == "tanh":
-        return np.tanh(x)
-    raise AssertionError(name)
 
 
 @pytest.fixture(params=ISAS)

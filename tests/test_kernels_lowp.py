@@ -14,24 +14,11 @@ from scipy.special import erf
 
 from bertcpu import _core
 
+from conftest import reference_activation
+
 K = _core.kernels
 LOWP = K.lowp_isas()
 CHUNK = 256  # kGemmKc: bf16 sums restart per K chunk, then add into C
-
-
-def reference_activation(x, name):
-    x = x.astype(np.float64)
-    if name == "none":
-        return x
-    if name == "gelu":
-        return 0.5 * x * (1 + erf(x / np.sqrt(2)))
-    if name == "gelu_tanh":
-        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
-    if name == "relu":
-        return np.maximum(x, 0)
-    if name == "tanh":
-        return np.tanh(x)
-    raise AssertionError(name)
 
 
 def to_bf16(a):
