@@ -162,7 +162,7 @@ def test_low_precision_outputs_and_memory(minilm_dir, minilm_fp32):
     rows = out.attentions[0].sum(-1).transpose(0, 2, 1)  # [batch, seq, heads]
     np.testing.assert_allclose(rows[mask.astype(bool)], 1.0, atol=1e-5)
     assert mean_row_cosine(out.pooler_output[:, None, :], reference.pooler_output[:, None, :],
-                           np.ones((3, 1))) > 0.99
+                           np.ones((3, 1))) > 0.998
     # The dense weights shrink to a quarter of their float32 size (Q/K/V to a half; embeddings
     # stay float32).
     sizes = dict(model._encoder.expected_weights())
