@@ -466,9 +466,16 @@ def embed_files(input, output, model, *, column="text", output_column="embedding
     _check_positive_int("rows_per_file", rows_per_file)
     _check_output_is_new(output)
     if check_on_driver:
+        from bertcpu import runtime
+
         embedder_options = {name: value for name, value in options.items()
                             if name in _EMBEDDER_OPTIONS}
-        SentenceEmbedder(model, column, output_column, num_threads=1, **embedder_options)
+        # Loading sets the process-wide thread count: keep the caller's.
+        threads = runtime.get_num_threads()
+        try:
+            SentenceEmbedder(model, column, output_column, num_threads=1, **embedder_options)
+        finally:
+            runtime.set_num_threads(threads)
 
     started_here = not ray.is_initialized()
     if started_here:

@@ -22,6 +22,7 @@ pytest.importorskip("ray.data")
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
+import bertcpu  # noqa: E402
 import bertcpu.ray as bertcpu_ray  # noqa: E402  (after the skip: it needs Ray to run)
 from bertcpu import SentenceEncoder  # noqa: E402
 from bertcpu.ray import (SentenceEmbedder, embed_dataset, embed_files, file_format,  # noqa: E402
@@ -212,9 +213,12 @@ def test_embed_files_keeps_order_and_values(minilm_dir, reference, ray_cluster, 
     output = tmp_path / f"output.{output_format}"
     # One 2-thread actor: the default pool (an actor per core) is tested above; fewer actor
     # start-ups keep this test short.
+    threads = bertcpu.get_num_threads()
     rows = embed_files(str(source), str(output), minilm_dir, batch_size=100, rows_per_file=150,
                        num_threads=2)
     assert rows == len(texts)
+    # The model check on the driver leaves this process's engine as it was.
+    assert bertcpu.get_num_threads() == threads
     vectors, ids, read_texts = read_output(output, output_format)
     assert ids == list(range(len(texts)))
     assert read_texts == texts
