@@ -332,8 +332,8 @@ void bind_kernels(py::module_& m) {
           py::gil_scoped_release release;
           const int threads = get_num_threads();
           std::vector<AttentionScratch> scratch(threads);
-          multi_head_attention(kt, qkv.data(), hidden, heads, layout, ctx.mutable_data(), {},
-                               scratch, threads);
+          multi_head_attention(kt, qkv.data(), 3 * hidden, hidden, heads, layout,
+                               ctx.mutable_data(), hidden, {}, scratch, threads);
         }
         return ctx;
       },

@@ -16,11 +16,12 @@ constexpr int kQueryBlock = 64;
 
 }  // namespace
 
-void multi_head_attention(const KernelTable& kt, const float* qkv, int hidden, int heads,
-                          const SequenceLayout& layout, float* ctx, const AttentionProbsOut& probs,
-                          std::vector<AttentionScratch>& scratch, int threads) {
+void multi_head_attention(const KernelTable& kt, const float* qkv, int ld_qkv, int hidden,
+                          int heads, const SequenceLayout& layout, float* ctx, int ld_ctx,
+                          const AttentionProbsOut& probs, std::vector<AttentionScratch>& scratch,
+                          int threads) {
   const int d = hidden / heads;
-  const int ld = 3 * hidden;
+  const int ld = ld_qkv;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const int nr = kt.nr;
   parallel_for(
@@ -58,7 +59,7 @@ void multi_head_attention(const KernelTable& kt, const float* qkv, int hidden, i
             }
           }
           gemm_serial(kt, rows, d, length, scores, length, s.packed_values.data(),
-                      ceil_div(d, nr), 0, ctx + static_cast<size_t>(first + i0) * hidden + h * d, hidden, nullptr,
+                      ceil_div(d, nr), 0, ctx + static_cast<size_t>(first + i0) * ld_ctx + h * d, ld_ctx, nullptr,
                       Activation::none);
         }
       },

@@ -30,10 +30,12 @@ struct AttentionScratch {
 };
 
 // ctx[t, h*d:(h+1)*d] = softmax(q_h k_h^T / sqrt(d)) v_h within each sequence, where qkv rows are
-// [q | k | v] of width 3 * hidden. One task per (sequence, head), on up to `threads` threads with
-// scratch[current_worker()] (scratch must hold `threads` entries).
-void multi_head_attention(const KernelTable& kt, const float* qkv, int hidden, int heads,
-                          const SequenceLayout& layout, float* ctx, const AttentionProbsOut& probs,
-                          std::vector<AttentionScratch>& scratch, int threads);
+// [q | k | v] of width 3 * hidden, ld_qkv floats apart (ctx rows ld_ctx apart). One task per
+// (sequence, head), on up to `threads` threads with scratch[current_worker()] (scratch must hold
+// `threads` entries).
+void multi_head_attention(const KernelTable& kt, const float* qkv, int ld_qkv, int hidden,
+                          int heads, const SequenceLayout& layout, float* ctx, int ld_ctx,
+                          const AttentionProbsOut& probs, std::vector<AttentionScratch>& scratch,
+                          int threads);
 
 }  // namespace bertcpu

@@ -119,7 +119,7 @@ class Encoder {
   void run_group(const Group& group, int seq, const std::vector<int>& token_ids,
                  const std::vector<int>& columns, const std::vector<int>& types,
                  const EncoderOutputs& out);
-  void scatter(const float* rows, const Group& group, const std::vector<int>& columns, int seq,
+  void scatter(const float* rows, int ld, const Group& group, const std::vector<int>& columns, int seq,
                float* padded, int threads) const;
   void rowwise(int rows, int threads, const std::function<void(int)>& fn) const;
 

@@ -78,23 +78,27 @@ void gemm_serial(const KernelTable& kt, int M, int N, int K, const float* A, int
                  Activation act) {
   const int nr = kt.nr, mr = kt.mr;
   const int panels = ceil_div(N, nr);
-  // Few rows of A: too little arithmetic per strip to hide streaming B from memory, so the first
-  // row tile fetches the next strip ahead. With more rows the strip is reused enough without.
-  const int prefetch = M <= kPrefetchMaxRowTiles * mr ? kGemmPrefetchNext : 0;
-  for (int k0 = 0; k0 < K; k0 += kGemmKc) {
+  const int chunks = ceil_div(K, kGemmKc);
+  // Few rows of A: too little arithmetic per strip to hide streaming B from memory. Such products
+  // walk B in memory order (panel by panel, each strip after strip) and the first row tile
+  // prefetches the strip that follows. With more rows, strips are reused enough without, and the
+  // K chunk is the outer loop so that A's slice of it stays in L2 across the panels.
+  const bool streaming = M <= kPrefetchMaxRowTiles * mr;
+  for (int step = 0; step < panels * chunks; ++step) {
+    const int p = streaming ? step / chunks : step % panels;
+    const int k0 = (streaming ? step % chunks : step / panels) * kGemmKc;
     const int kc = std::min(kGemmKc, K - k0);
     const bool last = k0 + kc == K;
+    const float* strip = Bp + strip_offset(K, panels_total, nr, k0, p0 + p);
+    const float* next = streaming && step + 1 < panels * chunks ? strip + kc * nr : nullptr;
     const int flags = k0 > 0 ? kGemmAccumulate : 0;
-    for (int p = 0; p < panels; ++p) {
-      const float* strip = Bp + strip_offset(K, panels_total, nr, k0, p0 + p);
-      const int n = std::min(nr, N - p * nr);
-      const float* panel_bias = (last && bias) ? bias + p * nr : nullptr;
-      const Activation panel_act = last ? act : Activation::none;
-      for (int i = 0; i < M; i += mr) {
-        kt.gemm_micro(kc, A + static_cast<size_t>(i) * lda + k0, lda, strip,
-                      C + static_cast<size_t>(i) * ldc + p * nr, ldc, std::min(mr, M - i), n,
-                      flags | (i == 0 ? prefetch : 0), panel_bias, panel_act);
-      }
+    const int n = std::min(nr, N - p * nr);
+    const float* panel_bias = (last && bias) ? bias + p * nr : nullptr;
+    const Activation panel_act = last ? act : Activation::none;
+    for (int i = 0; i < M; i += mr) {
+      kt.gemm_micro(kc, A + static_cast<size_t>(i) * lda + k0, lda, strip,
+                    C + static_cast<size_t>(i) * ldc + p * nr, ldc, std::min(mr, M - i), n, flags,
+                    panel_bias, panel_act, i == 0 ? next : nullptr);
     }
   }
 }

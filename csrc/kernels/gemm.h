@@ -1,10 +1,11 @@
 // fp32 GEMM over pre-packed B: C[M x N] = act(A[M x K] * B[K x N] + bias).
 //
 // B is packed once into panels of `nr` columns (the micro-kernel's width), zero-padded past N, and
-// split along K into chunks of kGemmKc rows. Chunk-major: chunk c holds, panel after panel, the
-// strip of rows [c*kGemmKc, c*kGemmKc + kc) of each panel (kc rows of nr floats). A micro-kernel
-// reads one strip contiguously, the strip stays in L1 while it sweeps the rows of A, and a pass
-// over the panels of one chunk streams memory in order (what keeps batch-1 runs at memory speed).
+// each panel is split along K into strips of kGemmKc rows. Panel-major: panel p holds its strips
+// one after another (kc rows of nr floats each), so the whole panel is one contiguous run of
+// memory. A micro-kernel reads one strip contiguously while it sweeps the rows of A; a few-row
+// product (batch 1) walks its panels strip after strip and so streams each task's weights from
+// DRAM in one run, which the prefetchers follow.
 #pragma once
 
 #include "cpu/aligned_buffer.h"
@@ -18,10 +19,11 @@ inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
 // rows of A; the kGemmKc-wide slice of those rows stays in L2.
 constexpr int kGemmKc = 256;
 
-// Where the strip of panel p for the K chunk starting at k0 begins in a packed [K x N] operand.
+// Where the strip of panel p for the K chunk starting at k0 begins in a packed [K x N] operand
+// (`panels` is kept so that callers need not know the layout).
 inline size_t strip_offset(int K, int panels, int nr, int k0, int p) {
-  const int kc = K - k0 < kGemmKc ? K - k0 : kGemmKc;
-  return static_cast<size_t>(k0) * panels * nr + static_cast<size_t>(p) * kc * nr;
+  (void)panels;
+  return (static_cast<size_t>(p) * K + k0) * nr;
 }
 
 // Floats a packed [K x N] operand occupies for panel width nr.

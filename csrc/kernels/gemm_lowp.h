@@ -3,7 +3,7 @@
 //
 // bf16: W is rounded to bf16 once at pack time, A row by row at each call (a pre-pass into
 // scratch memory); products accumulate in fp32. The packed layout is the fp32 one (gemm.h:
-// chunk-major, kGemmKc-row strips of nr-column panels) with rows taken in pairs: a strip holds
+// panel-major, kGemmKc-row strips of nr-column panels) with rows taken in pairs: a strip holds
 // kc / 2 rows of nr (B[k][j], B[k+1][j]) pairs, what vdpbf16ps consumes. K is zero-padded to even.
 //
 // int8: W is quantized once per output channel (symmetric int8, scale = max|w| / 127), A per row

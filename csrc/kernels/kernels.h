@@ -14,10 +14,6 @@ enum class Activation { none = 0, gelu_erf = 1, gelu_tanh = 2, relu = 3, tanh = 
 // Flags of the GEMM micro-kernel.
 enum GemmFlags : int {
   kGemmAccumulate = 1,  // C += A*B instead of C = A*B
-  // Also prefetch, into L2, the packed strip that follows bp in memory (the next panel's): a
-  // pass with few rows of A is bound by streaming B from DRAM, and the hardware prefetcher alone
-  // does not run far enough ahead to overlap that with the arithmetic.
-  kGemmPrefetchNext = 2,
 };
 
 struct KernelTable {
@@ -27,9 +23,12 @@ struct KernelTable {
 
   // C[m x n] (=|+=) A[m x kc] * Bp[kc x nr], m <= mr, n <= nr. A is row-major with stride lda, Bp a
   // packed panel (kc rows of nr floats). When bias is non-null (nr floats, zero past n) it is added
-  // and `act` applied after the product: pass them only with the last K chunk.
+  // and `act` applied after the product: pass them only with the last K chunk. When `next` is
+  // non-null, the kc x nr floats from it (the strip the caller multiplies next) are prefetched
+  // into L2 along the way: weights stream from DRAM, and the hardware prefetcher neither runs far
+  // enough ahead nor follows the jump from one strip to the next.
   void (*gemm_micro)(int kc, const float* a, int lda, const float* bp, float* c, int ldc, int m,
-                     int n, int flags, const float* bias, Activation act);
+                     int n, int flags, const float* bias, Activation act, const float* next);
 
   // out[i] = act(x[i]) for n floats; out may equal x.
   void (*activation)(const float* x, float* out, int n, Activation act);

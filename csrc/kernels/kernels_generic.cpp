@@ -31,9 +31,10 @@ inline float apply_activation(float x, Activation act) {
 }
 
 void gemm_micro(int kc, const float* a, int lda, const float* bp, float* c, int ldc, int m, int n,
-                int flags, const float* bias, Activation act) {
+                int flags, const float* bias, Activation act, const float* next) {
   float acc[kMr][kNr] = {};
   for (int k = 0; k < kc; ++k) {
+    if (next) __builtin_prefetch(next + k * kNr, 0, 2);
     const float* b = bp + k * kNr;
     for (int i = 0; i < m; ++i) {
       const float ai = a[i * lda + k];

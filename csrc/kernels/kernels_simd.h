@@ -77,17 +77,17 @@ inline V vactivation(V x, Activation act) {
 // C[M x n] (=|+=) A[M x kc] * Bp[kc x 2W] with M rows held in 2*M vector accumulators.
 template <class V, int M>
 inline void gemm_micro_rows(int kc, const float* a, int lda, const float* bp, float* c, int ldc,
-                            int n, int flags, const float* bias, Activation act) {
+                            int n, int flags, const float* bias, Activation act,
+                            const float* next) {
   constexpr int W = V::width;
   V acc0[M], acc1[M];
 #pragma GCC unroll 16
   for (int i = 0; i < M; ++i) acc0[i] = acc1[i] = V::zero();
-  const bool prefetch = flags & kGemmPrefetchNext;
   for (int k = 0; k < kc; ++k) {
-    if (prefetch) {
-      const char* next = reinterpret_cast<const char*>(bp + (kc + k) * 2 * W);
-      __builtin_prefetch(next, 0, 2);
-      if constexpr (2 * W * sizeof(float) > 64) __builtin_prefetch(next + 64, 0, 2);
+    if (next) {
+      const char* line = reinterpret_cast<const char*>(next + k * 2 * W);
+      __builtin_prefetch(line, 0, 2);
+      if constexpr (2 * W * sizeof(float) > 64) __builtin_prefetch(line + 64, 0, 2);
     }
     const V b0 = V::load(bp + k * 2 * W);
     const V b1 = V::load(bp + k * 2 * W + W);
@@ -132,11 +132,11 @@ inline void gemm_micro_rows(int kc, const float* a, int lda, const float* bp, fl
 
 template <class V, int MR>
 void gemm_micro(int kc, const float* a, int lda, const float* bp, float* c, int ldc, int m, int n,
-                int flags, const float* bias, Activation act) {
+                int flags, const float* bias, Activation act, const float* next) {
   switch (m) {
 #define BERTCPU_ROWS_CASE(R)                                                            \
   case R:                                                                               \
-    if constexpr (R <= MR) gemm_micro_rows<V, R>(kc, a, lda, bp, c, ldc, n, flags, bias, act); \
+    if constexpr (R <= MR) gemm_micro_rows<V, R>(kc, a, lda, bp, c, ldc, n, flags, bias, act, next); \
     break;
     BERTCPU_ROWS_CASE(1)
     BERTCPU_ROWS_CASE(2)
