@@ -83,17 +83,28 @@ inline void gemm_micro_rows(int kc, const float* a, int lda, const float* bp, fl
   V acc0[M], acc1[M];
 #pragma GCC unroll 16
   for (int i = 0; i < M; ++i) acc0[i] = acc1[i] = V::zero();
-  for (int k = 0; k < kc; ++k) {
+  // A is read through one moving pointer plus fixed per-row offsets held in registers, B and the
+  // prefetched strip through moving pointers. Written as a[i * lda + k] with int indices, the loop
+  // paid address arithmetic on every broadcast under CPython's -fwrapv, which forbids widening
+  // the index once (measured: the GEMM ran 5-7% slower).
+  ptrdiff_t row_offset[M];
+#pragma GCC unroll 16
+  for (int i = 0; i < M; ++i) row_offset[i] = static_cast<ptrdiff_t>(i) * lda;
+  const float* a_k = a;
+  const float* const a_end = a + kc;
+  const float* b_k = bp;
+  const char* next_k = reinterpret_cast<const char*>(next);
+  for (; a_k != a_end; ++a_k, b_k += 2 * W) {
     if (next) {
-      const char* line = reinterpret_cast<const char*>(next + k * 2 * W);
-      __builtin_prefetch(line, 0, 2);
-      if constexpr (2 * W * sizeof(float) > 64) __builtin_prefetch(line + 64, 0, 2);
+      __builtin_prefetch(next_k, 0, 2);
+      if constexpr (2 * W * sizeof(float) > 64) __builtin_prefetch(next_k + 64, 0, 2);
+      next_k += 2 * W * sizeof(float);
     }
-    const V b0 = V::load(bp + k * 2 * W);
-    const V b1 = V::load(bp + k * 2 * W + W);
+    const V b0 = V::load(b_k);
+    const V b1 = V::load(b_k + W);
 #pragma GCC unroll 16
     for (int i = 0; i < M; ++i) {
-      const V ai = V::set1(a[i * lda + k]);
+      const V ai = V::set1(a_k[row_offset[i]]);
       acc0[i] = V::fmadd(ai, b0, acc0[i]);
       acc1[i] = V::fmadd(ai, b1, acc1[i]);
     }
