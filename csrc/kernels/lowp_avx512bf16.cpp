@@ -34,13 +34,19 @@ inline void micro_rows(int kc, const bf16* a, int lda, const bf16* bp, float* c,
   for (int i = 0; i < M; ++i)
 #pragma GCC unroll 4
     for (int j = 0; j < kNv; ++j) acc[i][j] = _mm512_setzero_ps();
-  for (int k = 0; k < kc; k += 2) {
+  // Moving pointers and per-row offsets, as in kernels_simd.h (int indices cost address
+  // arithmetic per broadcast under -fwrapv).
+  ptrdiff_t row_offset[M];
+#pragma GCC unroll 16
+  for (int i = 0; i < M; ++i) row_offset[i] = static_cast<ptrdiff_t>(i) * lda;
+  const bf16* b_k = bp;
+  for (const bf16 *a_k = a, *a_end = a + kc; a_k != a_end; a_k += 2, b_k += 2 * kNr) {
     __m512bh b[kNv];
 #pragma GCC unroll 4
-    for (int j = 0; j < kNv; ++j) b[j] = (__m512bh)_mm512_loadu_si512(bp + k * kNr + 32 * j);
+    for (int j = 0; j < kNv; ++j) b[j] = (__m512bh)_mm512_loadu_si512(b_k + 32 * j);
 #pragma GCC unroll 16
     for (int i = 0; i < M; ++i) {
-      const __m512bh ai = (__m512bh)_mm512_set1_epi32(load_u32(a + i * lda + k));
+      const __m512bh ai = (__m512bh)_mm512_set1_epi32(load_u32(a_k + row_offset[i]));
 #pragma GCC unroll 4
       for (int j = 0; j < kNv; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], b[j], ai);
     }

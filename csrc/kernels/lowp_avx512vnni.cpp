@@ -60,13 +60,19 @@ inline void micro_rows(int kp, const uint8_t* a, int lda, const int8_t* bp, cons
   for (int i = 0; i < M; ++i)
 #pragma GCC unroll 4
     for (int j = 0; j < kNv; ++j) acc[i][j] = _mm512_setzero_si512();
-  for (int k = 0; k < kp; k += kGroup) {
+  // Moving pointers and per-row offsets, as in kernels_simd.h (int indices cost address
+  // arithmetic per broadcast under -fwrapv).
+  ptrdiff_t row_offset[M];
+#pragma GCC unroll 16
+  for (int i = 0; i < M; ++i) row_offset[i] = static_cast<ptrdiff_t>(i) * lda;
+  const int8_t* b_k = bp;
+  for (const uint8_t *a_k = a, *a_end = a + kp; a_k != a_end; a_k += kGroup, b_k += kGroup * kNr) {
     __m512i b[kNv];
 #pragma GCC unroll 4
-    for (int j = 0; j < kNv; ++j) b[j] = _mm512_loadu_si512(bp + k * kNr + 64 * j);
+    for (int j = 0; j < kNv; ++j) b[j] = _mm512_loadu_si512(b_k + 64 * j);
 #pragma GCC unroll 16
     for (int i = 0; i < M; ++i) {
-      const __m512i ai = _mm512_set1_epi32(load_u32(a + i * lda + k));
+      const __m512i ai = _mm512_set1_epi32(load_u32(a_k + row_offset[i]));
 #pragma GCC unroll 4
       for (int j = 0; j < kNv; ++j) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], ai, b[j]);
     }
