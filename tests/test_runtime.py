@@ -11,9 +11,9 @@ import bertcpu
 from bertcpu import _core
 
 
-def run_python(code, **env):
+def run_python(code, *args, **env):
     full_env = dict(os.environ, **env)
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                           env=full_env, timeout=120)
 
 
@@ -82,3 +82,47 @@ def test_thread_pool_survives_fork():
     with ctx.Pool(2) as pool:
         errors = pool.map_async(_linear_in_child, range(4)).get(timeout=60)
     assert max(errors) < 1e-3
+
+
+IDLE_AFTER_CALLS = """
+import os, sys, threading, time
+import numpy as np
+import bertcpu
+from bertcpu import BertModel
+from bertcpu.config import BertConfig
+
+bertcpu.set_num_threads(2)
+config = BertConfig(hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
+                    intermediate_size=512, vocab_size=1000, max_position_embeddings=128)
+model = BertModel.from_config(config)
+ids = np.random.default_rng(0).integers(0, 1000, (32, 128))
+busy = threading.Thread(target=lambda: [model(ids) for _ in range(20)])
+busy.start()
+if sys.argv[1] == "fork":  # forked while the other thread is inside forward calls
+    time.sleep(0.05)
+    pid = os.fork()
+    if pid == 0:
+        model(ids)
+        time.sleep(0.05)
+        start = time.process_time()
+        time.sleep(0.3)
+        os._exit(0 if time.process_time() - start < 0.05 else 3)
+    busy.join()
+    _, status = os.waitpid(pid, 0)
+    sys.exit(os.waitstatus_to_exitcode(status))
+busy.join()
+time.sleep(0.05)
+start = time.process_time()
+time.sleep(0.3)
+print(time.process_time() - start)
+"""
+
+
+@pytest.mark.parametrize("where", ["parent", "forked child"])
+def test_workers_idle_after_forward_calls(where):
+    # Workers poll between the regions of a forward pass; once calls stop they must sleep, also in
+    # a child forked while another thread of the parent was making forward calls.
+    result = run_python(IDLE_AFTER_CALLS, "fork" if where == "forked child" else "parent")
+    assert result.returncode == 0, result.stderr
+    if where == "parent":
+        assert float(result.stdout) < 0.05, f"the process used {result.stdout} s of CPU while idle"

@@ -27,8 +27,8 @@ namespace bertcpu {
 
 namespace {
 
-// How long a worker keeps polling for the next region before it sleeps. Long enough to cover the
-// gap between the regions of one forward pass, short enough that nothing spins after it returns.
+// How long a worker keeps polling for the next region before it sleeps when no BusyScope is open:
+// short enough that nothing spins for long after a forward pass returns.
 constexpr auto kSpinTime = std::chrono::microseconds(200);
 
 thread_local bool t_inside_region = false;
@@ -37,6 +37,14 @@ thread_local int t_worker = 0;  // 0: the calling thread; i + 1: pool worker i
 class Pool {
  public:
   void set_threads(int n) { requested_.store(n); }
+
+  void begin_busy() {
+    if (busy_.fetch_add(1) > 0) return;
+    // Taking the lock orders the count before any sleeping worker's next look at it.
+    { std::lock_guard<std::mutex> lock(wake_mutex_); }
+    wake_cv_.notify_all();
+  }
+  void end_busy() { busy_.fetch_sub(1); }
   int threads() const { return requested_.load(); }
 
   void run(int n_tasks, const std::function<void(int)>& fn, int max_threads) {
@@ -99,6 +107,7 @@ class Pool {
     workers_ = new std::vector<std::thread>();  // the old threads are gone; their handles leak
     generation_.store(0);
     region_.store(0);
+    busy_.store(0);  // the forwards that held them ran on threads the child does not have
   }
 
  private:
@@ -114,15 +123,7 @@ class Pool {
   void worker_loop(int index, unsigned long seen) {
     t_worker = index + 1;
     for (;;) {
-      // Wait for a new region: spin briefly, then sleep.
-      auto spin_until = std::chrono::steady_clock::now() + kSpinTime;
-      while (generation_.load(std::memory_order_acquire) == seen &&
-             std::chrono::steady_clock::now() < spin_until)
-        BERTCPU_PAUSE();
-      if (generation_.load(std::memory_order_acquire) == seen) {
-        std::unique_lock<std::mutex> lock(wake_mutex_);
-        wake_cv_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
-      }
+      wait_for_region(seen);
       seen = generation_.load(std::memory_order_acquire);
       if (index >= active_workers_ || !join(seen)) continue;
       t_inside_region = true;
@@ -133,6 +134,27 @@ class Pool {
         std::lock_guard<std::mutex> lock(done_mutex_);
         done_cv_.notify_one();
       }
+    }
+  }
+
+  // Returns once a region newer than `seen` is published. Polls while a BusyScope is open and for
+  // kSpinTime after that, then sleeps until the next region or BusyScope.
+  void wait_for_region(unsigned long seen) {
+    auto spin_until = std::chrono::steady_clock::now() + kSpinTime;
+    for (int polls = 0; generation_.load(std::memory_order_acquire) == seen; ++polls) {
+      if (busy_.load(std::memory_order_relaxed) > 0) {
+        // Give the CPU to other runnable threads now and then: with more threads than CPUs a
+        // polling worker would otherwise hold up the caller's serial work.
+        if (polls % 1024 == 1023) std::this_thread::yield();
+        spin_until = std::chrono::steady_clock::now() + kSpinTime;
+      } else if (std::chrono::steady_clock::now() >= spin_until) {
+        std::unique_lock<std::mutex> lock(wake_mutex_);
+        wake_cv_.wait(lock, [&] {
+          return generation_.load(std::memory_order_acquire) != seen || busy_.load() > 0;
+        });
+        spin_until = std::chrono::steady_clock::now() + kSpinTime;
+      }
+      BERTCPU_PAUSE();
     }
   }
 
@@ -177,6 +199,7 @@ class Pool {
   std::mutex error_mutex_;
 
   std::atomic<unsigned long> generation_{0};
+  std::atomic<int> busy_{0};  // open BusyScopes
   std::mutex wake_mutex_;
   std::condition_variable wake_cv_;
   std::mutex done_mutex_;
@@ -205,6 +228,14 @@ int get_num_threads() { return pool().threads(); }
 
 void parallel_for(int n_tasks, const std::function<void(int)>& fn, int max_threads) {
   pool().run(n_tasks, fn, max_threads);
+}
+
+BusyScope::BusyScope() : active_(pool().threads() > 1) {
+  if (active_) pool().begin_busy();
+}
+
+BusyScope::~BusyScope() {
+  if (active_) pool().end_busy();
 }
 
 int current_worker() { return t_inside_region ? t_worker : 0; }

@@ -381,6 +381,7 @@ size_t Encoder::scratch_floats_per_token() const {
 
 void Encoder::forward(const EncoderInputs& in, const EncoderOutputs& out) {
   if (!finalized_) throw std::invalid_argument("the model's weights are not all loaded");
+  const BusyScope busy;  // first, so that sleeping workers wake while the inputs are checked
   std::vector<int> token_ids, columns, types;
   const SequenceLayout layout = plan(in, token_ids, columns, types);
 
