@@ -21,31 +21,14 @@ inline __m256i quantize8(__m256 x, __m256 inv, __m256i zp) {
   return _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(x, inv)), zp);
 }
 
-inline float reduce_min(__m256 v) {
-  __m128 s = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_min_ps(s, _mm_movehl_ps(s, s));
-  return _mm_cvtss_f32(_mm_min_ss(s, _mm_movehdup_ps(s)));
-}
-
 float quantize_row(const float* x, int k, int kp, uint8_t* out, int32_t* zero_point) {
   int16_t* q = reinterpret_cast<int16_t*>(out);
-  VecAvx2 lo = VecAvx2::zero(), hi = VecAvx2::zero();
-  int i = 0;
-  for (; i + 8 <= k; i += 8) {
-    const VecAvx2 v = VecAvx2::load(x + i);
-    lo = VecAvx2::min(lo, v);
-    hi = VecAvx2::max(hi, v);
-  }
-  if (i < k) {
-    const VecAvx2 v = VecAvx2::load_partial(x + i, k - i, 0.0f);
-    lo = VecAvx2::min(lo, v);
-    hi = VecAvx2::max(hi, v);
-  }
-  const RowQuant rq = row_quant(reduce_min(lo.v), hi.reduce_max());
+  const RowQuant rq = row_quant_of<VecAvx2>(x, k);
   const __m256 inv = _mm256_set1_ps(rq.inv);
   const __m256i zp = _mm256_set1_epi32(rq.zero_point);
   const __m256i top = _mm256_set1_epi16(255);
-  for (i = 0; i + 16 <= k; i += 16) {
+  int i = 0;
+  for (; i + 16 <= k; i += 16) {
     // packus_epi32 clamps at 0 (the values stay far below its upper limit) and interleaves the
     // 128-bit lanes of its operands; the permute restores the order.
     const __m256i packed = _mm256_packus_epi32(quantize8(_mm256_loadu_ps(x + i), inv, zp),

@@ -23,22 +23,11 @@ inline __m512i quantize16(__m512 x, __m512 inv, __m512i zp) {
 }
 
 float quantize_row(const float* x, int k, int kp, uint8_t* out, int32_t* zero_point) {
-  VecAvx512 lo = VecAvx512::zero(), hi = VecAvx512::zero();
-  int i = 0;
-  for (; i + 16 <= k; i += 16) {
-    const VecAvx512 v = VecAvx512::load(x + i);
-    lo = VecAvx512::min(lo, v);
-    hi = VecAvx512::max(hi, v);
-  }
-  if (i < k) {
-    const VecAvx512 v = VecAvx512::load_partial(x + i, k - i, 0.0f);
-    lo = VecAvx512::min(lo, v);
-    hi = VecAvx512::max(hi, v);
-  }
-  const RowQuant rq = row_quant(_mm512_reduce_min_ps(lo.v), hi.reduce_max());
+  const RowQuant rq = row_quant_of<VecAvx512>(x, k);
   const __m512 inv = _mm512_set1_ps(rq.inv);
   const __m512i zp = _mm512_set1_epi32(rq.zero_point);
-  for (i = 0; i + 16 <= k; i += 16)
+  int i = 0;
+  for (; i + 16 <= k; i += 16)
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i),
                      _mm512_cvtusepi32_epi8(quantize16(_mm512_loadu_ps(x + i), inv, zp)));
   if (i < k) {

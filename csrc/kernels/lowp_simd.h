@@ -39,6 +39,24 @@ inline RowQuant row_quant(float lo, float hi) {
   return {inv, range / 255.0f, zp < 0 ? 0 : zp > 255 ? 255 : zp};
 }
 
+// row_quant() of x[0:k]: one pass for its minimum and maximum, both widened to include 0.
+template <class V>
+inline RowQuant row_quant_of(const float* x, int k) {
+  V lo = V::zero(), hi = V::zero();
+  int i = 0;
+  for (; i + V::width <= k; i += V::width) {
+    const V v = V::load(x + i);
+    lo = V::min(lo, v);
+    hi = V::max(hi, v);
+  }
+  if (i < k) {
+    const V v = V::load_partial(x + i, k - i, 0.0f);
+    lo = V::min(lo, v);
+    hi = V::max(hi, v);
+  }
+  return row_quant(lo.reduce_min(), hi.reduce_max());
+}
+
 // clamp(rint(x) + zp, 0, 255) of one scalar, as in quantize_uint8().
 inline int quantize_scalar(float x_inv, int zp) {
   const int q = _mm_cvtss_si32(_mm_set_ss(x_inv)) + zp;

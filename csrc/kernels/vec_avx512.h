@@ -51,6 +51,7 @@ struct VecAvx512 {
   }
   float reduce_add() const { return _mm512_reduce_add_ps(v); }
   float reduce_max() const { return _mm512_reduce_max_ps(v); }
+  float reduce_min() const { return _mm512_reduce_min_ps(v); }
 };
 
 }  // namespace
