@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <cstdlib>
 #include <utility>
 
 #include "cpu/thread_pool.h"
@@ -127,8 +126,7 @@ void gemm(const KernelTable& kt, int M, int N, int K, const float* A, int lda, c
   int panels_per_task = std::max(1, kColBlock / nr);
   auto unbalanced = [&](int per_task) {
     const int tasks = row_blocks * ceil_div(panels, per_task);
-    static const int minper = getenv("BERTCPU_MT") ? atoi(getenv("BERTCPU_MT")) : 4;
-    return tasks < minper * threads || (tasks % threads != 0 && tasks < 16 * threads);
+    return tasks < 4 * threads || (tasks % threads != 0 && tasks < 16 * threads);
   };
   while (panels_per_task > 1 && unbalanced(panels_per_task)) panels_per_task /= 2;
   const int col_blocks = ceil_div(panels, panels_per_task);
