@@ -60,6 +60,28 @@ def test_linear_of_no_rows(isa):
     assert out.shape == (0, 4)
 
 
+@pytest.mark.parametrize("shape", [(300, 768, 2304), (16, 3072, 768), (128, 64, 1000)])
+def test_linear_identical_for_every_thread_count(isa, rng, shape):
+    # Each thread count splits the product into different tasks (row blocks, runs of panels that
+    # shrink toward the end); every output element must still see the same arithmetic.
+    m, k, n = shape
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w = (rng.standard_normal((n, k)) / np.sqrt(k)).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    before = bertcpu.get_num_threads()
+    try:
+        outs = []
+        for threads in [1, 2, 3, 5]:
+            bertcpu.set_num_threads(threads)
+            outs.append(K.linear(x, w, b, "gelu", isa))
+    finally:
+        bertcpu.set_num_threads(before)
+    pre = x.astype(np.float64) @ w.T.astype(np.float64) + b
+    np.testing.assert_allclose(outs[0], reference_activation(pre, "gelu"), rtol=0, atol=2e-5)
+    for out in outs[1:]:
+        assert np.array_equal(out, outs[0])
+
+
 @pytest.mark.parametrize("activation", ["gelu", "gelu_tanh", "relu", "tanh", "none"])
 @pytest.mark.parametrize("n", [1, 7, 8, 15, 16, 33, 1000])
 def test_activation_matches_numpy(isa, rng, activation, n):

@@ -8,7 +8,10 @@
 // DRAM in one run, which the prefetchers follow.
 #pragma once
 
+#include <vector>
+
 #include "cpu/aligned_buffer.h"
+#include "cpu/thread_pool.h"
 #include "kernels/kernels.h"
 
 namespace bertcpu {
@@ -57,7 +60,24 @@ void gemm_serial(const KernelTable& kt, int M, int N, int K, const float* A, int
                  const float* Bp, int panels, int p0, float* C, int ldc, const float* bias,
                  Activation act);
 
-// The same, split into (row block x column block) tasks over the thread pool.
+// One task of a threaded product: rows [m0, m1) of A times panels [p0, p1) of B.
+struct GemmBlock {
+  int m0, m1, p0, p1;
+};
+
+// How an M-row product over `panels` panels of width nr (micro-tiles of mr rows) is split for
+// `threads` threads: row blocks of whole tiles, each cut into runs of panels that shrink toward
+// the end of the product, in the order the pool should hand them out.
+std::vector<GemmBlock> gemm_blocks(int M, int panels, int mr, int nr, int threads);
+
+// f(block) for every block of gemm_blocks(), on the thread pool. Shared by every precision.
+template <class F>
+void for_each_gemm_block(int M, int panels, int mr, int nr, const F& f) {
+  const std::vector<GemmBlock> blocks = gemm_blocks(M, panels, mr, nr, get_num_threads());
+  parallel_for(static_cast<int>(blocks.size()), [&](int task) { f(blocks[task]); });
+}
+
+// The same as gemm_serial, split into gemm_blocks() tasks over the thread pool.
 void gemm(const KernelTable& kt, int M, int N, int K, const float* A, int lda, const float* Bp,
           float* C, int ldc, const float* bias, Activation act);
 

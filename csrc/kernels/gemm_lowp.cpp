@@ -12,9 +12,6 @@ namespace bertcpu {
 
 namespace {
 
-// The task blocking of gemm() (gemm.cpp): a row block's A slice and C block fit in L2 together.
-constexpr int kRowBlock = 128;
-constexpr int kColBlock = 256;
 // Rows one task of the conversion / quantization pre-pass covers.
 constexpr int kPrepassRows = 16;
 
@@ -30,25 +27,6 @@ const T* as(const AlignedBuffer& buffer) {
 template <class T>
 size_t floats_for(size_t count) {
   return (count * sizeof(T) + sizeof(float) - 1) / sizeof(float);
-}
-
-// f(m0, m1, p0, p1) over the (row block x panel block) tasks of an M x `panels` product, split as
-// gemm() splits it, on the thread pool.
-template <class F>
-void for_each_block(int M, int panels, int nr, int mr, const F& f) {
-  const int row_blocks = ceil_div(M, kRowBlock);
-  const int threads = get_num_threads();
-  int panels_per_task = std::max(1, kColBlock / nr);
-  while (panels_per_task > 1 && row_blocks * ceil_div(panels, panels_per_task) < 4 * threads)
-    panels_per_task /= 2;
-  const int col_blocks = ceil_div(panels, panels_per_task);
-  const int rows_per_task = ceil_div(ceil_div(M, std::max(row_blocks, 1)), mr) * mr;
-  parallel_for(row_blocks * col_blocks, [&](int task) {
-    const int rb = task / col_blocks, cb = task % col_blocks;
-    const int m0 = rb * rows_per_task, m1 = std::min(M, m0 + rows_per_task);
-    const int p0 = cb * panels_per_task, p1 = std::min(panels, p0 + panels_per_task);
-    if (m0 < m1) f(m0, m1, p0, p1);
-  });
 }
 
 // f(i) for every row i < M, in tasks of kPrepassRows rows on the thread pool.
@@ -215,7 +193,8 @@ void linear_bf16(const Bf16Kernels& kt, const PackedLinearBf16& w, int M, const 
   const int panels = ceil_div(N, nr);
   const bf16* packed = as<bf16>(w.panels);
   const float* bias = with_bias ? w.bias.data() : nullptr;
-  for_each_block(M, panels, nr, mr, [&](int m0, int m1, int p0, int p1) {
+  for_each_gemm_block(M, panels, mr, nr, [&](const GemmBlock& b) {
+    const int m0 = b.m0, m1 = b.m1, p0 = b.p0, p1 = b.p1;
     for (int k0 = 0; k0 < Kp; k0 += kGemmKc) {
       const int kc = std::min(kGemmKc, Kp - k0);
       const bool last = k0 + kc == Kp;
@@ -309,7 +288,8 @@ void linear_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M, const 
   const int32_t* comp = as<int32_t>(w.compensation);
   const float* bias = with_bias ? w.bias.data() : nullptr;
   // Row tile outer: its quantized rows stay in L1 while the block's panels stream from L2.
-  for_each_block(M, panels, nr, mr, [&](int m0, int m1, int p0, int p1) {
+  for_each_gemm_block(M, panels, mr, nr, [&](const GemmBlock& b) {
+    const int m0 = b.m0, m1 = b.m1, p0 = b.p0, p1 = b.p1;
     for (int i = m0; i < m1; i += mr) {
       for (int p = p0; p < p1; ++p) {
         const int n = std::min(nr, N - p * nr);
