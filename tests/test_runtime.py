@@ -1,4 +1,5 @@
 """cpu_info, the BERTCPU_ISA override, thread settings, and the thread pool across fork."""
+import json
 import multiprocessing as mp
 import os
 import subprocess
@@ -126,3 +127,56 @@ def test_workers_idle_after_forward_calls(where):
     assert result.returncode == 0, result.stderr
     if where == "parent":
         assert float(result.stdout) < 0.05, f"the process used {result.stdout} s of CPU while idle"
+
+
+WORKER_PLACEMENT = """
+import ctypes, json, os
+import numpy as np
+import bertcpu
+from bertcpu import BertModel
+from bertcpu.config import BertConfig
+
+def worker_masks():
+    masks = []
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/comm") as f:
+            if f.read().strip() == "bertcpu-worker":
+                masks.append(sorted(os.sched_getaffinity(int(tid))))
+    return masks
+
+sched_getcpu = ctypes.CDLL(None).sched_getcpu
+bertcpu.set_num_threads(2)
+model = BertModel.from_config(BertConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                         intermediate_size=128, vocab_size=100,
+                                         max_position_embeddings=32))
+ids = np.arange(32).reshape(2, 16)
+first, second = sorted(os.sched_getaffinity(0))[:2]
+os.sched_setaffinity(0, {second})  # the calling thread alone
+model(ids)
+only_second = worker_masks()
+os.sched_setaffinity(0, {first})
+model(ids)
+only_first = worker_masks()
+os.sched_setaffinity(0, {first, second})
+for _ in range(50):  # a call during which the caller did not move
+    cpu = sched_getcpu()
+    model(ids)
+    if sched_getcpu() == cpu:
+        break
+print(json.dumps([only_second, only_first, cpu, worker_masks()]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux and two CPUs")
+def test_workers_kept_off_the_callers_cpu():
+    # A worker woken on the caller's CPU time-slices with it while another CPU idles (what Linux
+    # does on a VM whose idle vCPUs look preempted): the pool keeps its workers on the caller's
+    # other CPUs, and on the caller's CPU when it has only one, following the caller's CPU set.
+    result = run_python(WORKER_PLACEMENT)
+    assert result.returncode == 0, result.stderr
+    first, second = sorted(os.sched_getaffinity(0))[:2]
+    only_second, only_first, caller_cpu, masks = json.loads(result.stdout)
+    assert only_second == [[second]]
+    assert only_first == [[first]]
+    assert masks == [[second if caller_cpu == first else first]]
