@@ -148,6 +148,7 @@ def reference_attention(qkv, lengths, heads):
     (768, 12, [128, 3]),
     (40, 5, [65, 64, 63]),
     (384, 12, [300]),
+    (60, 3, [33, 7]),  # 20 dims per head: a full and a partial block of the key transpose
 ])
 def test_attention_matches_numpy(isa, rng, hidden, heads, lengths):
     qkv = rng.standard_normal((sum(lengths), 3 * hidden)).astype(np.float32)

@@ -38,7 +38,7 @@ void multi_head_attention(const KernelTable& kt, const float* qkv, int ld_qkv, i
         const float* k = q + hidden;
         const float* v = q + 2 * hidden;
         // Keys packed as B = K^T (from K's rows), values as B = V: the GEMM's packed operand.
-        pack_b_nk(k, length, d, ld, nr, s.packed_keys.data());
+        kt.pack_b_nk(k, length, d, ld, s.packed_keys.data());
         pack_b_kn(v, length, d, ld, nr, s.packed_values.data());
 
         for (int i0 = 0; i0 < length; i0 += kQueryBlock) {

@@ -40,6 +40,11 @@ struct KernelTable {
 
   // x[i] = exp(scale * (x[i] - max)) / sum over n floats, in place.
   void (*softmax)(float* x, int n, float scale);
+
+  // Packs W[N][K] (row n holds column n of B) as the B operand of gemm_micro: what gemm.h's
+  // pack_b_nk does for this table's nr, here W x W blocks transposed in registers. Attention packs
+  // every head's keys on every call.
+  void (*pack_b_nk)(const float* w, int N, int K, int ldw, float* out);
 };
 
 const KernelTable& kernel_table(Isa isa);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/gemm.h"
 #include "kernels/kernels.h"
 
 namespace bertcpu {
@@ -88,11 +89,15 @@ void softmax(float* x, int n, float scale) {
   for (int i = 0; i < n; ++i) x[i] *= inv;
 }
 
+void pack_keys(const float* w, int N, int K, int ldw, float* out) {
+  pack_b_nk(w, N, K, ldw, kNr, out);
+}
+
 }  // namespace
 
 const KernelTable& generic_kernels() {
-  static const KernelTable table{Isa::generic, kMr,           kNr,    gemm_micro,
-                                 activation,   add_layernorm, softmax};
+  static const KernelTable table{Isa::generic, kMr,           kNr,     gemm_micro,
+                                 activation,   add_layernorm, softmax, pack_keys};
   return table;
 }
 

@@ -251,6 +251,32 @@ void softmax(float* x, int n, float scale) {
   if (i < n) (V::load_partial(x + i, n - i, 0.0f) * inv).store_partial(x + i, n - i);
 }
 
+// gemm.h's packed layout: panel p (columns p * nr ...) holds its K rows of nr floats one after
+// another. Blocks of W columns (rows of w) by W rows of B are loaded from w, transposed and stored
+// as W rows of B; columns past N and rows past K are zeros or left out.
+template <class V>
+void pack_b_nk(const float* w, int N, int K, int ldw, float* out) {
+  constexpr int W = V::width, NR = 2 * W;
+  for (int p = 0; p * NR < N; ++p) {
+    float* panel = out + static_cast<ptrdiff_t>(p) * K * NR;
+    for (int j0 = 0; j0 < NR; j0 += W) {
+      const int first = p * NR + j0, columns = N - first < W ? N - first : W;  // may be <= 0
+      for (int k0 = 0; k0 < K; k0 += W) {
+        const int rows = K - k0 < W ? K - k0 : W;
+        V block[W];
+        for (int i = 0; i < W; ++i) {
+          const float* src = w + static_cast<ptrdiff_t>(first + i) * ldw + k0;
+          block[i] = i >= columns ? V::zero()
+                     : rows == W  ? V::load(src)
+                                  : V::load_partial(src, rows, 0.0f);
+        }
+        V::transpose(block);
+        for (int k = 0; k < rows; ++k) block[k].store(panel + static_cast<ptrdiff_t>(k0 + k) * NR + j0);
+      }
+    }
+  }
+}
+
 template <class V, int MR>
 KernelTable make_kernel_table(Isa isa) {
   return KernelTable{isa,
@@ -259,7 +285,8 @@ KernelTable make_kernel_table(Isa isa) {
                      gemm_micro<V, MR>,
                      activation<V>,
                      add_layernorm<V>,
-                     softmax<V>};
+                     softmax<V>,
+                     pack_b_nk<V>};
 }
 
 }  // namespace

@@ -51,6 +51,25 @@ struct VecAvx2 {
                                                             _mm256_set1_epi32(127)), 23);
     return {_mm256_castsi256_ps(bits)};
   }
+  // r[i] lane j <-> r[j] lane i: an 8 x 8 block transposed in registers.
+  static void transpose(VecAvx2* r) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {  // pairs of rows interleaved
+      t[i] = _mm256_unpacklo_ps(r[i].v, r[i + 1].v);
+      t[i + 1] = _mm256_unpackhi_ps(r[i].v, r[i + 1].v);
+    }
+    // u[4g + c], 128-bit lane l: rows 4g..4g+3 of column 4l + c.
+    for (int g = 0; g < 8; g += 4) {
+      u[g] = _mm256_shuffle_ps(t[g], t[g + 2], 0x44);
+      u[g + 1] = _mm256_shuffle_ps(t[g], t[g + 2], 0xEE);
+      u[g + 2] = _mm256_shuffle_ps(t[g + 1], t[g + 3], 0x44);
+      u[g + 3] = _mm256_shuffle_ps(t[g + 1], t[g + 3], 0xEE);
+    }
+    for (int c = 0; c < 4; ++c) {
+      r[c].v = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
+      r[4 + c].v = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
+    }
+  }
   float reduce_add() const {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));

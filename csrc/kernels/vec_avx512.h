@@ -49,6 +49,32 @@ struct VecAvx512 {
         _mm512_add_epi32(_mm512_cvtps_epi32(n.v), _mm512_set1_epi32(127)), 23);
     return {_mm512_castsi512_ps(bits)};
   }
+  // r[i] lane j <-> r[j] lane i: a 16 x 16 block transposed in registers.
+  static void transpose(VecAvx512* r) {
+    __m512 t[16], u[16];
+    for (int i = 0; i < 16; i += 2) {  // pairs of rows interleaved
+      t[i] = _mm512_unpacklo_ps(r[i].v, r[i + 1].v);
+      t[i + 1] = _mm512_unpackhi_ps(r[i].v, r[i + 1].v);
+    }
+    // u[4g + c], 128-bit lane l: rows 4g..4g+3 of column 4l + c.
+    for (int g = 0; g < 16; g += 4) {
+      u[g] = _mm512_shuffle_ps(t[g], t[g + 2], 0x44);
+      u[g + 1] = _mm512_shuffle_ps(t[g], t[g + 2], 0xEE);
+      u[g + 2] = _mm512_shuffle_ps(t[g + 1], t[g + 3], 0x44);
+      u[g + 3] = _mm512_shuffle_ps(t[g + 1], t[g + 3], 0xEE);
+    }
+    // Column 4l + c gathers lane l of u[c], u[4 + c], u[8 + c], u[12 + c].
+    for (int c = 0; c < 4; ++c) {
+      const __m512 lo0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88);
+      const __m512 lo1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD);
+      const __m512 hi0 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88);
+      const __m512 hi1 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
+      r[c].v = _mm512_shuffle_f32x4(lo0, hi0, 0x88);
+      r[8 + c].v = _mm512_shuffle_f32x4(lo0, hi0, 0xDD);
+      r[4 + c].v = _mm512_shuffle_f32x4(lo1, hi1, 0x88);
+      r[12 + c].v = _mm512_shuffle_f32x4(lo1, hi1, 0xDD);
+    }
+  }
   float reduce_add() const { return _mm512_reduce_add_ps(v); }
   float reduce_max() const { return _mm512_reduce_max_ps(v); }
   float reduce_min() const { return _mm512_reduce_min_ps(v); }
