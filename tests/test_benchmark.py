@@ -4,11 +4,15 @@ numbers it reports are consistent with its measurements. No timing assertions: o
 """
 import importlib.util
 import json
+import pathlib
 import statistics
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+import bertcpu
 from bertcpu import BertModel, benchmark
 from bertcpu.config import BertConfig
 
@@ -215,3 +219,32 @@ def test_fp32_peak():
     if peak is None:
         pytest.skip("neither a C compiler with AVX2/AVX-512 nor a clock in /proc/cpuinfo")
     assert peak.threads == 1 and peak.gflops > 0 and peak.method in ("measured", "nominal")
+
+
+COMPARE_BUILDS = pathlib.Path(__file__).resolve().parents[1] / "bench" / "compare_builds.py"
+# The folder holding the bertcpu under test (the repository, built in place by `pip install -e`).
+THIS_BUILD = pathlib.Path(bertcpu.__file__).resolve().parents[1]
+
+
+def _compare_builds(build_a, build_b, *extra):
+    return subprocess.run([sys.executable, str(COMPARE_BUILDS), str(build_a), str(build_b),
+                           "--model", "minilm", "--shapes", "1x8,2x4", "--calls", "1", *extra],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_compare_builds_reports_every_shape():
+    result = _compare_builds(THIS_BUILD, THIS_BUILD, "--rounds", "2")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert sum(line.startswith("round ") for line in lines) == 4  # 2 rounds x 2 builds
+    rows = {line.split()[0]: line.split() for line in lines if line.split()[:1] in (["1x8"], ["2x4"])}
+    assert set(rows) == {"1x8", "2x4"}
+    for shape, (_, a_ms, b_ms, ratio, *per_round) in rows.items():
+        assert float(a_ms) > 0 and float(b_ms) > 0 and len(per_round) == 2
+        assert float(ratio) == pytest.approx(statistics.median(float(r) for r in per_round), abs=1e-3)
+
+
+def test_compare_builds_refuses_a_folder_without_a_build(tmp_path):
+    result = _compare_builds(THIS_BUILD, tmp_path, "--rounds", "1")
+    assert result.returncode != 0
+    assert "build B" in result.stderr or "No module named 'bertcpu'" in result.stderr
