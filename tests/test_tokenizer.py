@@ -205,7 +205,9 @@ def test_corpus_pairs(configured_pair):
 
 
 def test_batch_equals_reference_and_single_calls(uncased, uncased_ref):
-    texts = CORPUS * 3
+    texts = CORPUS * 8
+    # Two threads take a batch of at least 2 x CHARS_PER_THREAD (8192) characters.
+    assert sum(map(len, texts)) >= 2 * 8192
     before = list(texts)
     threads = runtime.get_num_threads()
     try:
@@ -763,7 +765,7 @@ def test_small_numpy_batches_beside_single_texts(uncased):
     rng = np.random.default_rng(5)
     words = uncased.convert_ids_to_tokens(rng.integers(2000, 30000, 3000).tolist())
     batch = [" ".join(rng.choice(words, 60)) for _ in range(8)]
-    assert sum(map(len, batch)) < 4096  # the shared-buffer path
+    assert sum(map(len, batch)) < 8192  # below CHARS_PER_THREAD: the shared-buffer path
     singles = [" ".join(rng.choice(words, 5)) for _ in range(50)]
     expected = uncased(batch, padding=True, return_tensors="np")
     failures = []
