@@ -265,13 +265,16 @@ void pack_b_nk(const float* w, int N, int K, int ldw, float* out) {
         const int rows = K - k0 < W ? K - k0 : W;
         V block[W];
         for (int i = 0; i < W; ++i) {
+          if (i >= columns) {
+            block[i] = V::zero();
+            continue;
+          }
           const float* src = w + static_cast<ptrdiff_t>(first + i) * ldw + k0;
-          block[i] = i >= columns ? V::zero()
-                     : rows == W  ? V::load(src)
-                                  : V::load_partial(src, rows, 0.0f);
+          block[i] = rows == W ? V::load(src) : V::load_partial(src, rows, 0.0f);
         }
         V::transpose(block);
-        for (int k = 0; k < rows; ++k) block[k].store(panel + static_cast<ptrdiff_t>(k0 + k) * NR + j0);
+        for (int k = 0; k < rows; ++k)
+          block[k].store(panel + static_cast<ptrdiff_t>(k0 + k) * NR + j0);
       }
     }
   }
