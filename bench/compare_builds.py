@@ -46,6 +46,8 @@ def run_worker(args):
         model(ids)
         times = []
         for _ in range(args.calls):
+            if args.pause_ms:
+                time.sleep(args.pause_ms / 1e3)
             start = time.perf_counter()
             model(ids)
             times.append(time.perf_counter() - start)
@@ -63,6 +65,9 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5, help="processes per build")
     parser.add_argument("--calls", type=int, default=10, help="timed forward passes per shape")
+    parser.add_argument("--pause-ms", type=float, default=0.0,
+                        help="idle time before each timed call (a service between requests: the "
+                             "pool's threads fall asleep after 0.2 ms)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -73,7 +78,7 @@ def main():
     results = {"A": [], "B": []}
     worker_args = [sys.executable, os.path.abspath(__file__), "--worker", "--model", args.model,
                    "--shapes", args.shapes, "--dtype", args.dtype, "--threads", str(args.threads),
-                   "--calls", str(args.calls)]
+                   "--calls", str(args.calls), "--pause-ms", str(args.pause_ms)]
     for round_index in range(args.rounds):
         for label, folder in (("A", args.build_a), ("B", args.build_b)):
             env = dict(os.environ, PYTHONPATH=os.path.abspath(folder))
@@ -89,8 +94,9 @@ def main():
             print(f"round {round_index + 1} {label}: " + ", ".join(
                 f"{shape} {ms:.2f} ms" for shape, ms in result["ms"].items()), flush=True)
 
+    pause = f", {args.pause_ms:g} ms idle before each" if args.pause_ms else ""
     print(f"\n{args.model} {args.dtype}, {args.threads} threads, {args.rounds} rounds x "
-          f"{args.calls} calls")
+          f"{args.calls} calls{pause}")
     print(f"{'shape':>8} {'A ms':>9} {'B ms':>9} {'A/B':>6}   per round")
     for shape in args.shapes.split(","):
         a = [r[shape] for r in results["A"]]

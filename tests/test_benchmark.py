@@ -233,8 +233,9 @@ def _compare_builds(build_a, build_b, *extra):
 
 
 def test_compare_builds_reports_every_shape():
-    result = _compare_builds(THIS_BUILD, THIS_BUILD, "--rounds", "2")
+    result = _compare_builds(THIS_BUILD, THIS_BUILD, "--rounds", "2", "--pause-ms", "1")
     assert result.returncode == 0, result.stderr
+    assert "2 rounds x 1 calls, 1 ms idle before each" in result.stdout
     lines = result.stdout.splitlines()
     assert sum(line.startswith("round ") for line in lines) == 4  # 2 rounds x 2 builds
     rows = {line.split()[0]: line.split() for line in lines if line.split()[:1] in (["1x8"], ["2x4"])}

@@ -123,8 +123,9 @@ class Pool {
   // waker's CPU when it takes the other CPUs for busy: on a VM, that is any idle vCPU whose host
   // thread was descheduled. The woken worker then time-slices with the caller while another CPU
   // idles, until the load balancer moves one of them milliseconds later. Measured on this 2-vCPU
-  // VM (sched_wakeup target_cpu = the caller's), all-MiniLM-L6-v2 1x16 after 20 ms idle: 5.0-5.4
-  // ms, the one-thread time, and 3.4-3.5 ms with the workers kept off (2.5 ms back to back).
+  // VM (sched_wakeup target_cpu = the caller's), MiniLM-size 1x16 after 20 ms idle: 5.25 ms, the
+  // one-thread time; 3.28 ms with the workers kept off (`bench/compare_builds.py --model minilm
+  // --shapes 1x16 --pause-ms 20`; 2.5 ms back to back).
   // The mask is the caller's own CPUs less the one it runs on (all of them if that leaves none),
   // set again only when the caller's CPU or CPU set changed.
   void place_workers() {
