@@ -5,6 +5,9 @@
     bertcpu inspect [M | config.json | --config bert-base]
     bertcpu bench [--model M] [--batch B] [--seq S] [--threads T] [--compare torch,...]
                   [--json FILE]
+    bertcpu serve MODEL [--host H] [--port P] [--dtype D] [--threads T] [--max-batch-tokens N]
+                  [--max-client-batch-size N] [--max-concurrent-requests N] [--auto-truncate]
+                  [--api-key KEY] [--served-model-name NAME] [--log-level L]
 
 Each command module has add_command(commands), which adds its subparser with handler=run.
 Mistakes a user can make (a missing model, an unreadable file, a bad field name, a bad option)
@@ -15,10 +18,10 @@ import os
 import sys
 
 from .. import __version__
-from . import bench, embed, inspect, tokenize
+from . import bench, embed, inspect, serve, tokenize
 from ._common import (EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERRUPTED, Parser, UserError)
 
-COMMANDS = (embed, tokenize, inspect, bench)
+COMMANDS = (embed, tokenize, inspect, bench, serve)
 
 
 def build_parser():
