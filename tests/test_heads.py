@@ -11,11 +11,8 @@ import pytest
 
 import bertcpu
 from bertcpu.heads import Tokens
-from conftest import TOLERANCE, save_random_bert
+from conftest import TOKENIZER_FILES, TOLERANCE
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
-SMALL = dict(hidden_size=32, num_attention_heads=2, intermediate_size=37, num_hidden_layers=2,
-             max_position_embeddings=64)
 QUERY = "how do plants make food from sunlight?"
 DOCUMENTS = [
     "Photosynthesis converts light energy into chemical energy in plants.",
@@ -36,49 +33,6 @@ def _torch():
 
     torch.set_num_threads(2)
     return torch
-
-
-@pytest.fixture(scope="session")
-def head_dir_factory(tmp_path_factory, minilm_dir):
-    """make(architecture, **config) -> a transformers folder with random weights and the real
-    all-MiniLM-L6-v2 tokenizer files; one folder per distinct arguments."""
-    made = {}
-
-    def make(architecture, **kwargs):
-        key = json.dumps([architecture, kwargs], sort_keys=True)
-        if key not in made:
-            folder = tmp_path_factory.mktemp(architecture)
-            config = dict(SMALL, **kwargs)
-            save_random_bert(folder, architecture=architecture, vocab_size=30522, **config)
-            for name in TOKENIZER_FILES:
-                shutil.copy(minilm_dir / name, folder / name)
-            made[key] = folder
-        return made[key]
-
-    return make
-
-
-@pytest.fixture(scope="session")
-def minilm_head_factory(tmp_path_factory, minilm_dir):
-    """The real all-MiniLM-L6-v2 encoder under a freshly initialised transformers head."""
-    made = {}
-
-    def make(architecture, **kwargs):
-        key = json.dumps([architecture, kwargs], sort_keys=True)
-        if key not in made:
-            torch = _torch()
-            import transformers
-
-            torch.manual_seed(0)
-            model = getattr(transformers, architecture).from_pretrained(minilm_dir, **kwargs)
-            folder = tmp_path_factory.mktemp("minilm-" + architecture)
-            model.save_pretrained(folder)
-            for name in TOKENIZER_FILES:
-                shutil.copy(minilm_dir / name, folder / name)
-            made[key] = folder
-        return made[key]
-
-    return make
 
 
 def _batch(tokenizer, texts, pairs=None):
