@@ -326,3 +326,10 @@ def test_malformed_pairs(head_dir_factory):
         ours.score_tokens([[]])
     with pytest.raises(ValueError, match=r"token ids must be in \[0, 30522\)"):
         ours.score_tokens([[101, 40000, 102]])
+
+
+def test_empty_inputs(head_dir_factory):
+    ours = bertcpu.CrossEncoder.from_pretrained(head_dir_factory("BertForSequenceClassification", num_labels=1))
+    assert ours.predict([]).shape == (0,) and ours.rank(QUERY, []) == []
+    sparse = bertcpu.SparseEncoder.from_pretrained(head_dir_factory("BertForMaskedLM"))
+    assert sparse.encode([]) == [] and sparse.encode_tokens([]) == []

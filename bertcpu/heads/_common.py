@@ -75,8 +75,8 @@ def _int_list(values, name):
 
 
 def pad(tokens):
-    """A list of Tokens -> input_ids, attention_mask, token_type_ids: int64 [n, longest], padded
-    on the right."""
+    """A non-empty list of Tokens -> input_ids, attention_mask, token_type_ids: int64
+    [n, longest], padded on the right."""
     longest = max(len(t.input_ids) for t in tokens)
     ids = np.zeros((len(tokens), longest), dtype=np.int64)
     mask = np.zeros_like(ids)

@@ -91,11 +91,16 @@ class CrossEncoder:
         """A list of (text, text) pairs -> a list of Tokens, truncated longest_first to
         max_length."""
         firsts, seconds = _split_pairs(pairs)
+        if not firsts:
+            return []
         encoded = self.tokenizer(firsts, seconds, truncation="longest_first", max_length=self.max_length)
         return encoded_to_tokens(encoded)
 
     def score_tokens(self, tokens, activation_fn=None, apply_softmax=False):
         """Scores of tokenized pairs, one engine call: float32 [n] (one label) or [n, labels]."""
+        if len(tokens) == 0:
+            shape = (0,) if self.num_labels == 1 else (0, self.num_labels)
+            return np.zeros(shape, dtype=np.float32)
         logits = self.classifier.logits_tokens(tokens)
         activation = self.activation_fn if activation_fn is None else self._activation(activation_fn)
         scores = np.asarray(activation(logits), dtype=np.float32)

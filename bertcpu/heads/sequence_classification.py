@@ -94,6 +94,10 @@ class BertForSequenceClassification:
         """Texts (or texts and their pairs) -> a list of Tokens, truncated longest_first to
         max_length (default: the tokenizer's limit capped at the model's positions)."""
         tokenizer = self._require_tokenizer()
+        if isinstance(texts, str) or (text_pair is not None and isinstance(text_pair, str)):
+            raise TypeError("tokenize takes lists of texts (and of pairs); classify takes one str")
+        if not texts:
+            return []
         if max_length is None:
             max_length = min(tokenizer.model_max_length, self.config.max_position_embeddings)
         encoded = tokenizer(list(texts), None if text_pair is None else list(text_pair),
@@ -105,6 +109,8 @@ class BertForSequenceClassification:
         all in one engine call."""
         items = as_tokens(tokens, self.config.vocab_size, self.config.type_vocab_size,
                           self.config.max_position_embeddings)
+        if not items:
+            return np.zeros((0, self.num_labels), dtype=np.float32)
         return self(*pad(items))
 
     def classify(self, texts, text_pair=None, top_k=1, function_to_apply=None, batch_size=32):

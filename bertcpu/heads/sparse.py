@@ -153,6 +153,8 @@ class SparseEncoder:
         _check_max_active_dims(max_active_dims)
         config = self.masked_lm.config
         items = as_tokens(tokens, config.vocab_size, config.type_vocab_size, config.max_position_embeddings)
+        if not items:
+            return []
         ids, mask, types = pad(items)
         dense = self.masked_lm.splade(ids, mask, types, self.pooling_strategy,
                                       _LOG_STEPS[self.activation_function])

@@ -89,6 +89,8 @@ class BertForTokenClassification:
         """One float32 [tokens_i, num_labels] array per tokenized item, one engine call."""
         items = as_tokens(tokens, self.config.vocab_size, self.config.type_vocab_size,
                           self.config.max_position_embeddings)
+        if not items:
+            return []
         logits = self(*pad(items))
         return [logits[row, :len(item.input_ids)] for row, item in enumerate(items)]
 
