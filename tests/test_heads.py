@@ -333,3 +333,15 @@ def test_empty_inputs(head_dir_factory):
     assert ours.predict([]).shape == (0,) and ours.rank(QUERY, []) == []
     sparse = bertcpu.SparseEncoder.from_pretrained(head_dir_factory("BertForMaskedLM"))
     assert sparse.encode([]) == [] and sparse.encode_tokens([]) == []
+
+
+def test_sequence_classifier_without_pooler(head_dir_factory, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    folder = head_dir_factory("BertForSequenceClassification", num_labels=2)
+    shutil.copytree(folder, tmp_path / "model")
+    weights = load_file(folder / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if "pooler" not in k},
+              str(tmp_path / "model" / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"classifies the pooler output.*no pooler weights"):
+        bertcpu.BertForSequenceClassification.from_pretrained(tmp_path / "model")
