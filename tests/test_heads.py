@@ -345,3 +345,49 @@ def test_sequence_classifier_without_pooler(head_dir_factory, tmp_path):
               str(tmp_path / "model" / "model.safetensors"), metadata={"format": "pt"})
     with pytest.raises(ValueError, match=r"classifies the pooler output.*no pooler weights"):
         bertcpu.BertForSequenceClassification.from_pretrained(tmp_path / "model")
+
+
+@pytest.mark.parametrize("isa", bertcpu.cpu_info()["available_isas"])
+def test_vocab_head_against_numpy_on_every_isa(isa):
+    """The engine's masked-LM head (odd sizes, padding on both sides) against float64 numpy:
+    logits, and every SPLADE pooling (max / sum, log1p once or twice)."""
+    from scipy.special import erf
+
+    from bertcpu import _core
+
+    rng = np.random.default_rng(0)
+    H, V = 40, 1003
+    head = _core.VocabHead(H, V, "gelu", 1e-12, isa)
+    weights = {name: (rng.standard_normal(shape) * (0.3 if len(shape) == 2 else 0.1)).astype(np.float32)
+               for name, shape in head.expected_weights()}
+    weights["transform.LayerNorm.weight"] += 1
+    for name, array in weights.items():
+        head.set_weight(name, array)
+    head.finalize()
+
+    def logits(x):
+        t = x.astype(np.float64) @ weights["transform.dense.weight"].T + weights["transform.dense.bias"]
+        t = 0.5 * t * (1 + erf(t / np.sqrt(2)))
+        t = (t - t.mean(-1, keepdims=True)) / np.sqrt(t.var(-1, keepdims=True) + 1e-12)
+        t = t * weights["transform.LayerNorm.weight"] + weights["transform.LayerNorm.bias"]
+        return t @ weights["decoder.weight"].T + weights["bias"]
+
+    hidden = rng.standard_normal((3, 300, H)).astype(np.float32)
+    mask = np.ones((3, 300), dtype=np.int64)
+    mask[1, 10:] = 0
+    mask[2, :3] = 0
+    assert np.abs(head.logits(hidden[0, :7]) - logits(hidden[0, :7])).max() <= 1e-4
+    for pooling in ("max", "sum"):
+        for steps in (1, 2):
+            expected = []
+            for row in range(3):
+                values = np.maximum(logits(hidden[row][mask[row] == 1]), 0)
+                for _ in range(steps):
+                    values = np.log1p(values)
+                expected.append(values.max(0) if pooling == "max" else values.sum(0))
+            got = head.pool(hidden, mask, pooling, steps)
+            assert np.abs(got - np.array(expected)).max() <= (1e-4 if pooling == "max" else 1e-3)
+    with pytest.raises(ValueError, match="all-zero attention_mask"):
+        head.pool(hidden, np.zeros((3, 300), dtype=np.int64))
+    with pytest.raises(ValueError, match="shape"):
+        head.set_weight("bias", np.zeros(V + 1, dtype=np.float32))
