@@ -151,10 +151,15 @@ def rerank_systems(folder, threads, lowp):
     systems["openvino"] = lambda: sigmoid(ov(feeds()))
     reference = systems["bertcpu"]()
 
+    spread = float(reference.max() - reference.min())
+
     def accuracy(scores):
-        order = np.argsort(-reference)[:10]
-        return (f"max |score diff| {np.abs(scores - reference).max():.2e}, "
-                f"top-10 same order: {list(np.argsort(-scores)[:10]) == list(order)}")
+        # The head is random, so the scores are close together: the rankings' agreement means
+        # more next to their spread.
+        top = set(np.argsort(-reference)[:10].tolist())
+        overlap = len(top & set(np.argsort(-scores)[:10].tolist()))
+        return (f"max abs score diff {np.abs(scores - reference).max():.2e} (scores span "
+                f"{spread:.2e}), top-10 overlap {overlap}/10")
     return systems, reference, accuracy, 64 * 128
 
 
@@ -200,7 +205,7 @@ def splade_systems(folder, threads, lowp):
     def accuracy(dense):
         cosine = (dense * reference).sum(1) / np.linalg.norm(dense, axis=1) / np.linalg.norm(reference, axis=1)
         same = np.mean([set(np.flatnonzero(a)) == set(np.flatnonzero(b)) for a, b in zip(dense, reference)])
-        return (f"max |diff| {np.abs(dense - reference).max():.2e}, min cosine {cosine.min():.6f}, "
+        return (f"max abs diff {np.abs(dense - reference).max():.2e}, min cosine {cosine.min():.6f}, "
                 f"same non-zero set {same:.0%}")
     return systems, reference, accuracy, 8 * 128
 
