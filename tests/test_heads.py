@@ -11,7 +11,7 @@ import pytest
 
 import bertcpu
 from bertcpu.heads import Tokens
-from conftest import TOKENIZER_FILES, TOLERANCE
+from conftest import TOLERANCE
 
 QUERY = "how do plants make food from sunlight?"
 DOCUMENTS = [

@@ -34,8 +34,8 @@ class SparseVector:
 
     def dot(self, other):
         """The dot product with another SparseVector (SPLADE's similarity)."""
-        common, mine, theirs = np.intersect1d(self.indices, other.indices, assume_unique=True,
-                                              return_indices=True)
+        _, mine, theirs = np.intersect1d(self.indices, other.indices, assume_unique=True,
+                                         return_indices=True)
         return float(np.dot(self.values[mine].astype(np.float64), other.values[theirs]))
 
     @classmethod

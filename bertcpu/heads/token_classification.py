@@ -5,8 +5,8 @@ import os
 
 import numpy as np
 
-from ._common import (Tokens, as_tokens, batches_by_length, encoded_to_tokens, label_names,
-                      load_with_head, pad, read_config, softmax)
+from ._common import (as_tokens, batches_by_length, encoded_to_tokens, label_names, load_with_head,
+                      pad, read_config, softmax)
 from .sequence_classification import load_tokenizer
 
 AGGREGATION_STRATEGIES = ("none", "simple", "first", "average", "max")
