@@ -391,3 +391,22 @@ def test_vocab_head_against_numpy_on_every_isa(isa):
         head.pool(hidden, np.zeros((3, 300), dtype=np.int64))
     with pytest.raises(ValueError, match="shape"):
         head.set_weight("bias", np.zeros(V + 1, dtype=np.float32))
+
+
+def test_concurrent_calls_give_sequential_results(head_dir_factory):
+    """A batcher thread and a caller's thread may share one head: the engine releases the GIL
+    and the masked-LM head keeps no per-model scratch."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sparse = bertcpu.SparseEncoder.from_pretrained(head_dir_factory("BertForMaskedLM"))
+    reranker = bertcpu.CrossEncoder.from_pretrained(
+        head_dir_factory("BertForSequenceClassification", num_labels=1, initializer_range=0.2))
+    expected_sparse = bertcpu.heads.to_dense(sparse.encode(DOCUMENTS))
+    expected_scores = reranker.predict([(QUERY, d) for d in DOCUMENTS])
+    with ThreadPoolExecutor(4) as pool:
+        sparse_runs = [pool.submit(sparse.encode, DOCUMENTS) for _ in range(4)]
+        score_runs = [pool.submit(reranker.predict, [(QUERY, d) for d in DOCUMENTS]) for _ in range(4)]
+        for run in sparse_runs:
+            assert np.array_equal(bertcpu.heads.to_dense(run.result()), expected_sparse)
+        for run in score_runs:
+            assert np.array_equal(run.result(), expected_scores)
