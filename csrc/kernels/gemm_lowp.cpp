@@ -62,8 +62,9 @@ bool runs_int8(Isa isa) {
       return runs_base(isa);
     case Isa::avx512:
       return runs_base(isa) && cpu_features().avx512_vnni;
+    default:
+      return false;
   }
-  return false;
 }
 
 }  // namespace
@@ -111,14 +112,14 @@ const Int8Kernels& int8_kernels(Isa isa) {
 
 std::vector<Isa> bf16_isas() {
   std::vector<Isa> out;
-  for (Isa isa : {Isa::generic, Isa::avx2, Isa::avx512})
+  for (Isa isa : kAllIsas)
     if (runs_bf16(isa)) out.push_back(isa);
   return out;
 }
 
 std::vector<Isa> int8_isas() {
   std::vector<Isa> out;
-  for (Isa isa : {Isa::generic, Isa::avx2, Isa::avx512})
+  for (Isa isa : kAllIsas)
     if (runs_int8(isa)) out.push_back(isa);
   return out;
 }
