@@ -1,6 +1,6 @@
-// The int8 kernels for aarch64 with the dot product instructions (FEAT_DotProd): an 8 x 12
-// micro-tile of SDOT (24 q accumulators; per group of 4 K values, three loads of 4 columns x 4
-// weights and eight ld1r of a row's 4 activations feed 24 SDOT, the fp32 kernel's shape). SDOT
+// The int8 kernels for aarch64 with the dot product instructions (FEAT_DotProd): a 7 x 12
+// micro-tile of SDOT (21 q accumulators; per 16 K values, seven 16-byte loads of A, one per row, and
+// twelve of B, 4 columns x 4 weights each, feed 84 SDOT by element). SDOT
 // multiplies signed bytes only, so the activations are stored as q - 128 and the epilogue
 // subtracts (zp - 128) * colsum instead of zp * colsum: the same exact integer. Called only when
 // the OS reports the extension (csrc/cpu/cpu_isa_arm.cpp).
@@ -10,7 +10,7 @@ namespace bertcpu {
 
 namespace {
 
-constexpr int kMr = 8;
+constexpr int kMr = 7;
 constexpr int kNv = 3;  // vectors of 4 columns
 constexpr int kNr = 4 * kNv;
 constexpr int kGroup = 4;
@@ -30,18 +30,38 @@ inline void micro_rows(int kp, const uint8_t* a, int lda, const int8_t* bp, cons
 #pragma GCC unroll 16
   for (int i = 0; i < M; ++i) row_offset[i] = static_cast<ptrdiff_t>(i) * lda;
   const int8_t* b_k = bp;
-  for (const uint8_t *a_k = a, *a_end = a + kp; a_k != a_end; a_k += kGroup, b_k += kGroup * kNr) {
+  const uint8_t* a_k = a;
+  const uint8_t* const a_end = a + kp;
+  // One K group: 3 vectors of B times lane `kLane` of each row's A vector.
+  auto group = [&](const int8x16_t* a_rows, auto lane) {
+    constexpr int kLane = decltype(lane)::value;
     int8x16_t b[kNv];
 #pragma GCC unroll 4
     for (int j = 0; j < kNv; ++j) b[j] = vld1q_s8(b_k + 16 * j);
 #pragma GCC unroll 16
-    for (int i = 0; i < M; ++i) {
-      // Rows are kp bytes (a multiple of 4) from an aligned buffer: 4-byte aligned.
-      const int8x16_t ai = vreinterpretq_s8_u32(
-          vld1q_dup_u32(reinterpret_cast<const uint32_t*>(a_k + row_offset[i])));
+    for (int i = 0; i < M; ++i)
 #pragma GCC unroll 4
-      for (int j = 0; j < kNv; ++j) acc[j][i] = vdotq_s32(acc[j][i], b[j], ai);
-    }
+      for (int j = 0; j < kNv; ++j) acc[j][i] = vdotq_laneq_s32(acc[j][i], b[j], a_rows[i], kLane);
+    b_k += kGroup * kNr;
+  };
+  // Four groups at a time: one 16-byte load per row feeds SDOT by element (lanes 0-3), so no
+  // broadcast costs a vector-pipe slot (GCC turns ld1r into ldr + dup).
+  for (; a_end - a_k >= 4 * kGroup; a_k += 4 * kGroup) {
+    int8x16_t a_rows[M];
+#pragma GCC unroll 16
+    for (int i = 0; i < M; ++i) a_rows[i] = vreinterpretq_s8_u8(vld1q_u8(a_k + row_offset[i]));
+    group(a_rows, RowCount<0>{});
+    group(a_rows, RowCount<1>{});
+    group(a_rows, RowCount<2>{});
+    group(a_rows, RowCount<3>{});
+  }
+  for (; a_k != a_end; a_k += kGroup) {  // the last K groups (K % 16)
+    int8x16_t a_rows[M];
+#pragma GCC unroll 16
+    for (int i = 0; i < M; ++i)
+      a_rows[i] = vreinterpretq_s8_u32(
+          vld1q_dup_u32(reinterpret_cast<const uint32_t*>(a_k + row_offset[i])));
+    group(a_rows, RowCount<0>{});
   }
   // Through memory, as in lowp_avx512vnni.cpp: keeps the accumulators in registers in the K loop.
   alignas(16) int32_t tile[M][kNr];

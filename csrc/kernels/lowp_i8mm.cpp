@@ -2,8 +2,8 @@
 // micro-tile of USMMLA, which multiplies a 2 x 8 block of unsigned activations (two rows, 8 K
 // values each) by an 8 x 2 block of signed weights into a 2 x 2 block of int32 sums. The packed
 // panel (kgroup 8) already holds each pair of columns as one 16-byte operand; each pair of rows is
-// put together from two 8-byte loads. 24 accumulators hold 4 row pairs x 6 column pairs. Called
-// only when the OS reports the extension (csrc/cpu/cpu_isa_arm.cpp).
+// put together from two 8-byte loads. 24 accumulators hold 4 row pairs x 6 column pairs.
+// Called only when the OS reports the extension (csrc/cpu/cpu_isa_arm.cpp).
 #include "kernels/lowp_neon.h"
 
 namespace bertcpu {
