@@ -100,8 +100,9 @@ cross_build gcc
 SRC=$WORK/src-gcc
 
 # ---- references from x86 --------------------------------------------------------------------
-python scripts/aarch64_parity.py make "$WORK/parity" >/dev/null 2>&1 ||
-  PYTHONPATH=$REPO python scripts/aarch64_parity.py make "$WORK/parity"
+# This tree's x86 build supplies the x86 engine's own error (the yardstick for bf16 / int8).
+PYTHONPATH=$REPO python scripts/aarch64_parity.py make "$WORK/parity" >"$WORK/parity.log" 2>&1 ||
+  { cat "$WORK/parity.log"; exit 1; }
 
 # ---- what each CPU model reports --------------------------------------------------------------
 for expect in "cortex-a53 neon" "neoverse-n1 dotprod" "max i8mm"; do
@@ -109,6 +110,14 @@ for expect in "cortex-a53 neon" "neoverse-n1 dotprod" "max i8mm"; do
   got=$(run_arm "$1" "$SRC" -c "import bertcpu; print(bertcpu.cpu_info()['isa'])")
   echo "-cpu $1: best path $got"
   [[ $got == "$2" ]] || { echo "expected $2 on -cpu $1"; exit 1; }
+done
+got=$(BERTCPU_ISA=dotprod run_arm max "$SRC" -c "import bertcpu; print(bertcpu.cpu_info()['isa'])")
+[[ $got == dotprod ]] || { echo "BERTCPU_ISA=dotprod gave $got"; exit 1; }
+for refused in avx2 i8mm; do  # another architecture's path; a path the CPU lacks
+  if BERTCPU_ISA=$refused run_arm neoverse-n1 "$SRC" -c "import bertcpu; bertcpu.cpu_info()" \
+       2>/dev/null; then
+    echo "BERTCPU_ISA=$refused was accepted on -cpu neoverse-n1"; exit 1
+  fi
 done
 
 # ---- kernel tests: each test is parametrized over every path the CPU model has -------------
