@@ -82,7 +82,8 @@ class BertModel:
 
         num_threads: if given, sets the engine's thread count. The setting is process-wide (see
             bertcpu.set_num_threads): it applies to every model and to the tokenizer.
-        isa: "generic" | "avx2" | "avx512" to run a given kernel path (it must be one of
+        isa: "generic" | "avx2" | "avx512" (aarch64: "neon" | "dotprod" | "i8mm") to run a given
+            kernel path (it must be one of
             bertcpu.cpu_info()["available_isas"]); default: the best path this CPU has.
         dtype: what the dense layers (Q/K/V, attention output, feed-forward) compute in:
             "float32" (default; the reference), "bfloat16" (weights rounded to bf16 once,
@@ -230,7 +231,8 @@ class BertModel:
 
     @property
     def isa(self):
-        """The kernel path this model runs: "generic", "avx2" or "avx512"."""
+        """The kernel path this model runs: "generic", "avx2", "avx512", "neon", "dotprod" or
+        "i8mm"."""
         return self._encoder.isa
 
     @property
