@@ -3,7 +3,7 @@
 //
 // As in kernels.h, one table per path. generic (lowp_generic.cpp) is the scalar reference the
 // others are tested against, and it does the same arithmetic: the same bf16 rounding and fp32
-// summation order, the same integers. avx2 (int8 only) lives in lowp_avx2.cpp; the AVX-512 paths
+// summation order (except BFMMLA's, see Bf16Kernels::kgroup), the same integers. avx2 (int8 only) lives in lowp_avx2.cpp; the AVX-512 paths
 // need one more CPU feature each and have their own translation units: lowp_avx512bf16.cpp
 // (AVX512_BF16) and lowp_avx512vnni.cpp (AVX512_VNNI). Like kernels.h, this header pulls in no
 // inline library code, so the ISA translation units can include it.
@@ -34,6 +34,11 @@ struct Bf16Kernels {
   // KernelTable::gemm_micro.
   void (*gemm_micro)(int kc, const bf16* a, int lda, const bf16* bp, float* c, int ldc, int m,
                      int n, int flags, const float* bias, Activation act);
+
+  // K values a packed column holds together: 2 (the pairs above), or 4 for BFMMLA, whose strips
+  // hold kc / 4 rows of nr column quads (B[k..k+3][j]) and which sums each quad in its own
+  // rounding (aarch64 lowp_bf16.cpp: not bit for bit the pair order). K is zero-padded to it.
+  int kgroup = 2;
 };
 
 struct Int8Kernels {
@@ -62,6 +67,10 @@ struct Int8Kernels {
   void (*gemm_micro)(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32_t* colsum,
                      const float* a_scale, const int32_t* a_zero, const float* w_scale,
                      const float* bias, float* c, int ldc, int m, int n, Activation act);
+
+  // The quantized row format holds q - a_offset: 128 (as int8) where the products are signed x
+  // signed (aarch64 SDOT), else 0.
+  int a_offset = 0;
 };
 
 // Defined in the per-path translation units; gemm_lowp.h picks one after checking the CPU.
@@ -71,6 +80,11 @@ const Int8Kernels& generic_int8_kernels();
 const Bf16Kernels& avx512_bf16_kernels();
 const Int8Kernels& avx2_int8_kernels();
 const Int8Kernels& avx512_vnni_int8_kernels();
+#endif
+#if defined(BERTCPU_ARM64)
+const Int8Kernels& dotprod_int8_kernels();
+const Int8Kernels& i8mm_int8_kernels();
+const Bf16Kernels& neon_bf16_kernels();  // BFMMLA, on the i8mm path of CPUs with FEAT_BF16
 #endif
 
 }  // namespace bertcpu
