@@ -2,8 +2,10 @@
 and formats the answer. Nothing here runs the model.
 
 Every model answers /health, /info, /metrics, /tokenize and /decode; the model's kind adds its
-own routes (ROUTES_BY_KIND: an embedding model adds /embed, /embed_all, /v1/embeddings and TEI's
-POST /). Errors use TEI's body {"error": ..., "error_type": ...} whatever raised them.
+own routes (ROUTES_BY_KIND): an embedding model /embed, /embed_all and /v1/embeddings, a reranker
+/rerank and /predict, a classifier /predict, a sparse model /embed_sparse; TEI's POST / answers as
+the kind's first route. Errors use TEI's body {"error": ..., "error_type": ...} whatever raised
+them.
 """
 import asyncio
 import base64
@@ -11,9 +13,8 @@ import contextlib
 import hmac
 import logging
 import time
-from typing import List
+from typing import List, Union
 
-import numpy as np
 import orjson
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,9 +25,10 @@ from .. import __version__
 from . import kinds
 from .batcher import Batcher
 from .metrics import CONTENT_TYPE, Metrics
-from .schemas import (DecodeRequest, EmbedAllRequest, EmbedRequest, ErrorResponse, Info,
-                      OpenAIEmbeddingRequest, OpenAIEmbeddingResponse, ServiceError,
-                      SimpleToken, TokenizeRequest, batch_size_error, empty_error,
+from .schemas import (DecodeRequest, EmbedAllRequest, EmbedRequest, EmbedSparseRequest,
+                      ErrorResponse, Info, OpenAIEmbeddingRequest, OpenAIEmbeddingResponse,
+                      Prediction, PredictRequest, Rank, RerankRequest, ServiceError, SimpleToken,
+                      SparseValue, TokenizeRequest, batch_size_error, empty_error,
                       error_responses)
 
 logger = logging.getLogger("bertcpu.serve")
@@ -62,7 +64,8 @@ def create_app(model, settings):
                   description=f"Embeddings from {model.name} on the bertcpu engine: TEI and "
                               f"OpenAI-compatible routes.")
     app.include_router(_common_routes(service, metrics))
-    app.include_router(ROUTES_BY_KIND[model.kind](service))
+    for position, routes in enumerate(ROUTES_BY_KIND[model.kind]):
+        app.include_router(routes(service, root=position == 0))
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
@@ -165,7 +168,7 @@ def _common_routes(service, metrics):
     return router
 
 
-def _embedding_routes(service):
+def _embedding_routes(service, root):
     router = APIRouter()
     model = service.model
 
@@ -179,11 +182,7 @@ def _embedding_routes(service):
         rows = await service.infer(request, sequences, options)
         return await _json_off_loop(rows, len(rows) * len(rows[0]))
 
-    router.add_api_route("/embed", embed, methods=["POST"], response_model=List[List[float]],
-                         responses=_TEXT_ERRORS)
-    # TEI answers POST / with the model's main route; huggingface_hub's InferenceClient posts there.
-    router.add_api_route("/", embed, methods=["POST"], response_model=List[List[float]],
-                         responses=_TEXT_ERRORS, summary="Embed (TEI's root route)")
+    _add_route(router, "/embed", embed, List[List[float]], root)
 
     @router.post("/embed_all", response_model=List[List[List[float]]], responses=_TEXT_ERRORS)
     async def embed_all(body: EmbedAllRequest, request: Request):
@@ -224,7 +223,95 @@ def _embedding_routes(service):
     return router
 
 
-ROUTES_BY_KIND = {kinds.EmbeddingModel.kind: _embedding_routes}
+def _rerank_routes(service, root):
+    router = APIRouter()
+    model = service.model
+
+    async def rerank(body: RerankRequest, request: Request):
+        """The texts ranked by their score against the query, best first (TEI's /rerank)."""
+        texts = service.check_batch(body.texts, "texts")
+        tokens = await _off_loop(len(body.query) * len(texts) + sum(map(len, texts)) > _INLINE_CHARACTERS,
+                                 model.pair_tokens, [body.query] * len(texts), texts,
+                                 service.truncate(body.truncate), body.truncation_direction)
+        scores = await service.infer(request, tokens, kinds.ScoreOptions("rerank", body.raw_scores))
+        ranks = [{"index": index, "score": float(score)} for index, score in enumerate(scores)]
+        if body.return_text:
+            for rank in ranks:
+                rank["text"] = texts[rank["index"]]
+        ranks.sort(key=lambda rank: -rank["score"])
+        return _json(ranks)
+
+    _add_route(router, "/rerank", rerank, List[Rank], root)
+    return router
+
+
+def _predict_routes(service, root):
+    router = APIRouter()
+    model = service.model
+
+    async def predict(body: PredictRequest, request: Request):
+        """Label scores of a text or a (text, text_pair) pair, or of a list of them, best first
+        (TEI's /predict)."""
+        inputs = body.inputs
+        single = isinstance(inputs, str) or (1 <= len(inputs) <= 2 and all(isinstance(i, str) for i in inputs))
+        sequences = [[inputs] if isinstance(inputs, str) else inputs] if single else [
+            [item] if isinstance(item, str) else item for item in inputs]
+        service.check_batch(sequences, "inputs")
+        for index, sequence in enumerate(sequences):
+            if not 1 <= len(sequence) <= 2:
+                raise ServiceError(422, "validation", f"inputs[{index}] must be a text or a [text, "
+                                                      f"text_pair] list, got {len(sequence)} strings")
+        pairs = [sequence for sequence in sequences if len(sequence) == 2]
+        if pairs and len(pairs) != len(sequences):
+            raise ServiceError(422, "validation", "inputs mixes single texts and pairs; send one kind "
+                                                  "per request")
+        firsts = [sequence[0] for sequence in sequences]
+        seconds = [sequence[1] for sequence in pairs] if pairs else None
+        tokens = await _off_loop(sum(len(text) for sequence in sequences for text in sequence)
+                                 > _INLINE_CHARACTERS, model.pair_tokens, firsts, seconds,
+                                 service.truncate(body.truncate), body.truncation_direction)
+        rows = await service.infer(request, tokens, kinds.ScoreOptions("predict", body.raw_scores))
+        predictions = [sorted(({"label": label, "score": float(score)}
+                               for label, score in zip(model.labels, row)),
+                              key=lambda prediction: -prediction["score"]) for row in rows]
+        return _json(predictions[0] if single else predictions)
+
+    _add_route(router, "/predict", predict, Union[List[Prediction], List[List[Prediction]]], root)
+    return router
+
+
+def _sparse_routes(service, root):
+    router = APIRouter()
+    model = service.model
+
+    async def embed_sparse(body: EmbedSparseRequest, request: Request):
+        """The non-zero (vocabulary index, value) pairs of each input's sparse vector, by index
+        (TEI's /embed_sparse)."""
+        texts = service.check_texts(body.texts(), "inputs")
+        prompt = model.prompt(body.prompt_name)
+        sequences = await service.token_ids(texts, prompt, service.truncate(body.truncate),
+                                            body.truncation_direction)
+        vectors = await service.infer(request, sequences, None)
+        return _json([[{"index": int(index), "value": float(value)}
+                       for index, value in zip(vector.indices, vector.values)]
+                      for vector in vectors])
+
+    _add_route(router, "/embed_sparse", embed_sparse, List[List[SparseValue]], root)
+    return router
+
+
+def _add_route(router, path, endpoint, response_model, root):
+    router.add_api_route(path, endpoint, methods=["POST"], response_model=response_model,
+                         responses=_TEXT_ERRORS)
+    if root:
+        # TEI answers POST / with the model's main route; huggingface_hub's InferenceClient
+        # posts there.
+        router.add_api_route("/", endpoint, methods=["POST"], response_model=response_model,
+                             responses=_TEXT_ERRORS, summary=f"{path} (TEI's root route)")
+
+
+ROUTES_BY_KIND = {"embedding": [_embedding_routes], "reranker": [_rerank_routes, _predict_routes],
+                  "classifier": [_predict_routes], "sparse": [_sparse_routes]}
 
 
 # -- responses -------------------------------------------------------------------------------

@@ -1,22 +1,32 @@
 """What a served model folder is, and what each kind of model needs from the service.
 
-A model kind is a library object (here SentenceEncoder) wrapped with three things: the routes it
-answers (app.py maps kind -> routes), how a request's texts become token sequences (tokenization
-with TEI's truncation rules, run by the routes, off the engine thread), and `run(options, items)`,
-the token-level batch call the batcher makes on the engine thread for items of many requests at
-once. A new kind (rerankers, classifiers, sparse encoders) is a class with the same members and
-its routes.
+A model kind is a library object (SentenceEncoder, CrossEncoder, SparseEncoder) wrapped with
+three things: the routes it answers (app.py maps kind -> routes), how a request's texts become
+token sequences (tokenization with TEI's truncation rules, run by the routes, off the engine
+thread), and `run(options, items)`, the token-level batch call the batcher makes on the engine
+thread for items of many requests at once.
+
+Kinds: "embedding" (a sentence-transformers or plain BERT folder), "reranker" and "classifier"
+(a CrossEncoder or BertForSequenceClassification folder with one label, or with several),
+"sparse" (a sentence-transformers SparseEncoder folder: SPLADE).
 """
 import collections
 
+import numpy as np
+
 from .. import __version__
-from ..sentence import SentenceEncoder
+from .._files import read_json
+from ..heads import CrossEncoder, SparseEncoder
+from ..heads._common import Tokens, encoded_to_tokens, sigmoid, softmax
+from ..hub import resolve_model_path
+from ..sentence import SentenceEncoder, read_modules_json
 from .schemas import ServiceError
 
 # What the items of one engine call must share; items with different options run in separate
 # calls of the same batch.
 EmbedOptions = collections.namedtuple(
     "EmbedOptions", "output_value normalize_embeddings prompt_length truncate_dim")
+ScoreOptions = collections.namedtuple("ScoreOptions", "route raw_scores")
 
 
 class _TextModel:
@@ -134,14 +144,137 @@ class EmbeddingModel(_TextModel):
         return self.encoder.encode_tokens(sequences, **options._asdict())
 
 
-KINDS = {EmbeddingModel.kind: EmbeddingModel}
+class PairClassifierModel(_TextModel):
+    """A CrossEncoder: with one label a reranker (/rerank, /predict), with several a classifier
+    (/predict). Items are Tokens (a text or a pair, with segment ids)."""
+
+    def __init__(self, cross_encoder, name):
+        super().__init__(cross_encoder.tokenizer, cross_encoder.max_length, name)
+        self.encoder = cross_encoder
+        self.classifier = cross_encoder.classifier
+        self.kind = "reranker" if cross_encoder.num_labels == 1 else "classifier"
+        self.labels = [self.classifier.id2label[i] for i in range(cross_encoder.num_labels)]
+
+    @property
+    def dtype(self):
+        return self.classifier.dtype
+
+    @staticmethod
+    def num_tokens(item):
+        return len(item.input_ids)
+
+    def model_type(self):
+        return {self.kind: {"id2label": dict(enumerate(self.labels)),
+                            "label2id": self.classifier.label2id}}
+
+    def prompt(self, prompt_name):
+        if prompt_name is not None:
+            raise ServiceError(422, "validation", "prompt_name: this model has no prompts")
+
+    def pair_tokens(self, firsts, seconds, truncate, direction):
+        """Tokens of texts (seconds None) or of (first, second) pairs; over max_input_length, cut
+        when truncate (pairs: the longer text first, from the right; texts: on `direction`'s
+        side), else a 422 naming the input."""
+        if seconds is None:
+            return [Tokens(ids, [0] * len(ids)) for ids in self.token_ids(firsts, truncate, direction)]
+        tokens = encoded_to_tokens(self.tokenizer(firsts, seconds))
+        too_long = [i for i, item in enumerate(tokens) if len(item.input_ids) > self.max_input_length]
+        if too_long and not truncate:
+            raise ServiceError(422, "validation",
+                               f"input {too_long[0]} has {len(tokens[too_long[0]].input_ids)} tokens, "
+                               f"more than the model's maximum of {self.max_input_length}; shorten "
+                               f"it or send truncate=true")
+        if too_long and direction in ("Left", "left"):
+            raise ServiceError(422, "validation", "truncation_direction Left is not supported for "
+                                                  "pairs (they are cut longest first, from the right)")
+        if too_long:
+            cut = encoded_to_tokens(self.tokenizer([firsts[i] for i in too_long],
+                                                   [seconds[i] for i in too_long],
+                                                   truncation="longest_first",
+                                                   max_length=self.max_input_length))
+            for index, item in zip(too_long, cut):
+                tokens[index] = item
+        return tokens
+
+    def run(self, options, tokens):
+        """rerank: one score per item (the model's activation, or the logit with raw_scores);
+        predict: one row of label scores per item (transformers' pipeline function, or logits)."""
+        if options.route == "rerank":
+            return self.encoder.score_tokens(tokens, activation_fn="Identity" if options.raw_scores
+                                             else None)
+        logits = self.classifier.logits_tokens(tokens)
+        if options.raw_scores:
+            return logits
+        function = self.classifier.default_function()
+        return {"softmax": softmax, "sigmoid": sigmoid, "none": np.asarray}[function](logits)
+
+
+class SparseModel(_TextModel):
+    """A SparseEncoder (SPLADE): /embed_sparse."""
+
+    kind = "sparse"
+
+    def __init__(self, sparse_encoder, name):
+        super().__init__(sparse_encoder.tokenizer, sparse_encoder.max_seq_length, name)
+        self.encoder = sparse_encoder
+
+    @property
+    def dtype(self):
+        return self.encoder.masked_lm.dtype
+
+    def model_type(self):
+        return {"embedding": {"pooling": "splade", "dimension": self.encoder.vocab_size}}
+
+    def prompt(self, prompt_name):
+        if prompt_name is None:
+            return None
+        if prompt_name not in self.encoder.prompts:
+            raise ServiceError(422, "validation", f"prompt_name {prompt_name!r} is not one of this "
+                                                  f"model's prompts ({', '.join(map(repr, self.encoder.prompts)) or 'none configured'})")
+        return self.encoder.prompts[prompt_name]
+
+    def run(self, options, sequences):
+        return self.encoder.encode_tokens(sequences, max_active_dims=self.encoder.max_active_dims)
+
+
+def model_kind(folder):
+    """"embedding", "cross-encoder" or "sparse" for a model folder, from what sentence-transformers
+    wrote (config_sentence_transformers.json's model_type, modules.json) or, for a plain
+    transformers folder, its architecture."""
+    st_file = folder / "config_sentence_transformers.json"
+    model_type = (read_json(st_file) if st_file.is_file() else {}).get("model_type")
+    if model_type in _ST_MODEL_TYPES:
+        return _ST_MODEL_TYPES[model_type]
+    if (folder / "modules.json").is_file():
+        types = [str(entry.get("type", "")) for entry in read_modules_json(folder)]
+        return "sparse" if any(t.endswith("SpladePooling") for t in types) else "embedding"
+    architectures = (read_json(folder / "config.json").get("architectures") or []
+                     if (folder / "config.json").is_file() else [])
+    if "BertForSequenceClassification" in architectures:
+        return "cross-encoder"
+    if "BertForTokenClassification" in architectures:
+        raise ValueError(f"{folder}: a token-classification model (BertForTokenClassification); "
+                         f"bertcpu serve runs embedding, reranker/classifier and sparse models")
+    return "embedding"
+
+
+_ST_MODEL_TYPES = {"SentenceTransformer": "embedding", "CrossEncoder": "cross-encoder",
+                   "SparseEncoder": "sparse"}
 
 
 def load_model(name_or_path, dtype="float32", num_threads=None, served_model_name=None):
-    """The served model: a SentenceEncoder folder (sentence-transformers or plain BERT) or a hub
-    id in the local cache, loaded as its kind."""
-    encoder = SentenceEncoder.from_pretrained(name_or_path, num_threads=num_threads, dtype=dtype)
-    return EmbeddingModel(encoder, served_model_name or str(name_or_path))
+    """The served model, a folder or a hub id in the local cache, loaded as its kind (model_kind)."""
+    folder = resolve_model_path(name_or_path)
+    name = served_model_name or str(name_or_path)
+    kind = model_kind(folder)
+    if kind == "cross-encoder":
+        return PairClassifierModel(CrossEncoder.from_pretrained(folder, num_threads=num_threads,
+                                                                dtype=dtype), name)
+    if kind == "sparse":
+        return SparseModel(SparseEncoder.from_pretrained(folder, num_threads=num_threads,
+                                                         dtype=dtype), name)
+    return EmbeddingModel(SentenceEncoder.from_pretrained(folder, num_threads=num_threads,
+                                                          dtype=dtype), name)
 
 
 def info(model, settings):

@@ -6,7 +6,7 @@ Field names, defaults and shapes follow HuggingFace text-embeddings-inference (T
 /v1/embeddings, OpenAI's embeddings API, so their clients work unchanged. Types are strict: a
 number where a string belongs is an error, not converted.
 """
-from typing import Annotated, Dict, List, Literal, Optional, Union
+from typing import Annotated, Any, Dict, List, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
@@ -96,6 +96,46 @@ class OpenAIEmbeddingRequest(BaseModel):
     user: Optional[StrictStr] = None
 
 
+class EmbedSparseRequest(_TextRequest):
+    pass
+
+
+class RerankRequest(BaseModel):
+    model_config = _STRICT
+    query: StrictStr
+    texts: List[StrictStr]
+    truncate: Optional[StrictBool] = None
+    truncation_direction: TruncationDirection = "Right"
+    raw_scores: StrictBool = Field(False, description="The logits, without the model's activation.")
+    return_text: StrictBool = False
+
+
+class PredictRequest(BaseModel):
+    model_config = _STRICT
+    inputs: Union[StrictStr, List[Union[StrictStr, List[StrictStr]]]] = Field(
+        description="A text, a [text] or [text, text_pair] list, or a list of those (TEI's rule: a "
+                    "list of one or two strings is one input).")
+    truncate: Optional[StrictBool] = None
+    truncation_direction: TruncationDirection = "Right"
+    raw_scores: StrictBool = Field(False, description="The logits, without softmax / sigmoid.")
+
+
+class Rank(BaseModel):
+    index: int
+    score: float
+    text: Optional[str] = None
+
+
+class Prediction(BaseModel):
+    label: str
+    score: float
+
+
+class SparseValue(BaseModel):
+    index: int
+    value: float
+
+
 class SimpleToken(BaseModel):
     id: int
     text: str
@@ -125,7 +165,7 @@ class OpenAIEmbeddingResponse(BaseModel):
 class Info(BaseModel):
     model_id: str
     model_dtype: str
-    model_type: Dict[str, Dict[str, Union[str, int, None]]]
+    model_type: Dict[str, Dict[str, Any]]
     max_input_length: int
     max_batch_tokens: int
     max_client_batch_size: int
