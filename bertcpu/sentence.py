@@ -563,17 +563,9 @@ class SentenceEncoder:
         texts = [sentences] if single else _as_text_list(sentences)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if output_value not in _OUTPUT_VALUES:
-            raise ValueError(f"output_value must be one of {', '.join(map(repr, _OUTPUT_VALUES))}, "
-                             f"got {output_value!r}")
-        if normalize_embeddings not in (None, True, False):
-            raise ValueError(f"normalize_embeddings must be None, True or False, "
-                             f"got {normalize_embeddings!r}")
-        if truncate_dim is not None and (isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int)
-                                         or truncate_dim < 1):
-            raise ValueError(f"truncate_dim must be a positive integer, got {truncate_dim!r}")
-        prompt = self._resolve_prompt(prompt, prompt_name)
-        prompt_length = self._prompt_length(prompt) if prompt else None
+        _check_output_options(normalize_embeddings, output_value, truncate_dim)
+        prompt = self.resolve_prompt(prompt, prompt_name)
+        prompt_length = self.prompt_length(prompt) if prompt else None
 
         dimension = self.get_embedding_dimension()
         if truncate_dim is not None:
@@ -596,26 +588,48 @@ class SentenceEncoder:
             batch = [texts[i] for i in indices]
             if prompt:
                 batch = [prompt + text for text in batch]
-            features = self._forward(batch, prompt_length, skip_normalize=normalize_embeddings is False)
+            outputs = self._run(self.tokenize(batch), prompt_length, normalize_embeddings,
+                                output_value, truncate_dim)
             if output_value == _SENTENCE_EMBEDDING:
-                embeddings = features[_SENTENCE_EMBEDDING]
-                if truncate_dim is not None:
-                    embeddings = embeddings[:, :truncate_dim]
-                if normalize_embeddings:
-                    embeddings = _l2_normalize(embeddings)
-                results[indices] = embeddings
+                results[indices] = outputs
             else:
-                tokens = features[_TOKEN_EMBEDDINGS]
-                lengths = features["attention_mask"].sum(axis=1)
                 for row, index in enumerate(indices):
-                    results[index] = np.array(tokens[row, :max(int(lengths[row]), 1)])
+                    results[index] = outputs[row]
             if progress is not None:
                 progress.update(len(batch))
         if own_progress:
             progress.close()
         return results[0] if single else results
 
-    def _resolve_prompt(self, prompt, prompt_name):
+    def encode_tokens(self, sequences, normalize_embeddings=None, output_value="sentence_embedding",
+                      prompt_length=None, truncate_dim=None):
+        """encode()'s second half, for inputs tokenized already: all of them in one engine call.
+
+        For callers that batch by themselves (bertcpu serve runs the inputs of many requests
+        together). sequences: lists (or 1-D int arrays) of token ids as the tokenizer returns them
+        for one text, [CLS] and [SEP] included, 1 to max_position_embeddings long; they are run as
+        given (no truncation to max_seq_length). prompt_length: how many leading tokens of every
+        sequence are the prompt (prompt_length(prompt)), for models whose pooling leaves the prompt
+        out. normalize_embeddings, output_value, truncate_dim: as in encode.
+        Returns float32 [n, dim], or for token embeddings a list of [tokens_i, hidden] arrays.
+        """
+        _check_output_options(normalize_embeddings, output_value, truncate_dim)
+        if isinstance(sequences, (str, np.ndarray)) or not isinstance(sequences, (list, tuple)):
+            raise TypeError(f"sequences must be a list of token id lists, got {type(sequences).__name__}")
+        if not sequences:
+            raise ValueError("sequences is empty: give at least one token id list")
+        lengths = [len(ids) for ids in sequences]
+        input_ids = np.zeros((len(sequences), max(lengths)), dtype=np.int64)
+        attention_mask = np.zeros_like(input_ids)
+        for row, (ids, length) in enumerate(zip(sequences, lengths)):
+            input_ids[row, :length] = ids
+            attention_mask[row, :length] = 1
+        encoded = {"input_ids": input_ids, "attention_mask": attention_mask,
+                   "token_type_ids": np.zeros_like(input_ids)}
+        return self._run(encoded, prompt_length, normalize_embeddings, output_value, truncate_dim)
+
+    def resolve_prompt(self, prompt=None, prompt_name=None):
+        """The text encode() puts before each sentence for these arguments (see encode), or None."""
         if prompt is not None:
             if not isinstance(prompt, str):
                 raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
@@ -629,7 +643,7 @@ class SentenceEncoder:
             return self.prompts[self.default_prompt_name]
         return None
 
-    def _prompt_length(self, prompt):
+    def prompt_length(self, prompt):
         """Tokens the prompt occupies at the start of each input: its own tokenization without the
         trailing special token (sentence-transformers' rule), so [CLS] counts as part of it."""
         if prompt not in self._prompt_lengths:
@@ -646,17 +660,38 @@ class SentenceEncoder:
         return self.tokenizer(_as_text_list(texts), padding=True, truncation=True,
                               max_length=self.max_seq_length, return_tensors="np")
 
-    def _forward(self, texts, prompt_length, skip_normalize):
-        encoded = self.tokenize(texts)
+    def _run(self, encoded, prompt_length, normalize_embeddings, output_value, truncate_dim):
+        """The model and the module pipeline on one padded batch -> what encode returns for it."""
         attention_mask = encoded["attention_mask"]
         output = self.model(encoded["input_ids"], attention_mask, encoded["token_type_ids"])
         features = {_TOKEN_EMBEDDINGS: output.last_hidden_state, "attention_mask": attention_mask,
                     "prompt_length": prompt_length}
         for module in self._modules:
-            if skip_normalize and isinstance(module, _Normalize):
+            if normalize_embeddings is False and isinstance(module, _Normalize):
                 continue
             module(features)
-        return features
+        if output_value == _TOKEN_EMBEDDINGS:
+            tokens = features[_TOKEN_EMBEDDINGS]
+            lengths = attention_mask.sum(axis=1)
+            return [np.array(tokens[row, :max(int(lengths[row]), 1)]) for row in range(len(tokens))]
+        embeddings = features[_SENTENCE_EMBEDDING]
+        if truncate_dim is not None:
+            embeddings = embeddings[:, :truncate_dim]
+        if normalize_embeddings:
+            embeddings = _l2_normalize(embeddings)
+        return embeddings
+
+
+def _check_output_options(normalize_embeddings, output_value, truncate_dim):
+    if output_value not in _OUTPUT_VALUES:
+        raise ValueError(f"output_value must be one of {', '.join(map(repr, _OUTPUT_VALUES))}, "
+                         f"got {output_value!r}")
+    if normalize_embeddings not in (None, True, False):
+        raise ValueError(f"normalize_embeddings must be None, True or False, "
+                         f"got {normalize_embeddings!r}")
+    if truncate_dim is not None and (isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int)
+                                     or truncate_dim < 1):
+        raise ValueError(f"truncate_dim must be a positive integer, got {truncate_dim!r}")
 
 
 def _as_text_list(sentences):

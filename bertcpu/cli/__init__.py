@@ -7,6 +7,9 @@
                   [--json FILE]
     bertcpu rerank M --query Q --docs FILE|- [--top-k K]
     bertcpu classify M [TEXT ... | --input FILE|-] [--top-k K] [--aggregation STRATEGY]
+    bertcpu serve MODEL [--host H] [--port P] [--dtype D] [--threads T] [--max-batch-tokens N]
+                  [--max-client-batch-size N] [--max-concurrent-requests N] [--auto-truncate]
+                  [--api-key KEY] [--served-model-name NAME] [--log-level L]
 
 Each command module has add_command(commands), which adds its subparser with handler=run.
 Mistakes a user can make (a missing model, an unreadable file, a bad field name, a bad option)
@@ -17,10 +20,10 @@ import os
 import sys
 
 from .. import __version__
-from . import bench, classify, embed, inspect, rerank, tokenize
+from . import bench, classify, embed, inspect, rerank, serve, tokenize
 from ._common import (EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERRUPTED, Parser, UserError)
 
-COMMANDS = (embed, tokenize, inspect, bench, rerank, classify)
+COMMANDS = (embed, tokenize, inspect, bench, rerank, classify, serve)
 
 
 def build_parser():
