@@ -8,6 +8,7 @@ architecture's files are left out; elsewhere only the generic kernels are built.
 """
 import glob
 import os
+import subprocess
 import sys
 import sysconfig
 
@@ -38,15 +39,17 @@ X86_ISA_FLAGS = {
 }
 # aarch64: Advanced SIMD is in every aarch64 ABI, so the NEON files need no ISA flag; each
 # extension's files get exactly that extension (GCC and clang, Apple's included, spell them the same
-# way). -fno-schedule-insns: GCC's scheduling before register allocation hoists every load of a
-# micro-kernel's K step to its top and so spills accumulators (GCC 12: the 8 x 12 fp32 and int8
-# tiles); out-of-order cores need no such scheduling (clang ignores the flag).
+# way).
 ARM64_ISA_FLAGS = {
-    "_neon.cpp": ["-fno-schedule-insns"],
-    "_dotprod.cpp": ["-march=armv8.2-a+dotprod", "-fno-schedule-insns"],
-    "_i8mm.cpp": ["-march=armv8.2-a+dotprod+i8mm", "-fno-schedule-insns"],
-    "_bf16.cpp": ["-march=armv8.2-a+bf16", "-fno-schedule-insns"],
+    "_neon.cpp": [],
+    "_dotprod.cpp": ["-march=armv8.2-a+dotprod"],
+    "_i8mm.cpp": ["-march=armv8.2-a+dotprod+i8mm"],
+    "_bf16.cpp": ["-march=armv8.2-a+bf16"],
 }
+# For GCC, on the aarch64 kernel files: its scheduling before register allocation hoists every load
+# of a micro-kernel's K step to the top and so spills accumulators (GCC 12: the 8 x 12 fp32 and int8
+# tiles); out-of-order cores need no such scheduling. clang has no such pass (and warns).
+ARM64_GCC_KERNEL_FLAGS = ["-fno-schedule-insns"]
 ISA_FLAGS = X86_ISA_FLAGS if IS_X86 else ARM64_ISA_FLAGS if IS_ARM64 else {}
 OTHER_ISA_SUFFIXES = [sfx for sfx in list(X86_ISA_FLAGS) + list(ARM64_ISA_FLAGS)
                       if sfx not in ISA_FLAGS]
@@ -65,17 +68,28 @@ def core_sources():
     return [s for s in sources if not any(s.endswith(sfx) for sfx in OTHER_ISA_SUFFIXES)]
 
 
+def is_clang(compiler):
+    """Whether the C++ compiler is clang (Apple's "gcc" and "cc" are clang too)."""
+    command = getattr(compiler, "compiler_so_cxx", None) or compiler.compiler_so
+    try:
+        version = subprocess.run([command[0], "--version"], capture_output=True, text=True).stdout
+    except OSError:
+        return False
+    return "clang" in version
+
+
 class BuildExt(build_ext):
     """Adds each ISA file's flags to that file only (setuptools has no per-source flags)."""
 
     def build_extensions(self):
         original_compile = self.compiler._compile
+        gcc_flags = ARM64_GCC_KERNEL_FLAGS if IS_ARM64 and not is_clang(self.compiler) else []
 
         def compile_with_isa_flags(obj, src, ext, cc_args, extra_postargs, pp_opts):
             extra = list(extra_postargs)
             for suffix, flags in ISA_FLAGS.items():
                 if src.endswith(suffix):
-                    extra += flags
+                    extra += flags + gcc_flags
             return original_compile(obj, src, ext, cc_args, extra, pp_opts)
 
         self.compiler._compile = compile_with_isa_flags

@@ -78,8 +78,8 @@ cross_build() {
              _PYTHON_SYSCONFIGDATA_NAME=_sysconfigdata__aarch64-linux-gnu
              CPPFLAGS="-I$CACHE/include -I$ROOT/usr/include/python3.11")
   if [[ $compiler == clang ]]; then
-    local cc="clang --target=aarch64-linux-gnu"
-    env+=(CC="$cc" CXX="$cc" LDSHARED="$cc -shared -fuse-ld=lld")
+    env+=(CC="clang --target=aarch64-linux-gnu" CXX="clang++ --target=aarch64-linux-gnu"
+          LDSHARED="clang++ --target=aarch64-linux-gnu -shared -fuse-ld=lld")
   fi
   (cd "$dest" && env "${env[@]}" python setup.py -q build_ext --inplace -j 2 >build.log 2>&1) ||
     { tail -40 "$dest/build.log"; exit 1; }

@@ -46,20 +46,25 @@ VECTOR = re.compile(r"\bv\d+\.(4s|2s|16b|8b|8h|4h|2d)\b|\bq\d+\b")
 SCALAR_FP = re.compile(r"^\s*f\w+\s+s\d+")
 
 
-def isa_flags(path):
-    """setup.py's ARM64_ISA_FLAGS for this file (read from its source: importing it builds)."""
+def setup_constant(name):
+    """A constant of setup.py, read from its source (importing it builds)."""
     tree = ast.parse(open(os.path.join(ROOT, "setup.py")).read())
-    table = next(node.value for node in tree.body if isinstance(node, ast.Assign)
-                 and getattr(node.targets[0], "id", None) == "ARM64_ISA_FLAGS")
-    for suffix, flags in ast.literal_eval(table).items():
+    return ast.literal_eval(next(node.value for node in tree.body if isinstance(node, ast.Assign)
+                                 and getattr(node.targets[0], "id", None) == name))
+
+
+def isa_flags(compiler, path):
+    """setup.py's flags for this aarch64 kernel file and compiler."""
+    for suffix, flags in setup_constant("ARM64_ISA_FLAGS").items():
         if path.endswith(suffix):
-            return flags
+            gcc = setup_constant("ARM64_GCC_KERNEL_FLAGS") if compiler == "gcc" else []
+            return flags + gcc
     return []
 
 
 def assemble(compiler, name):
     path = os.path.join(ROOT, "csrc", "kernels", name)
-    cmd = COMPILERS[compiler] + BASE + isa_flags(path) + [path]
+    cmd = COMPILERS[compiler] + BASE + isa_flags(compiler, path) + [path]
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.split("\n")
 
 
