@@ -4,6 +4,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "cpu/cpu_isa.h"
 #include "cpu/thread_pool.h"
@@ -66,6 +67,17 @@ bool runs_int8(Isa isa) {
   return false;
 }
 
+#if defined(BERTCPU_X86)
+// Every x86 int8 table with whether this CPU runs it, lowest first.
+std::vector<std::pair<const Int8Kernels*, bool>> x86_int8_tables() {
+  const bool vnni512 = runs_int8(Isa::avx512);
+  return {{&avx2_int8_kernels(), runs_int8(Isa::avx2)},
+          {&avx_vnni_int8_kernels(), runs_int8(Isa::avx2) && cpu_features().avx_vnni},
+          {&avx512_vnni_ymm_int8_kernels(), vnni512},
+          {&avx512_vnni_int8_kernels(), vnni512}};
+}
+#endif
+
 }  // namespace
 
 // ---- kernel tables ------------------------------------------------------------------------------
@@ -96,7 +108,7 @@ const Int8Kernels& int8_kernels(Isa isa) {
       return generic_int8_kernels();
 #if defined(BERTCPU_X86)
     case Isa::avx2:
-      return avx2_int8_kernels();
+      return cpu_features().avx_vnni ? avx_vnni_int8_kernels() : avx2_int8_kernels();
     case Isa::avx512:
       if (!cpu_features().avx512_vnni)
         throw std::invalid_argument(
@@ -107,6 +119,28 @@ const Int8Kernels& int8_kernels(Isa isa) {
       break;
   }
   throw std::invalid_argument(std::string("no int8 kernels for the ") + isa_name(isa) + " path");
+}
+
+const Int8Kernels& int8_kernels(const std::string& name) {
+  if (name == generic_int8_kernels().name) return generic_int8_kernels();
+#if defined(BERTCPU_X86)
+  for (const auto& [table, runs] : x86_int8_tables()) {
+    if (name != table->name) continue;
+    if (!runs)
+      throw std::invalid_argument("this CPU cannot run the " + name + " int8 kernels");
+    return *table;
+  }
+#endif
+  throw std::invalid_argument("unknown int8 kernels '" + name + "'");
+}
+
+std::vector<std::string> int8_kernel_names() {
+  std::vector<std::string> out{generic_int8_kernels().name};
+#if defined(BERTCPU_X86)
+  for (const auto& [table, runs] : x86_int8_tables())
+    if (runs) out.push_back(table->name);
+#endif
+  return out;
 }
 
 std::vector<Isa> bf16_isas() {

@@ -16,6 +16,7 @@
 // of kgroup consecutive int8 weights; K is zero-padded to kgroup (A is padded with zp).
 #pragma once
 
+#include <string>
 #include <vector>
 
 #include "cpu/aligned_buffer.h"
@@ -41,9 +42,16 @@ constexpr int kInt8MaxK = 65536;
 // The bf16 kernels of path `isa`: generic, or avx512 (AVX-512 with AVX512_BF16). Throws
 // std::invalid_argument for a path without bf16 kernels or one this CPU cannot run.
 const Bf16Kernels& bf16_kernels(Isa isa);
-// The int8 kernels of path `isa`: generic, avx2, or avx512 (AVX-512 with AVX512_VNNI). Throws
-// like bf16_kernels().
+// The best int8 kernels beside fp32 path `isa`: generic; for avx2 the AVX-VNNI kernels when the
+// CPU has AVX-VNNI, else the vpmaddubsw ones; avx512 (AVX-512 with AVX512_VNNI). Throws like
+// bf16_kernels().
 const Int8Kernels& int8_kernels(Isa isa);
+// The int8 kernel table called `name` (Int8Kernels::name: generic, avx2, avxvnni, avx512vnni_ymm,
+// avx512). Throws std::invalid_argument for an unknown name or one this CPU cannot run.
+const Int8Kernels& int8_kernels(const std::string& name);
+// Every int8 kernel table this CPU can run, by name, lowest first: the models' choices and the
+// AVX-VNNI kernel's test twin (avx512vnni_ymm).
+std::vector<std::string> int8_kernel_names();
 // The bf16 / int8 paths this CPU can run, lowest first (generic is always there).
 std::vector<Isa> bf16_isas();
 std::vector<Isa> int8_isas();
