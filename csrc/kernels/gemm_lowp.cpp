@@ -1,6 +1,7 @@
 #include "kernels/gemm_lowp.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -264,11 +265,28 @@ void PackedLinearInt8::init(const Int8Kernels& kt, int out, int in) {
   compensation.resize(floats_for<int32_t>(padded_out));
 }
 
-void PackedLinearInt8::pack_weight(const float* weight) {
+void PackedLinearInt8::pack_weight(const float* weight, const float* input_range) {
   const size_t panel_bytes = static_cast<size_t>(k_padded) * nr;
   panels.resize(floats_for<int8_t>(ceil_div(out_features, nr) * panel_bytes));
   int8_t* out = as<int8_t>(panels);
   int32_t* comp = as<int32_t>(compensation);
+  std::vector<float> divided;  // weight / input_scale, when there is one
+  if (input_range) {
+    input_scale.resize(in_features);
+    float* t = input_scale.data();
+    std::vector<float> column_max(in_features, 0.0f);
+    for (int n = 0; n < out_features; ++n)
+      for (int k = 0; k < in_features; ++k)
+        column_max[k] =
+            std::max(column_max[k], std::fabs(weight[static_cast<size_t>(n) * in_features + k]));
+    for (int k = 0; k < in_features; ++k)
+      t[k] = column_max[k] > 0.0f && input_range[k] > 0.0f
+                 ? std::sqrt(column_max[k] / input_range[k])
+                 : 1.0f;
+    divided.resize(static_cast<size_t>(out_features) * in_features);
+    for (size_t i = 0; i < divided.size(); ++i) divided[i] = weight[i] / t[i % in_features];
+    weight = divided.data();
+  }
   std::vector<int8_t> q(in_features);
   for (int n = 0; n < out_features; ++n) {
     scales.data()[n] = quantize_int8(weight + static_cast<size_t>(n) * in_features, in_features,
@@ -312,9 +330,16 @@ void linear_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M, const 
   float* a_scale = scratch.data();
   int32_t* a_zero = reinterpret_cast<int32_t*>(scratch.data() + M);
   uint8_t* a = reinterpret_cast<uint8_t*>(scratch.data() + head);
+  const float* input_scale = w.input_scale.size() == 0 ? nullptr : w.input_scale.data();
   for_each_row(M, [&](int i) {
-    a_scale[i] =
-        kt.quantize_row(A + static_cast<size_t>(i) * lda, K, Kp, a + i * row_bytes, a_zero + i);
+    const float* row = A + static_cast<size_t>(i) * lda;
+    if (input_scale) {  // quantize row * input_scale (a copy: the input stays as it is)
+      thread_local std::vector<float> scaled;
+      scaled.resize(K);
+      for (int k = 0; k < K; ++k) scaled[k] = row[k] * input_scale[k];
+      row = scaled.data();
+    }
+    a_scale[i] = kt.quantize_row(row, K, Kp, a + i * row_bytes, a_zero + i);
   });
   const int panels = ceil_div(N, nr);
   const size_t panel_bytes = static_cast<size_t>(Kp) * nr;

@@ -84,14 +84,24 @@ struct PackedLinearInt8 {
   AlignedBuffer scales;        // per output channel, padded like bias (zeros)
   AlignedBuffer compensation;  // column sums of the int8 weights (int32), padded (zeros)
   AlignedBuffer bias;          // ceil(out / nr) * nr floats, zeros past out_features
+  // Empty, or in_features factors t: each activation row is multiplied by t before it is
+  // quantized, and column k of the weight divided by t[k] before it is, which leaves the product
+  // as it is but moves range between the two (see pack_weight).
+  AlignedBuffer input_scale;
 
   // Sets the shape for table kt; the bias starts at zero. Throws std::invalid_argument when in
   // exceeds kInt8MaxK.
   void init(const Int8Kernels& kt, int out, int in);
-  // weight: [out_features][in_features] (PyTorch layout).
-  void pack_weight(const float* weight);
+  // weight: [out_features][in_features] (PyTorch layout). input_range, if given, estimates each
+  // input channel's magnitude (in_features values; e.g. |gamma| + |beta| of the LayerNorm before
+  // the layer): with m[k] = max over n |weight[n][k]|, the input scale becomes
+  // t[k] = sqrt(m[k] / input_range[k]) (1 where either is 0), so both sides of the product see a
+  // channel range of sqrt(input_range[k] * m[k]). Per-token quantization otherwise spends its
+  // levels on a few large input channels (a SmoothQuant-style migration, without calibration data).
+  void pack_weight(const float* weight, const float* input_range = nullptr);
   void set_bias(const float* values);
-  // The int8 weight in PyTorch layout [out][in] and its per-channel scales [out].
+  // The int8 weight in PyTorch layout [out][in] and its per-channel scales [out] (of the weight
+  // divided by input_scale when that is set).
   void unpack_weight(int8_t* weight, float* scales) const;
 };
 
