@@ -82,7 +82,8 @@ class BertModel:
 
         num_threads: if given, sets the engine's thread count. The setting is process-wide (see
             bertcpu.set_num_threads): it applies to every model and to the tokenizer.
-        isa: "generic" | "avx2" | "avx512" to run a given kernel path (it must be one of
+        isa: "generic" | "avx2" | "avx512" (aarch64: "neon" | "dotprod" | "i8mm") to run a given
+            kernel path (it must be one of
             bertcpu.cpu_info()["available_isas"]); default: the best path this CPU has.
         dtype: what the dense layers (Q/K/V, attention output, feed-forward) compute in:
             "float32" (default; the reference), "bfloat16" (weights rounded to bf16 once,
@@ -103,22 +104,30 @@ class BertModel:
         if not os.path.isfile(config_path):
             raise FileNotFoundError(f"{folder}: no {CONFIG_FILE}")
         config = BertConfig.from_json_file(config_path)
-
         with Checkpoint(folder) as checkpoint:
-            # Either pooler tensor present means the model has a pooler; if only one is, the
-            # missing one is reported like any other missing tensor.
-            has_pooler = any(name in checkpoint for name in _POOLER_TENSORS)
-            # Checked against the config before the engine exists: building it allocates for the
-            # config's sizes, gigabytes for a config.json far larger than its checkpoint.
-            checkpoint.check(_expected_weights(config, has_pooler))
-            encoder = _new_encoder(config, has_pooler, isa, dtype)
-            for name, array in checkpoint.iter_tensors(encoder.expected_weights()):
-                encoder.set_weight(name, array)
-                del array  # the engine holds its own packed copy; keep one tensor alive at most
-            encoder.finalize()
-        if not has_pooler:
+            model = cls.from_checkpoint(checkpoint, config, isa=isa, dtype=dtype)
+        if not model.has_pooler:
             logger.warning("%s has no pooler weights (pooler.dense.*): the model loads without a "
                            "pooler and its pooler_output is None", folder)
+        return model
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint, config, isa=None, dtype="float32"):
+        """The encoder of an open weights.Checkpoint (for task heads, which read their own
+        tensors from the same checkpoint); config: its BertConfig. isa, dtype: as in
+        from_pretrained."""
+        dtype = _check_dtype(dtype)
+        # Either pooler tensor present means the model has a pooler; if only one is, the
+        # missing one is reported like any other missing tensor.
+        has_pooler = any(name in checkpoint for name in _POOLER_TENSORS)
+        # Checked against the config before the engine exists: building it allocates for the
+        # config's sizes, gigabytes for a config.json far larger than its checkpoint.
+        checkpoint.check(_expected_weights(config, has_pooler))
+        encoder = _new_encoder(config, has_pooler, isa, dtype)
+        for name, array in checkpoint.iter_tensors(encoder.expected_weights()):
+            encoder.set_weight(name, array)
+            del array  # the engine holds its own packed copy; keep one tensor alive at most
+        encoder.finalize()
         return cls(encoder, config, has_pooler)
 
     @classmethod
@@ -222,7 +231,8 @@ class BertModel:
 
     @property
     def isa(self):
-        """The kernel path this model runs: "generic", "avx2" or "avx512"."""
+        """The kernel path this model runs: "generic", "avx2", "avx512", "neon", "dotprod" or
+        "i8mm"."""
         return self._encoder.isa
 
     @property

@@ -4,7 +4,8 @@ what the CPU offers.
 Every environment knob bertcpu reads is read here or in csrc/cpu/ (BERTCPU_ISA), and documented in
 README.md:
 - BERTCPU_NUM_THREADS: default thread count (otherwise the CPUs this process may run on).
-- BERTCPU_ISA: generic | avx2 | avx512, a ceiling on the kernels chosen from CPUID (read by the core).
+- BERTCPU_ISA: generic | avx2 | avx512 (x86-64) or generic | neon | dotprod | i8mm (aarch64), a
+  ceiling on the kernels chosen from CPUID / the OS (read by the core).
 """
 import os
 

@@ -67,7 +67,7 @@ def _module_kind(type_name):
     return type_name.rsplit(".", 1)[-1]
 
 
-def _module_folder(root, relative):
+def module_folder(root, relative):
     """root/relative, refusing paths in modules.json that point outside the model folder."""
     if not isinstance(relative, str):
         raise ValueError(f"{root / 'modules.json'}: module path must be a string, got {relative!r}")
@@ -93,7 +93,7 @@ def find_transformer_folder(folder):
         return root
     for entry in read_modules_json(root):
         if _module_kind(entry.get("type")) == "Transformer":
-            return _module_folder(root, entry.get("path", ""))
+            return module_folder(root, entry.get("path", ""))
     raise ValueError(f"{root / 'modules.json'}: no sentence_transformers Transformer module")
 
 
@@ -204,7 +204,7 @@ def _sigmoid(x):
 
 
 # Dense activations by their torch.nn class name, each computed as torch's default instance does.
-_ACTIVATIONS = {
+TORCH_ACTIVATIONS = {
     "Identity": lambda x: x,
     "Tanh": np.tanh,
     "ReLU": lambda x: np.maximum(x, np.float32(0)),
@@ -225,7 +225,7 @@ class _Dense:
         self.weight_t = np.ascontiguousarray(weight.T)
         self.bias = bias
         self.activation_name = activation_name
-        self.activation = _ACTIVATIONS[activation_name]
+        self.activation = TORCH_ACTIVATIONS[activation_name]
         self.use_residual = use_residual
         # Without its own weight the residual is the input itself (in_features == out_features).
         self.residual_weight_t = (None if residual_weight is None
@@ -249,10 +249,10 @@ class _Dense:
         activation = config.get("activation_function", "torch.nn.modules.activation.Tanh")
         activation_name = activation.rsplit(".", 1)[-1] if isinstance(activation, str) else None
         if (not isinstance(activation, str) or not activation.startswith("torch.nn.")
-                or activation_name not in _ACTIVATIONS):
+                or activation_name not in TORCH_ACTIVATIONS):
             raise ValueError(f"{folder / 'config.json'}: activation function {activation!r} is not "
                              f"supported; supported: "
-                             f"{', '.join('torch.nn.' + name for name in _ACTIVATIONS)}")
+                             f"{', '.join('torch.nn.' + name for name in TORCH_ACTIVATIONS)}")
         has_bias = config.get("bias", True)
         use_residual = config.get("use_residual", False)
 
@@ -461,7 +461,7 @@ class SentenceEncoder:
         dimensions = {}
         for position, entry in enumerate(entries):
             kind = _module_kind(entry.get("type"))
-            folder = _module_folder(root, entry.get("path", ""))
+            folder = module_folder(root, entry.get("path", ""))
             if position == 0:
                 if kind != "Transformer":
                     raise ValueError(f"{root / 'modules.json'}: the first module must be a "
@@ -563,17 +563,9 @@ class SentenceEncoder:
         texts = [sentences] if single else _as_text_list(sentences)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if output_value not in _OUTPUT_VALUES:
-            raise ValueError(f"output_value must be one of {', '.join(map(repr, _OUTPUT_VALUES))}, "
-                             f"got {output_value!r}")
-        if normalize_embeddings not in (None, True, False):
-            raise ValueError(f"normalize_embeddings must be None, True or False, "
-                             f"got {normalize_embeddings!r}")
-        if truncate_dim is not None and (isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int)
-                                         or truncate_dim < 1):
-            raise ValueError(f"truncate_dim must be a positive integer, got {truncate_dim!r}")
-        prompt = self._resolve_prompt(prompt, prompt_name)
-        prompt_length = self._prompt_length(prompt) if prompt else None
+        _check_output_options(normalize_embeddings, output_value, truncate_dim)
+        prompt = self.resolve_prompt(prompt, prompt_name)
+        prompt_length = self.prompt_length(prompt) if prompt else None
 
         dimension = self.get_embedding_dimension()
         if truncate_dim is not None:
@@ -596,26 +588,48 @@ class SentenceEncoder:
             batch = [texts[i] for i in indices]
             if prompt:
                 batch = [prompt + text for text in batch]
-            features = self._forward(batch, prompt_length, skip_normalize=normalize_embeddings is False)
+            outputs = self._run(self.tokenize(batch), prompt_length, normalize_embeddings,
+                                output_value, truncate_dim)
             if output_value == _SENTENCE_EMBEDDING:
-                embeddings = features[_SENTENCE_EMBEDDING]
-                if truncate_dim is not None:
-                    embeddings = embeddings[:, :truncate_dim]
-                if normalize_embeddings:
-                    embeddings = _l2_normalize(embeddings)
-                results[indices] = embeddings
+                results[indices] = outputs
             else:
-                tokens = features[_TOKEN_EMBEDDINGS]
-                lengths = features["attention_mask"].sum(axis=1)
                 for row, index in enumerate(indices):
-                    results[index] = np.array(tokens[row, :max(int(lengths[row]), 1)])
+                    results[index] = outputs[row]
             if progress is not None:
                 progress.update(len(batch))
         if own_progress:
             progress.close()
         return results[0] if single else results
 
-    def _resolve_prompt(self, prompt, prompt_name):
+    def encode_tokens(self, sequences, normalize_embeddings=None, output_value="sentence_embedding",
+                      prompt_length=None, truncate_dim=None):
+        """encode()'s second half, for inputs tokenized already: all of them in one engine call.
+
+        For callers that batch by themselves (bertcpu serve runs the inputs of many requests
+        together). sequences: lists (or 1-D int arrays) of token ids as the tokenizer returns them
+        for one text, [CLS] and [SEP] included, 1 to max_position_embeddings long; they are run as
+        given (no truncation to max_seq_length). prompt_length: how many leading tokens of every
+        sequence are the prompt (prompt_length(prompt)), for models whose pooling leaves the prompt
+        out. normalize_embeddings, output_value, truncate_dim: as in encode.
+        Returns float32 [n, dim], or for token embeddings a list of [tokens_i, hidden] arrays.
+        """
+        _check_output_options(normalize_embeddings, output_value, truncate_dim)
+        if isinstance(sequences, (str, np.ndarray)) or not isinstance(sequences, (list, tuple)):
+            raise TypeError(f"sequences must be a list of token id lists, got {type(sequences).__name__}")
+        if not sequences:
+            raise ValueError("sequences is empty: give at least one token id list")
+        lengths = [len(ids) for ids in sequences]
+        input_ids = np.zeros((len(sequences), max(lengths)), dtype=np.int64)
+        attention_mask = np.zeros_like(input_ids)
+        for row, (ids, length) in enumerate(zip(sequences, lengths)):
+            input_ids[row, :length] = ids
+            attention_mask[row, :length] = 1
+        encoded = {"input_ids": input_ids, "attention_mask": attention_mask,
+                   "token_type_ids": np.zeros_like(input_ids)}
+        return self._run(encoded, prompt_length, normalize_embeddings, output_value, truncate_dim)
+
+    def resolve_prompt(self, prompt=None, prompt_name=None):
+        """The text encode() puts before each sentence for these arguments (see encode), or None."""
         if prompt is not None:
             if not isinstance(prompt, str):
                 raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
@@ -629,7 +643,7 @@ class SentenceEncoder:
             return self.prompts[self.default_prompt_name]
         return None
 
-    def _prompt_length(self, prompt):
+    def prompt_length(self, prompt):
         """Tokens the prompt occupies at the start of each input: its own tokenization without the
         trailing special token (sentence-transformers' rule), so [CLS] counts as part of it."""
         if prompt not in self._prompt_lengths:
@@ -646,17 +660,38 @@ class SentenceEncoder:
         return self.tokenizer(_as_text_list(texts), padding=True, truncation=True,
                               max_length=self.max_seq_length, return_tensors="np")
 
-    def _forward(self, texts, prompt_length, skip_normalize):
-        encoded = self.tokenize(texts)
+    def _run(self, encoded, prompt_length, normalize_embeddings, output_value, truncate_dim):
+        """The model and the module pipeline on one padded batch -> what encode returns for it."""
         attention_mask = encoded["attention_mask"]
         output = self.model(encoded["input_ids"], attention_mask, encoded["token_type_ids"])
         features = {_TOKEN_EMBEDDINGS: output.last_hidden_state, "attention_mask": attention_mask,
                     "prompt_length": prompt_length}
         for module in self._modules:
-            if skip_normalize and isinstance(module, _Normalize):
+            if normalize_embeddings is False and isinstance(module, _Normalize):
                 continue
             module(features)
-        return features
+        if output_value == _TOKEN_EMBEDDINGS:
+            tokens = features[_TOKEN_EMBEDDINGS]
+            lengths = attention_mask.sum(axis=1)
+            return [np.array(tokens[row, :max(int(lengths[row]), 1)]) for row in range(len(tokens))]
+        embeddings = features[_SENTENCE_EMBEDDING]
+        if truncate_dim is not None:
+            embeddings = embeddings[:, :truncate_dim]
+        if normalize_embeddings:
+            embeddings = _l2_normalize(embeddings)
+        return embeddings
+
+
+def _check_output_options(normalize_embeddings, output_value, truncate_dim):
+    if output_value not in _OUTPUT_VALUES:
+        raise ValueError(f"output_value must be one of {', '.join(map(repr, _OUTPUT_VALUES))}, "
+                         f"got {output_value!r}")
+    if normalize_embeddings not in (None, True, False):
+        raise ValueError(f"normalize_embeddings must be None, True or False, "
+                         f"got {normalize_embeddings!r}")
+    if truncate_dim is not None and (isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int)
+                                     or truncate_dim < 1):
+        raise ValueError(f"truncate_dim must be a positive integer, got {truncate_dim!r}")
 
 
 def _as_text_list(sentences):
@@ -675,6 +710,18 @@ def _as_text_list(sentences):
 
 def _load_transformer(folder, num_threads, dtype):
     """The tokenizer, encoder and text settings of a Transformer module folder."""
+    settings = transformer_settings(folder, "feature-extraction", "last_hidden_state")
+    model = BertModel.from_pretrained(folder, num_threads=num_threads, dtype=dtype)
+    return {"tokenizer": settings["tokenizer"], "model": model,
+            "max_seq_length": max_seq_length_for(settings, model.config)}
+
+
+def transformer_settings(folder, task, output):
+    """What a sentence-transformers Transformer module folder says about its text: the tokenizer
+    (lowercasing the input first when the module says do_lower_case) and the configured
+    max_seq_length (None when unset). task: the transformer_task the caller runs ("feature-extraction",
+    "sequence-classification", "fill-mask"); output: the model output it reads ("last_hidden_state",
+    "logits")."""
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder}: no config.json (not a BERT model folder)")
     settings, settings_file = {}, None
@@ -683,15 +730,15 @@ def _load_transformer(folder, num_threads, dtype):
             settings_file = folder / name
             settings = read_json(settings_file)
             break
-    task = settings.get("transformer_task", "feature-extraction")
-    if task != "feature-extraction":
-        raise ValueError(f"{settings_file}: transformer_task {describe(task)} is not supported; bertcpu "
-                         f"embeds with 'feature-extraction' models")
+    found_task = settings.get("transformer_task", task)
+    if found_task != task:
+        raise ValueError(f"{settings_file}: transformer_task {describe(found_task)} is not supported "
+                         f"here; this loader runs {task!r} models")
     modality = _object_field(settings, "modality_config", settings_file)
-    output = _object_field(modality, "text", settings_file, "modality_config.text").get("method_output_name")
-    if output not in (None, "last_hidden_state", ["last_hidden_state"]):
-        raise ValueError(f"{settings_file}: the Transformer outputs {describe(output)}; bertcpu supports "
-                         f"'last_hidden_state' (token embeddings)")
+    found_output = _object_field(modality, "text", settings_file, "modality_config.text").get("method_output_name")
+    if found_output not in (None, output, [output]):
+        raise ValueError(f"{settings_file}: the Transformer outputs {describe(found_output)}; bertcpu "
+                         f"supports {output!r} here")
     do_lower_case = settings.get("do_lower_case", False)
     if not isinstance(do_lower_case, bool):
         raise ValueError(f"{settings_file}: do_lower_case must be true or false, got {describe(do_lower_case)}")
@@ -705,19 +752,24 @@ def _load_transformer(folder, num_threads, dtype):
                          f"{{'text': {{'max_length': N}}}} is)")
     if "max_length" in text_options:
         max_seq_length = text_options["max_length"]
+    if max_seq_length is not None and (isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int)
+                                       or max_seq_length < 2):
+        raise ValueError(f"{settings_file}: max_seq_length must be an integer >= 2, got "
+                         f"{describe(max_seq_length)}")
     # do_lower_case lowercases the text before the tokenizer's own normalizer (whatever that does),
     # as sentence-transformers does by putting a Lowercase normalizer in front.
     tokenizer = Tokenizer.from_pretrained(folder, lowercase_input=do_lower_case)
-    model = BertModel.from_pretrained(folder, num_threads=num_threads, dtype=dtype)
-    limit = model.config.max_position_embeddings
-    # sentence-transformers: the configured length, else the tokenizer's limit capped at the
-    # model's positions.
-    if max_seq_length is None:
-        max_seq_length = min(tokenizer.model_max_length, limit)
-    elif isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int) or max_seq_length < 2:
-        raise ValueError(f"{settings_file}: max_seq_length must be an integer >= 2, got "
-                         f"{describe(max_seq_length)}")
-    return {"tokenizer": tokenizer, "model": model, "max_seq_length": min(max_seq_length, limit)}
+    return {"tokenizer": tokenizer, "max_seq_length": max_seq_length}
+
+
+def max_seq_length_for(settings, config):
+    """sentence-transformers' truncation length: the configured one, else the tokenizer's limit,
+    capped at the model's positions."""
+    limit = config.max_position_embeddings
+    configured = settings["max_seq_length"]
+    if configured is None:
+        return min(settings["tokenizer"].model_max_length, limit)
+    return min(configured, limit)
 
 
 def _object_field(data, key, path, name=None):

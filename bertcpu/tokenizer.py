@@ -595,21 +595,24 @@ class Tokenizer:
         """Text of token ids, joined as HF's WordPiece decoder does ("##" pieces glued, spaces between
         words, and its cleanup of spaces before punctuation and contractions)."""
         ids = self._check_ids(token_ids)
-        prefix = self.continuing_subword_prefix
-        pieces = []
-        for token_id in ids:
-            if skip_special_tokens and token_id in self._special_ids:
-                continue
-            token = self._id_to_token[token_id]
-            if pieces:
-                token = token[len(prefix):] if prefix and token.startswith(prefix) else " " + token
-            pieces.append(_cleanup(token))
-        text = "".join(pieces)
+        text = self.convert_tokens_to_string(
+            [self._id_to_token[i] for i in ids if not (skip_special_tokens and i in self._special_ids)])
         if clean_up_tokenization_spaces is None:
             clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
         if clean_up_tokenization_spaces:
             text = _transformers_cleanup(text)
         return text
+
+    def convert_tokens_to_string(self, tokens):
+        """Tokens joined as HF's WordPiece decoder joins them ("##" pieces glued, spaces between
+        words, its cleanup of spaces before punctuation and contractions)."""
+        prefix = self.continuing_subword_prefix
+        pieces = []
+        for token in tokens:
+            if pieces:
+                token = token[len(prefix):] if prefix and token.startswith(prefix) else " " + token
+            pieces.append(_cleanup(token))
+        return "".join(pieces)
 
     def batch_decode(self, sequences, skip_special_tokens=False, clean_up_tokenization_spaces=None):
         if hasattr(sequences, "tolist"):

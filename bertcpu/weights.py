@@ -318,6 +318,24 @@ class Checkpoint:
             del array
             entry.file.release(entry)
 
+    def read_tensor(self, name, shape, what):
+        """A float32 copy of tensor `name` (canonical), which must have `shape`. what: the part
+        of the model it belongs to, for the error when it is missing (e.g. "the
+        sequence-classification head")."""
+        entry = self.tensors.get(name)
+        if entry is None:
+            heads = sorted({n.split(".")[0] for n in self.tensors if is_ignored(n)})
+            holds = f"its head tensors start with {', '.join(h + '.' for h in heads)}" if heads else \
+                "it holds no task-head tensors"
+            raise ValueError(f"{self._where()}: no tensor {name!r}, which {what} needs: this checkpoint "
+                             f"was not saved with that head ({holds})")
+        if entry.shape != tuple(shape):
+            raise ValueError(f"{entry.file.path}: tensor {entry.name!r} has shape {list(entry.shape)}, "
+                             f"expected {list(shape)} for {what}")
+        array = np.array(entry.file.read(entry), dtype=np.float32)  # a copy: the map is released
+        entry.file.release(entry)
+        return array
+
     def close(self):
         for file in self.files:
             file.close()

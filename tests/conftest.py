@@ -5,6 +5,7 @@ torch and transformers are imported lazily so that tests which do not need them 
 """
 import json
 import pathlib
+import shutil
 
 import numpy as np
 import pytest
@@ -186,3 +187,53 @@ def random_batch(rng, vocab_size, lengths, seq=None, left_padding=False, type_vo
         mask[row, real] = 1
         types[row, real] = rng.integers(0, type_vocab_size, length)
     return ids, mask, types
+
+
+# Task-head models (tests/test_heads.py, tests/test_cli_heads.py): small random ones with the real
+# all-MiniLM-L6-v2 tokenizer files, and the real encoder under a fresh head.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+SMALL = dict(hidden_size=32, num_attention_heads=2, intermediate_size=37, num_hidden_layers=2,
+             max_position_embeddings=64)
+
+
+@pytest.fixture(scope="session")
+def head_dir_factory(tmp_path_factory, minilm_dir):
+    """make(architecture, **config) -> a transformers folder with random weights and the real
+    all-MiniLM-L6-v2 tokenizer files; one folder per distinct arguments."""
+    made = {}
+
+    def make(architecture, **kwargs):
+        key = json.dumps([architecture, kwargs], sort_keys=True)
+        if key not in made:
+            folder = tmp_path_factory.mktemp(architecture)
+            config = dict(SMALL, **kwargs)
+            save_random_bert(folder, architecture=architecture, vocab_size=30522, **config)
+            for name in TOKENIZER_FILES:
+                shutil.copy(minilm_dir / name, folder / name)
+            made[key] = folder
+        return made[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def minilm_head_factory(tmp_path_factory, minilm_dir):
+    """The real all-MiniLM-L6-v2 encoder under a freshly initialised transformers head."""
+    made = {}
+
+    def make(architecture, **kwargs):
+        key = json.dumps([architecture, kwargs], sort_keys=True)
+        if key not in made:
+            torch = _torch()
+            import transformers
+
+            torch.manual_seed(0)
+            model = getattr(transformers, architecture).from_pretrained(minilm_dir, **kwargs)
+            folder = tmp_path_factory.mktemp("minilm-" + architecture)
+            model.save_pretrained(folder)
+            for name in TOKENIZER_FILES:
+                shutil.copy(minilm_dir / name, folder / name)
+            made[key] = folder
+        return made[key]
+
+    return make

@@ -25,6 +25,10 @@ def test_cpu_info_reports_paths():
     assert set(info) >= {"vendor", "brand", "features", "available_isas", "isa", "isa_forced"}
     if "avx2" in info["features"] and "fma" in info["features"]:
         assert "avx2" in info["available_isas"]
+    # aarch64: each path needs the features of the ones below it.
+    for path, needs in (("neon", {"neon"}), ("dotprod", {"neon", "dotprod"}),
+                        ("i8mm", {"neon", "dotprod", "i8mm"})):
+        assert (path in info["available_isas"]) == needs.issubset(info["features"])
 
 
 @pytest.mark.parametrize("isa", bertcpu.cpu_info()["available_isas"])
@@ -42,7 +46,8 @@ def test_env_override_rejects_unknown_path():
 
 
 def test_env_override_rejects_unsupported_path():
-    missing = [i for i in ("avx2", "avx512") if i not in bertcpu.cpu_info()["available_isas"]]
+    missing = [i for i in ("avx2", "avx512", "neon", "dotprod", "i8mm")
+               if i not in bertcpu.cpu_info()["available_isas"]]
     if not missing:
         pytest.skip("this CPU runs every path")
     r = run_python("import bertcpu; bertcpu.cpu_info()", BERTCPU_ISA=missing[0])

@@ -107,6 +107,34 @@ def test_minilm_token_embeddings(minilm, minilm_reference):
         assert_vectors_match(mine, theirs.numpy())
 
 
+def test_encode_tokens_matches_sentence_transformers(minilm, minilm_reference):
+    """The token-level entry point (one engine call for inputs of any lengths) gives
+    sentence-transformers' vectors for the ids the tokenizer gives encode()."""
+    ids = minilm.tokenizer(SENTENCES, truncation=True, max_length=minilm.max_seq_length)["input_ids"]
+    reference = minilm_reference.encode(SENTENCES)
+    assert_vectors_match(minilm.encode_tokens(ids), reference)
+    assert_vectors_match(minilm.encode_tokens([np.array(i) for i in ids[:3]]), reference[:3])
+    unnormalized = minilm_reference.encode(SENTENCES, normalize_embeddings=False, truncate_dim=100)
+    ours = minilm.encode_tokens(ids, normalize_embeddings=True, truncate_dim=100)
+    assert_vectors_match(ours, unnormalized / np.linalg.norm(unnormalized, axis=1, keepdims=True))
+    tokens = minilm.encode_tokens(ids[:4], output_value="token_embeddings")
+    for mine, theirs in zip(tokens, minilm_reference.encode(SENTENCES[:4], output_value="token_embeddings")):
+        assert_vectors_match(mine, theirs.numpy())
+
+
+def test_encode_tokens_errors(minilm):
+    with pytest.raises(TypeError, match="list of token id lists"):
+        minilm.encode_tokens("hello")
+    with pytest.raises(ValueError, match="empty"):
+        minilm.encode_tokens([])
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        minilm.encode_tokens([[101, 10 ** 6, 102]])
+    with pytest.raises(ValueError, match="all zeros"):
+        minilm.encode_tokens([[101, 102], []])
+    with pytest.raises(ValueError, match="truncate_dim"):
+        minilm.encode_tokens([[101, 102]], truncate_dim=0)
+
+
 def test_minilm_prompt(minilm, minilm_reference):
     ours = minilm.encode(SENTENCES[:4], prompt="query: ")
     assert_vectors_match(ours, minilm_reference.encode(SENTENCES[:4], prompt="query: "))
@@ -332,8 +360,12 @@ def test_prompt_excluded_from_pooling(mode, small_bert, tmp_path):
     reference = reference_model(folder)
     ours = SentenceEncoder.from_pretrained(folder)
     for prompt in ("query: ", "a much longer instruction prompt: "):
-        assert_vectors_match(ours.encode(SENTENCES, prompt=prompt),
-                             reference.encode(SENTENCES, prompt=prompt))
+        expected = reference.encode(SENTENCES, prompt=prompt)
+        assert_vectors_match(ours.encode(SENTENCES, prompt=prompt), expected)
+        ids = ours.tokenizer([prompt + s for s in SENTENCES], truncation=True,
+                             max_length=ours.max_seq_length)["input_ids"]
+        assert_vectors_match(ours.encode_tokens(ids, prompt_length=ours.prompt_length(prompt)),
+                             expected)
 
 
 def test_configured_prompts_and_default_prompt(small_bert, tmp_path):

@@ -1,10 +1,15 @@
 """The `bertcpu` command, one module per subcommand.
 
-    bertcpu embed --model M [TEXT ... | --input FILE|-] [--field NAME] [--output FILE]
+    bertcpu embed --model M [TEXT ... | --input FILE|-] [--field NAME] [--output FILE] [--sparse]
     bertcpu tokenize --model M TEXT ...
     bertcpu inspect [M | config.json | --config bert-base]
     bertcpu bench [--model M] [--batch B] [--seq S] [--threads T] [--compare torch,...]
                   [--json FILE]
+    bertcpu rerank M --query Q --docs FILE|- [--top-k K]
+    bertcpu classify M [TEXT ... | --input FILE|-] [--top-k K] [--aggregation STRATEGY]
+    bertcpu serve MODEL [--host H] [--port P] [--dtype D] [--threads T] [--max-batch-tokens N]
+                  [--max-client-batch-size N] [--max-concurrent-requests N] [--auto-truncate]
+                  [--api-key KEY] [--served-model-name NAME] [--log-level L]
 
 Each command module has add_command(commands), which adds its subparser with handler=run.
 Mistakes a user can make (a missing model, an unreadable file, a bad field name, a bad option)
@@ -15,10 +20,10 @@ import os
 import sys
 
 from .. import __version__
-from . import bench, embed, inspect, tokenize
+from . import bench, classify, embed, inspect, rerank, serve, tokenize
 from ._common import (EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERRUPTED, Parser, UserError)
 
-COMMANDS = (embed, tokenize, inspect, bench)
+COMMANDS = (embed, tokenize, inspect, bench, rerank, classify, serve)
 
 
 def build_parser():

@@ -36,6 +36,11 @@ def add_command(commands):
     embed.add_argument("--dtype", choices=DTYPES, default="float32",
                        help="what the dense layers compute in (default float32; bfloat16 and int8 "
                             "are faster and approximate)")
+    embed.add_argument("--sparse", action="store_true",
+                       help="SPLADE sparse embeddings (a SparseEncoder or BertForMaskedLM model): "
+                            "JSON lines with the non-zero dimensions (indices) and their values")
+    embed.add_argument("--max-active-dims", type=positive_int, metavar="K",
+                       help="with --sparse: keep the K largest values of each vector")
     embed.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     embed.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                        help="run on a Ray cluster (ADDRESS, e.g. HOST:6379 or ray://HOST:10001; "
@@ -53,6 +58,8 @@ _CHUNK_BATCHES = 64
 
 def run(args):
     if args.ray is not None:
+        if args.sparse:
+            raise UserError("--sparse does not run on Ray (yet): embed without --ray")
         return _embed_on_ray(args)
     if args.texts and args.input is not None:
         raise UserError("give TEXT arguments or --input, not both")
@@ -67,6 +74,10 @@ def run(args):
         if args.field is None and args.input.endswith((".jsonl", ".ndjson")):
             raise UserError(f"{args.input} looks like JSON lines: name the text field with --field")
     output_kind = _output_kind(args.output)
+    if args.sparse:
+        return _embed_sparse(args, output_kind)
+    if args.max_active_dims is not None:
+        raise UserError("--max-active-dims applies to --sparse embeddings")
 
     from ..sentence import ProgressBar, SentenceEncoder
 
@@ -96,6 +107,28 @@ def run(args):
     finally:
         if progress is not None:
             progress.close()
+    writer.close()
+
+
+def _embed_sparse(args, output_kind):
+    if output_kind == "npy":
+        raise UserError("--sparse writes JSON lines (.jsonl or stdout), not .npy")
+    if args.normalize is not None:
+        raise UserError("--normalize does not apply to --sparse embeddings")
+    from ..heads import SparseEncoder
+
+    encoder = SparseEncoder.from_pretrained(args.model, max_seq_length=args.max_length,
+                                            max_active_dims=args.max_active_dims,
+                                            num_threads=args.threads, dtype=args.dtype)
+    texts = iter(args.texts) if args.texts else _read_texts(args.input, args.field)
+    writer = _JsonlWriter(args.output if output_kind == "jsonl" else None)
+    try:
+        for chunk in _chunks(texts, args.batch_size * _CHUNK_BATCHES):
+            vectors = encoder.encode(chunk, batch_size=args.batch_size, prompt=args.prompt)
+            writer.write_sparse(chunk, vectors)
+    except BaseException:
+        writer.abort()
+        raise
     writer.close()
 
 
@@ -268,6 +301,15 @@ class _JsonlWriter:
             numbers = ",".join("%.9g" % value for value in vector.tolist())
             lines.append('{"text":%s,"embedding":[%s]}\n' % (json.dumps(text, ensure_ascii=False),
                                                             numbers))
+        self.stream.write("".join(lines))
+
+    def write_sparse(self, texts, vectors):
+        lines = []
+        for text, vector in zip(texts, vectors):
+            indices = ",".join(map(str, vector.indices.tolist()))
+            values = ",".join("%.9g" % value for value in vector.values.tolist())
+            lines.append('{"text":%s,"indices":[%s],"values":[%s]}\n'
+                         % (json.dumps(text, ensure_ascii=False), indices, values))
         self.stream.write("".join(lines))
 
     def close(self):

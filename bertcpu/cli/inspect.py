@@ -3,6 +3,7 @@ import json
 import math
 import os
 
+from .._files import read_json
 from ._common import UserError, positive_int
 
 BUILTIN_CONFIGS = ("bert-base",)
@@ -74,18 +75,19 @@ def flops_per_token(config, seq_len):
 
 
 def _inspect_source(args):
-    """(description, BertConfig, with_pooler, sentence pipeline or None) for inspect's argument."""
+    """(description, BertConfig, with_pooler, sentence pipeline or None, head description or None)
+    for inspect's argument."""
     from ..config import BertConfig
 
     if args.config is not None:
         if args.model is not None:
             raise UserError("give MODEL or --config, not both")
-        return f"built-in {args.config} configuration", BertConfig(), True, None
+        return f"built-in {args.config} configuration", BertConfig(), True, None, None
     if args.model is None:
         raise UserError("nothing to inspect: give a model folder, a model id, a config.json file "
                         "or --config bert-base")
     if os.path.isfile(args.model):
-        return args.model, BertConfig.from_json_file(args.model), True, None
+        return args.model, BertConfig.from_json_file(args.model), True, None, None
 
     from ..hub import resolve_model_path
     from ..sentence import find_transformer_folder, read_modules_json
@@ -97,15 +99,39 @@ def _inspect_source(args):
     if not config_file.is_file():
         raise UserError(f"{folder}: no config.json (not a BERT model folder)")
     config = BertConfig.from_json_file(config_file)
+    head = None
     try:
         with Checkpoint(folder) as checkpoint:
             with_pooler = "pooler.dense.weight" in checkpoint
+            head = describe_head(read_json(config_file), checkpoint)
     except FileNotFoundError:
         with_pooler = True  # a config without weights: a transformers BertModel has a pooler
     pipeline = None
     if (root / "modules.json").is_file():
         pipeline = [str(entry.get("type")).rsplit(".", 1)[-1] for entry in read_modules_json(root)]
-    return str(root), config, with_pooler, pipeline
+    return str(root), config, with_pooler, pipeline, head
+
+
+def describe_head(raw_config, checkpoint):
+    """The task head a checkpoint carries, by its tensors (and the config's architectures and
+    labels): e.g. "BertForSequenceClassification: 3 labels (neg, neutral, pos)"; "none" for a bare
+    encoder."""
+    architectures = raw_config.get("architectures") or []
+    named = architectures[0] if isinstance(architectures, list) and architectures else None
+    if "classifier.weight" in checkpoint:
+        kind = named if named in ("BertForSequenceClassification", "BertForTokenClassification") \
+            else "classifier"
+        labels = raw_config.get("id2label") or {}
+        count = checkpoint.tensors["classifier.weight"].shape[0]
+        names = ", ".join(str(labels[k]) for k in sorted(labels, key=lambda k: int(k))) if labels else ""
+        problem = raw_config.get("problem_type")
+        return (f"{kind}: {count} label(s)" + (f" ({names})" if names else "")
+                + (f", problem_type {problem}" if problem else ""))
+    if "cls.predictions.transform.dense.weight" in checkpoint:
+        tied = raw_config.get("tie_word_embeddings", True)
+        return ("BertForMaskedLM: decoder " + ("tied to the word embeddings" if tied else "untied")
+                + " (fill-mask, SPLADE)")
+    return "none (encoder only)"
 
 
 def inspect_report(config, with_pooler, seq_len):
@@ -138,15 +164,19 @@ def inspect_report(config, with_pooler, seq_len):
 
 
 def run(args):
-    description, config, with_pooler, pipeline = _inspect_source(args)
+    description, config, with_pooler, pipeline, head = _inspect_source(args)
     report = inspect_report(config, with_pooler, args.seq)
     report["source"] = description
+    if head is not None:
+        report["head"] = head
     if pipeline is not None:
         report["sentence_transformers_modules"] = pipeline
     if args.json:
         print(json.dumps(report, indent=2))
         return
     print(f"model: {description}")
+    if head is not None:
+        print(f"head: {head}")
     if pipeline is not None:
         print(f"sentence-transformers pipeline: {' -> '.join(pipeline)}")
     print("\nconfig:")

@@ -8,5 +8,6 @@ namespace bertcpu {
 void bind_runtime(pybind11::module_& m);
 void bind_encoder(pybind11::module_& m);
 void bind_kernels(pybind11::module_& m);
+void bind_heads(pybind11::module_& m);
 
 }  // namespace bertcpu

@@ -215,6 +215,8 @@ void bind_kernels(py::module_& m) {
               int16_t v;
               std::memcpy(&v, row.data() + 2 * k, sizeof v);
               out[k] = v;
+            } else if (kt.a_offset != 0) {
+              out[k] = static_cast<int8_t>(row[k]) + kt.a_offset;
             } else {
               out[k] = row[k];
             }

@@ -22,7 +22,9 @@ void bind_runtime(py::module_& m) {
         {"avx512vl", f.avx512vl},   {"avx512_bf16", f.avx512_bf16},
         {"avx512_vnni", f.avx512_vnni}, {"avx512_fp16", f.avx512_fp16},
         {"amx_tile", f.amx_tile},   {"amx_bf16", f.amx_bf16},
-        {"amx_int8", f.amx_int8}};
+        {"amx_int8", f.amx_int8},   {"neon", f.neon},
+        {"dotprod", f.dotprod},     {"i8mm", f.i8mm},
+        {"bf16", f.bf16}};
     for (const auto& [name, present] : flags)
       if (present) features.append(name);
     py::list available;

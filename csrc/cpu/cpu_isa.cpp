@@ -83,6 +83,12 @@ CpuFeatures detect() {
   }
   return f;
 }
+#elif defined(__aarch64__)
+CpuFeatures detect() {
+  CpuFeatures f;
+  detect_arm_features(f);
+  return f;
+}
 #else
 CpuFeatures detect() { return CpuFeatures{}; }
 #endif
@@ -95,6 +101,12 @@ bool supports(const CpuFeatures& f, Isa isa) {
       return f.avx2 && f.fma && f.f16c;
     case Isa::avx512:
       return f.avx512f && f.avx512bw && f.avx512dq && f.avx512vl && f.fma && f.f16c;
+    case Isa::neon:
+      return f.neon;
+    case Isa::dotprod:
+      return f.neon && f.dotprod;
+    case Isa::i8mm:
+      return f.neon && f.dotprod && f.i8mm;
   }
   return false;
 }
@@ -114,19 +126,26 @@ const char* isa_name(Isa isa) {
       return "avx2";
     case Isa::avx512:
       return "avx512";
+    case Isa::neon:
+      return "neon";
+    case Isa::dotprod:
+      return "dotprod";
+    case Isa::i8mm:
+      return "i8mm";
   }
   return "?";
 }
 
 Isa parse_isa(const std::string& name) {
-  for (Isa isa : {Isa::generic, Isa::avx2, Isa::avx512})
+  for (Isa isa : kAllIsas)
     if (name == isa_name(isa)) return isa;
-  throw std::invalid_argument("unknown ISA '" + name + "': expected one of generic, avx2, avx512");
+  throw std::invalid_argument("unknown ISA '" + name +
+                              "': expected one of generic, avx2, avx512, neon, dotprod, i8mm");
 }
 
 std::vector<Isa> available_isas() {
   std::vector<Isa> out;
-  for (Isa isa : {Isa::generic, Isa::avx2, Isa::avx512})
+  for (Isa isa : kAllIsas)
     if (supports(cpu_features(), isa)) out.push_back(isa);
   return out;
 }

@@ -1,7 +1,8 @@
 // CPU feature detection and the choice of kernel path (ISA).
 //
-// The extension is built for any x86-64; kernels for wider ISAs live in their own translation units
-// and are only called after this module has confirmed the CPU (and the OS, via XGETBV) supports them.
+// The extension is built for any x86-64 or aarch64; kernels for wider ISAs live in their own
+// translation units and are only called after this module has confirmed the CPU (and the OS: XGETBV
+// on x86, the kernel's or macOS's feature report on aarch64, cpu_isa_arm.cpp) supports them.
 #pragma once
 
 #include <string>
@@ -19,12 +20,19 @@ struct CpuFeatures {
   bool avx512f = false, avx512bw = false, avx512dq = false, avx512vl = false;
   bool avx512_bf16 = false, avx512_vnni = false, avx512_fp16 = false;
   bool amx_tile = false, amx_bf16 = false, amx_int8 = false;
+  // aarch64: Advanced SIMD, SDOT/UDOT (FEAT_DotProd), SMMLA/USMMLA (FEAT_I8MM), BFMMLA/BFDOT
+  // (FEAT_BF16).
+  bool neon = false, dotprod = false, i8mm = false, bf16 = false;
 };
+
+// Fills the aarch64 fields (and vendor/brand) from the OS; defined in cpu_isa_arm.cpp, on aarch64
+// only.
+void detect_arm_features(CpuFeatures& f);
 
 const CpuFeatures& cpu_features();
 
 const char* isa_name(Isa isa);
-// Parses "generic" | "avx2" | "avx512"; throws std::invalid_argument otherwise.
+// Parses a path name (isa_name() of any Isa); throws std::invalid_argument otherwise.
 Isa parse_isa(const std::string& name);
 // Every path this CPU can run, lowest first.
 std::vector<Isa> available_isas();

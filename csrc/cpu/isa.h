@@ -4,7 +4,12 @@
 
 namespace bertcpu {
 
-// Ordered: a higher value needs every feature of the lower ones.
-enum class Isa { generic = 0, avx2 = 1, avx512 = 2 };
+// Ordered within each architecture: a higher value needs every feature of the lower ones of its
+// family (x86: avx2 < avx512; aarch64: neon < dotprod < i8mm). A CPU runs generic and one family.
+enum class Isa { generic = 0, avx2 = 1, avx512 = 2, neon = 3, dotprod = 4, i8mm = 5 };
+
+// Every path, in the order above.
+constexpr Isa kAllIsas[] = {Isa::generic, Isa::avx2, Isa::avx512,
+                            Isa::neon,    Isa::dotprod, Isa::i8mm};
 
 }  // namespace bertcpu

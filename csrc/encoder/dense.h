@@ -49,6 +49,9 @@ class DenseLayer {
   // The bias (out_features floats), for a caller that adds it itself (with_bias = false).
   const float* bias() const;
 
+  // The fp32 packing, for a caller that runs its own product over it (float32 layers only).
+  const PackedLinear& fp32_packed() const { return fp32_; }
+
   // Repacks the weights for kernels.precision and frees the fp32 copy (nothing for float32).
   // input_range: for int8, an estimate of each input channel's magnitude, to balance the
   // quantization of inputs and weights (PackedLinearInt8::pack_weight); ignored otherwise.

@@ -52,6 +52,8 @@ bool runs_bf16(Isa isa) {
       return true;
     case Isa::avx512:
       return runs_base(isa) && cpu_features().avx512_bf16;
+    case Isa::i8mm:
+      return runs_base(isa) && cpu_features().bf16;
     default:
       return false;
   }
@@ -64,20 +66,31 @@ bool runs_int8(Isa isa) {
       return runs_base(isa);
     case Isa::avx512:
       return runs_base(isa) && cpu_features().avx512_vnni;
+    case Isa::dotprod:
+    case Isa::i8mm:
+      return runs_base(isa);
+    default:
+      return false;
   }
-  return false;
 }
 
+// Every int8 table with whether this CPU runs it, lowest first.
+std::vector<std::pair<const Int8Kernels*, bool>> int8_tables() {
+  std::vector<std::pair<const Int8Kernels*, bool>> out{{&generic_int8_kernels(), true}};
 #if defined(BERTCPU_X86)
-// Every x86 int8 table with whether this CPU runs it, lowest first.
-std::vector<std::pair<const Int8Kernels*, bool>> x86_int8_tables() {
   const bool vnni512 = runs_int8(Isa::avx512);
-  return {{&avx2_int8_kernels(), runs_int8(Isa::avx2)},
-          {&avx_vnni_int8_kernels(), runs_int8(Isa::avx2) && cpu_features().avx_vnni},
-          {&avx512_vnni_ymm_int8_kernels(), vnni512},
-          {&avx512_vnni_int8_kernels(), vnni512}};
-}
+  out.insert(out.end(),
+             {{&avx2_int8_kernels(), runs_int8(Isa::avx2)},
+              {&avx_vnni_int8_kernels(), runs_int8(Isa::avx2) && cpu_features().avx_vnni},
+              {&avx512_vnni_ymm_int8_kernels(), vnni512},
+              {&avx512_vnni_int8_kernels(), vnni512}});
 #endif
+#if defined(BERTCPU_ARM64)
+  out.insert(out.end(), {{&dotprod_int8_kernels(), runs_int8(Isa::dotprod)},
+                         {&i8mm_int8_kernels(), runs_int8(Isa::i8mm)}});
+#endif
+  return out;
+}
 
 }  // namespace
 
@@ -95,11 +108,18 @@ const Bf16Kernels& bf16_kernels(Isa isa) {
             "this CPU cannot run the avx512 bf16 kernels (they need AVX512_BF16)");
       return avx512_bf16_kernels();
 #endif
+#if defined(BERTCPU_ARM64)
+    case Isa::i8mm:
+      if (!cpu_features().bf16)
+        throw std::invalid_argument(
+            "this CPU cannot run the i8mm bf16 kernels (they need FEAT_BF16)");
+      return neon_bf16_kernels();
+#endif
     default:
       break;
   }
   throw std::invalid_argument(std::string("no bf16 kernels for the ") + isa_name(isa) +
-                              " path (bf16 paths: generic, avx512)");
+                              " path (bf16 paths: generic, avx512, i8mm)");
 }
 
 const Int8Kernels& int8_kernels(Isa isa) {
@@ -116,6 +136,12 @@ const Int8Kernels& int8_kernels(Isa isa) {
             "this CPU cannot run the avx512 int8 kernels (they need AVX512_VNNI)");
       return avx512_vnni_int8_kernels();
 #endif
+#if defined(BERTCPU_ARM64)
+    case Isa::dotprod:
+      return dotprod_int8_kernels();
+    case Isa::i8mm:
+      return i8mm_int8_kernels();
+#endif
     default:
       break;
   }
@@ -123,37 +149,33 @@ const Int8Kernels& int8_kernels(Isa isa) {
 }
 
 const Int8Kernels& int8_kernels(const std::string& name) {
-  if (name == generic_int8_kernels().name) return generic_int8_kernels();
-#if defined(BERTCPU_X86)
-  for (const auto& [table, runs] : x86_int8_tables()) {
+  for (const auto& [table, runs] : int8_tables()) {
     if (name != table->name) continue;
     if (!runs)
       throw std::invalid_argument("this CPU cannot run the " + name + " int8 kernels");
     return *table;
   }
-#endif
-  throw std::invalid_argument("unknown int8 kernels '" + name + "'");
+  // Not a table: an fp32 path's name (its best table, or why it has none) or an unknown name.
+  return int8_kernels(parse_isa(name));
 }
 
 std::vector<std::string> int8_kernel_names() {
-  std::vector<std::string> out{generic_int8_kernels().name};
-#if defined(BERTCPU_X86)
-  for (const auto& [table, runs] : x86_int8_tables())
+  std::vector<std::string> out;
+  for (const auto& [table, runs] : int8_tables())
     if (runs) out.push_back(table->name);
-#endif
   return out;
 }
 
 std::vector<Isa> bf16_isas() {
   std::vector<Isa> out;
-  for (Isa isa : {Isa::generic, Isa::avx2, Isa::avx512})
+  for (Isa isa : kAllIsas)
     if (runs_bf16(isa)) out.push_back(isa);
   return out;
 }
 
 std::vector<Isa> int8_isas() {
   std::vector<Isa> out;
-  for (Isa isa : {Isa::generic, Isa::avx2, Isa::avx512})
+  for (Isa isa : kAllIsas)
     if (runs_int8(isa)) out.push_back(isa);
   return out;
 }
@@ -177,10 +199,10 @@ Isa best_int8_isa(Isa cap) {
 namespace {
 
 // Where (k, column j of panel p) sits in a packed bf16 operand.
-size_t bf16_index(int k_padded, int panels, int nr, int k, int p, int j) {
+size_t bf16_index(int k_padded, int panels, int nr, int kgroup, int k, int p, int j) {
   const int k0 = k - k % kGemmKc;
-  return strip_offset(k_padded, panels, nr, k0, p) + static_cast<size_t>(k - k0) / 2 * 2 * nr +
-         2 * j + (k & 1);
+  return strip_offset(k_padded, panels, nr, k0, p) +
+         static_cast<size_t>(k - k0) / kgroup * kgroup * nr + kgroup * j + k % kgroup;
 }
 
 }  // namespace
@@ -189,7 +211,8 @@ void PackedLinearBf16::init(const Bf16Kernels& kt, int out, int in) {
   in_features = in;
   out_features = out;
   nr = kt.nr;
-  k_padded = in + (in & 1);
+  kgroup = kt.kgroup;
+  k_padded = ceil_div(in, kgroup) * kgroup;
   bias.resize(static_cast<size_t>(ceil_div(out, nr)) * nr);
 }
 
@@ -199,7 +222,7 @@ void PackedLinearBf16::pack_weight(const float* weight) {
   const int count = ceil_div(out_features, nr);
   for (int n = 0; n < out_features; ++n)
     for (int k = 0; k < in_features; ++k)
-      out[bf16_index(k_padded, count, nr, k, n / nr, n % nr)] =
+      out[bf16_index(k_padded, count, nr, kgroup, k, n / nr, n % nr)] =
           to_bf16(weight[static_cast<size_t>(n) * in_features + k]);
 }
 
@@ -213,12 +236,13 @@ void PackedLinearBf16::unpack_weight(float* weight) const {
   for (int n = 0; n < out_features; ++n)
     for (int k = 0; k < in_features; ++k)
       weight[static_cast<size_t>(n) * in_features + k] =
-          bf16_to_float(packed[bf16_index(k_padded, count, nr, k, n / nr, n % nr)]);
+          bf16_to_float(packed[bf16_index(k_padded, count, nr, kgroup, k, n / nr, n % nr)]);
 }
 
 void linear_bf16(const Bf16Kernels& kt, const PackedLinearBf16& w, int M, const float* A, int lda,
                  float* C, int ldc, bool with_bias, Activation act, AlignedBuffer& scratch) {
-  if (w.nr != kt.nr) throw std::invalid_argument("weights packed for another bf16 kernel table");
+  if (w.nr != kt.nr || w.kgroup != kt.kgroup)
+    throw std::invalid_argument("weights packed for another bf16 kernel table");
   const int K = w.in_features, Kp = w.k_padded, N = w.out_features, nr = kt.nr, mr = kt.mr;
   scratch.reserve(floats_for<bf16>(static_cast<size_t>(M) * Kp));
   bf16* a = as<bf16>(scratch);

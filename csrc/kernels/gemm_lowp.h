@@ -4,7 +4,8 @@
 // bf16: W is rounded to bf16 once at pack time, A row by row at each call (a pre-pass into
 // scratch memory); products accumulate in fp32. The packed layout is the fp32 one (gemm.h:
 // panel-major, kGemmKc-row strips of nr-column panels) with rows taken in pairs: a strip holds
-// kc / 2 rows of nr (B[k][j], B[k+1][j]) pairs, what vdpbf16ps consumes. K is zero-padded to even.
+// kc / 2 rows of nr (B[k][j], B[k+1][j]) pairs, what vdpbf16ps consumes (BFMMLA: kc / 4 rows of
+// quads, Bf16Kernels::kgroup). K is zero-padded to the group.
 //
 // int8: W is quantized once per output channel (symmetric int8, scale = max|w| / 127), A per row
 // at each call, into scratch memory, asymmetrically: q in 0..255 with a zero point zp, x ~ (q - zp)
@@ -47,7 +48,8 @@ const Bf16Kernels& bf16_kernels(Isa isa);
 // bf16_kernels().
 const Int8Kernels& int8_kernels(Isa isa);
 // The int8 kernel table called `name` (Int8Kernels::name: generic, avx2, avxvnni, avx512vnni_ymm,
-// avx512). Throws std::invalid_argument for an unknown name or one this CPU cannot run.
+// avx512, dotprod, i8mm), else int8_kernels(parse_isa(name)). Throws std::invalid_argument for an
+// unknown name, a path without int8 kernels, or a table this CPU cannot run.
 const Int8Kernels& int8_kernels(const std::string& name);
 // Every int8 kernel table this CPU can run, by name, lowest first: the models' choices and the
 // AVX-VNNI kernel's test twin (avx512vnni_ymm).
@@ -62,8 +64,8 @@ Isa best_int8_isa(Isa cap);
 // A weight matrix rounded to bf16 and packed for one bf16 kernel table, with its fp32 bias padded
 // to whole panels.
 struct PackedLinearBf16 {
-  int in_features = 0, out_features = 0, nr = 0;
-  int k_padded = 0;      // in_features rounded up to even
+  int in_features = 0, out_features = 0, nr = 0, kgroup = 2;
+  int k_padded = 0;      // in_features rounded up to kgroup
   AlignedBuffer panels;  // packed_size(k_padded, out_features, nr) bf16 values (2 per float)
   AlignedBuffer bias;    // ceil(out / nr) * nr floats, zeros past out_features
 

@@ -15,10 +15,15 @@ const KernelTable& kernel_table(Isa isa) {
       return avx2_kernels();
     case Isa::avx512:
       return avx512_kernels();
-#else
+#endif
+#if defined(BERTCPU_ARM64)
+    case Isa::neon:
+    case Isa::dotprod:
+    case Isa::i8mm:
+      return neon_kernels();
+#endif
     default:
       break;
-#endif
   }
   throw std::invalid_argument(std::string("no kernels for ISA ") + isa_name(isa));
 }

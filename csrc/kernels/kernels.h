@@ -1,8 +1,8 @@
 // The kernel table: one signature per kernel, one body per ISA.
 //
 // generic (kernels_generic.cpp) is plain C++ and the reference the others are tested against;
-// avx2 and avx512 are the same template source (kernels_simd.h) compiled once per ISA with that
-// ISA's flags. The engine looks its table up once, when a model is loaded.
+// avx2, avx512 and neon are the same template source (kernels_simd.h) compiled once per ISA with
+// that ISA's flags (the aarch64 paths dotprod and i8mm share neon's table). The engine looks its table up once, when a model is loaded.
 #pragma once
 
 #include "cpu/isa.h"
@@ -54,6 +54,9 @@ const KernelTable& generic_kernels();
 #if defined(BERTCPU_X86)
 const KernelTable& avx2_kernels();
 const KernelTable& avx512_kernels();
+#endif
+#if defined(BERTCPU_ARM64)
+const KernelTable& neon_kernels();
 #endif
 
 }  // namespace bertcpu

@@ -74,15 +74,18 @@ inline V vactivation(V x, Activation act) {
 
 // ---- GEMM micro-kernel ----------------------------------------------------------------------
 
-// C[M x n] (=|+=) A[M x kc] * Bp[kc x 2W] with M rows held in 2*M vector accumulators.
-template <class V, int M>
+// C[M x n] (=|+=) A[M x kc] * Bp[kc x NV*W] with M rows held in NV*M vector accumulators; each
+// step broadcasts one A value per row (vbroadcastss / ld1r from memory) against NV vectors of B.
+template <class V, int M, int NV>
 inline void gemm_micro_rows(int kc, const float* a, int lda, const float* bp, float* c, int ldc,
                             int n, int flags, const float* bias, Activation act,
                             const float* next) {
-  constexpr int W = V::width;
-  V acc0[M], acc1[M];
+  constexpr int W = V::width, NR = NV * W;
+  V acc[NV][M];
+#pragma GCC unroll 4
+  for (int j = 0; j < NV; ++j)
 #pragma GCC unroll 16
-  for (int i = 0; i < M; ++i) acc0[i] = acc1[i] = V::zero();
+    for (int i = 0; i < M; ++i) acc[j][i] = V::zero();
   // A is read through one moving pointer plus fixed per-row offsets held in registers, B and the
   // prefetched strip through moving pointers. Written as a[i * lda + k] with int indices, the loop
   // paid address arithmetic on every broadcast under CPython's -fwrapv, which forbids widening
@@ -94,60 +97,53 @@ inline void gemm_micro_rows(int kc, const float* a, int lda, const float* bp, fl
   const float* const a_end = a + kc;
   const float* b_k = bp;
   const char* next_k = reinterpret_cast<const char*>(next);
-  for (; a_k != a_end; ++a_k, b_k += 2 * W) {
+  for (; a_k != a_end; ++a_k, b_k += NR) {
     if (next) {
       __builtin_prefetch(next_k, 0, 2);
-      if constexpr (2 * W * sizeof(float) > 64) __builtin_prefetch(next_k + 64, 0, 2);
-      next_k += 2 * W * sizeof(float);
+      if constexpr (NR * sizeof(float) > 64) __builtin_prefetch(next_k + 64, 0, 2);
+      next_k += NR * sizeof(float);
     }
-    const V b0 = V::load(b_k);
-    const V b1 = V::load(b_k + W);
+    V b[NV];
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) b[j] = V::load(b_k + j * W);
 #pragma GCC unroll 16
     for (int i = 0; i < M; ++i) {
       const V ai = V::set1(a_k[row_offset[i]]);
-      acc0[i] = V::fmadd(ai, b0, acc0[i]);
-      acc1[i] = V::fmadd(ai, b1, acc1[i]);
+#pragma GCC unroll 4
+      for (int j = 0; j < NV; ++j) acc[j][i] = V::fmadd(ai, b[j], acc[j][i]);
     }
   }
-  const V bias0 = bias ? V::load(bias) : V::zero();
-  const V bias1 = bias ? V::load(bias + W) : V::zero();
+  const bool accumulate = flags & kGemmAccumulate;
+  V bias_v[NV];
+#pragma GCC unroll 4
+  for (int j = 0; j < NV; ++j) bias_v[j] = bias ? V::load(bias + j * W) : V::zero();
 #pragma GCC unroll 16
   for (int i = 0; i < M; ++i) {
     float* row = c + i * ldc;
-    V r0 = acc0[i], r1 = acc1[i];
-    if (n == 2 * W) {
-      if (flags & kGemmAccumulate) {
-        r0 = r0 + V::load(row);
-        r1 = r1 + V::load(row + W);
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) {
+      const int cols = n - j * W;  // of this vector's W columns, the ones in C
+      if (cols <= 0) break;
+      V r = acc[j][i];
+      if (cols >= W) {
+        if (accumulate) r = r + V::load(row + j * W);
+        vactivation(r + bias_v[j], act).store(row + j * W);
+      } else {
+        if (accumulate) r = r + V::load_partial(row + j * W, cols, 0.0f);
+        vactivation(r + bias_v[j], act).store_partial(row + j * W, cols);
       }
-      vactivation(r0 + bias0, act).store(row);
-      vactivation(r1 + bias1, act).store(row + W);
-    } else if (n > W) {
-      if (flags & kGemmAccumulate) {
-        r0 = r0 + V::load(row);
-        r1 = r1 + V::load_partial(row + W, n - W, 0.0f);
-      }
-      vactivation(r0 + bias0, act).store(row);
-      vactivation(r1 + bias1, act).store_partial(row + W, n - W);
-    } else {
-      const int n0 = n;  // n <= W
-      if (flags & kGemmAccumulate) r0 = r0 + (n0 == W ? V::load(row) : V::load_partial(row, n0, 0.0f));
-      const V out = vactivation(r0 + bias0, act);
-      if (n0 == W)
-        out.store(row);
-      else
-        out.store_partial(row, n0);
     }
   }
 }
 
-template <class V, int MR>
+template <class V, int MR, int NV>
 void gemm_micro(int kc, const float* a, int lda, const float* bp, float* c, int ldc, int m, int n,
                 int flags, const float* bias, Activation act, const float* next) {
   switch (m) {
-#define BERTCPU_ROWS_CASE(R)                                                            \
-  case R:                                                                               \
-    if constexpr (R <= MR) gemm_micro_rows<V, R>(kc, a, lda, bp, c, ldc, n, flags, bias, act, next); \
+#define BERTCPU_ROWS_CASE(R)                                                                  \
+  case R:                                                                                     \
+    if constexpr (R <= MR)                                                                    \
+      gemm_micro_rows<V, R, NV>(kc, a, lda, bp, c, ldc, n, flags, bias, act, next);           \
     break;
     BERTCPU_ROWS_CASE(1)
     BERTCPU_ROWS_CASE(2)
@@ -254,9 +250,9 @@ void softmax(float* x, int n, float scale) {
 // gemm.h's packed layout: panel p (columns p * nr ...) holds its K rows of nr floats one after
 // another. Blocks of W columns (rows of w) by W rows of B are loaded from w, transposed and stored
 // as W rows of B; columns past N and rows past K are zeros or left out.
-template <class V>
+template <class V, int NV>
 void pack_b_nk(const float* w, int N, int K, int ldw, float* out) {
-  constexpr int W = V::width, NR = 2 * W;
+  constexpr int W = V::width, NR = NV * W;
   for (int p = 0; p * NR < N; ++p) {
     float* panel = out + static_cast<ptrdiff_t>(p) * K * NR;
     for (int j0 = 0; j0 < NR; j0 += W) {
@@ -280,16 +276,17 @@ void pack_b_nk(const float* w, int N, int K, int ldw, float* out) {
   }
 }
 
-template <class V, int MR>
+// The table of micro-tiles MR rows by NV vectors of V (MR * NV accumulators).
+template <class V, int MR, int NV = 2>
 KernelTable make_kernel_table(Isa isa) {
   return KernelTable{isa,
                      MR,
-                     2 * V::width,
-                     gemm_micro<V, MR>,
+                     NV * V::width,
+                     gemm_micro<V, MR, NV>,
                      activation<V>,
                      add_layernorm<V>,
                      softmax<V>,
-                     pack_b_nk<V>};
+                     pack_b_nk<V, NV>};
 }
 
 }  // namespace

@@ -3,11 +3,11 @@
 //
 // As in kernels.h, one table per path. generic (lowp_generic.cpp) is the scalar reference the
 // others are tested against, and it does the same arithmetic: the same bf16 rounding and fp32
-// summation order, the same integers. avx2 (int8 only, vpmaddwd) lives in lowp_avx2.cpp; the
-// paths that need one more CPU feature have their own translation units: lowp_avxvnni.cpp
-// (AVX-VNNI, int8 on ymm), lowp_avx512bf16.cpp (AVX512_BF16) and lowp_avx512vnni.cpp
-// (AVX512_VNNI). Like kernels.h, this header pulls in no inline library code, so the ISA
-// translation units can include it.
+// summation order (except BFMMLA's, see Bf16Kernels::kgroup), the same integers. avx2 (int8 only,
+// vpmaddwd) lives in lowp_avx2.cpp; the paths that need one more CPU feature have their own
+// translation units: lowp_avxvnni.cpp (AVX-VNNI, int8 on ymm), lowp_avx512bf16.cpp (AVX512_BF16)
+// and lowp_avx512vnni.cpp (AVX512_VNNI). Like kernels.h, this header pulls in no inline library
+// code, so the ISA translation units can include it.
 #pragma once
 
 #include <cstdint>
@@ -35,6 +35,11 @@ struct Bf16Kernels {
   // KernelTable::gemm_micro.
   void (*gemm_micro)(int kc, const bf16* a, int lda, const bf16* bp, float* c, int ldc, int m,
                      int n, int flags, const float* bias, Activation act);
+
+  // K values a packed column holds together: 2 (the pairs above), or 4 for BFMMLA, whose strips
+  // hold kc / 4 rows of nr column quads (B[k..k+3][j]) and which sums each quad in its own
+  // rounding (aarch64 lowp_bf16.cpp: not bit for bit the pair order). K is zero-padded to it.
+  int kgroup = 2;
 };
 
 struct Int8Kernels {
@@ -51,8 +56,8 @@ struct Int8Kernels {
   // inv = 255 / (hi - lo), scale = (hi - lo) / 255, zp = clamp(rint(-lo * inv), 0, 255),
   // q = clamp(rint(x * inv) + zp, 0, 255), so x ~ (q - zp) * scale. Writes q in this path's format
   // -- uint8 (generic, avxvnni, avx512) or int16 (avx2) -- then q = zp up to kp (the value 0);
-  // returns the scale and stores zp in *zero_point. Identical q, scale and zp on every path (fp32 divisions
-  // and one fp32 product each, rounded to nearest even). Inputs must be finite.
+  // returns the scale and stores zp in *zero_point. Identical q, scale and zp on every path (fp32
+  // divisions and one fp32 product each, rounded to nearest even). Inputs must be finite.
   float (*quantize_row)(const float* x, int k, int kp, uint8_t* out, int32_t* zero_point);
 
   // C[m x n] = act(float(acc - a_zero[i] * colsum[j]) * a_scale[i] * w_scale[j] + bias[j]),
@@ -64,6 +69,10 @@ struct Int8Kernels {
   void (*gemm_micro)(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32_t* colsum,
                      const float* a_scale, const int32_t* a_zero, const float* w_scale,
                      const float* bias, float* c, int ldc, int m, int n, Activation act);
+
+  // The quantized row format holds q - a_offset: 128 (as int8) where the products are signed x
+  // signed (aarch64 SDOT), else 0.
+  int a_offset = 0;
 };
 
 // Defined in the per-path translation units; gemm_lowp.h picks one after checking the CPU.
@@ -78,6 +87,11 @@ const Int8Kernels& avx512_vnni_int8_kernels();
 // compiled for a CPU this project's test machines have, so its loops are tested where AVX-VNNI
 // cannot run. Not chosen for models (the zmm kernel is faster on such CPUs).
 const Int8Kernels& avx512_vnni_ymm_int8_kernels();
+#endif
+#if defined(BERTCPU_ARM64)
+const Int8Kernels& dotprod_int8_kernels();
+const Int8Kernels& i8mm_int8_kernels();
+const Bf16Kernels& neon_bf16_kernels();  // BFMMLA, on the i8mm path of CPUs with FEAT_BF16
 #endif
 
 }  // namespace bertcpu

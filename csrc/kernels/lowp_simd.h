@@ -1,5 +1,6 @@
 // Pieces shared by the SIMD low-precision kernels (lowp_avx2.cpp, lowp_avx512bf16.cpp,
-// lowp_avx512vnni.cpp), written over kernels_simd.h's vector types. Internal linkage and no library
+// lowp_avx512vnni.cpp, and aarch64's lowp_dotprod.cpp, lowp_i8mm.cpp, lowp_bf16.cpp), written over
+// kernels_simd.h's vector types. Internal linkage and no library
 // header, like kernels_simd.h.
 #pragma once
 
@@ -19,8 +20,21 @@ inline int load_u32(const void* p) {
 // addition that follows (no FMA contraction), as in the scalar reference.
 template <class T>
 inline T rounded(T v) {
+#if defined(__aarch64__)
+  __asm__("" : "+w"(v));  // an FP/SIMD register
+#else
   __asm__("" : "+v"(v));
+#endif
   return v;
+}
+
+// rint(x) as an int: to nearest, ties to even (the generic path's nearbyint).
+inline int round_to_int(float x) {
+#if defined(__aarch64__)
+  return vcvtns_s32_f32(x);
+#else
+  return _mm_cvtss_si32(_mm_set_ss(x));
+#endif
 }
 
 // The parameters of one row's asymmetric quantization (Int8Kernels::quantize_row) from
@@ -35,7 +49,7 @@ inline RowQuant row_quant(float lo, float hi) {
   if (hi == lo) return {0.0f, 0.0f, 0};
   const float range = hi - lo;
   const float inv = 255.0f / range;
-  const int zp = _mm_cvtss_si32(_mm_set_ss(-lo * inv));  // rounds to nearest even
+  const int zp = round_to_int(-lo * inv);
   return {inv, range / 255.0f, zp < 0 ? 0 : zp > 255 ? 255 : zp};
 }
 
@@ -59,7 +73,7 @@ inline RowQuant row_quant_of(const float* x, int k) {
 
 // clamp(rint(x) + zp, 0, 255) of one scalar, as in quantize_uint8().
 inline int quantize_scalar(float x_inv, int zp) {
-  const int q = _mm_cvtss_si32(_mm_set_ss(x_inv)) + zp;
+  const int q = round_to_int(x_inv) + zp;
   return q < 0 ? 0 : q > 255 ? 255 : q;
 }
 

@@ -1,0 +1,62 @@
+// Pieces of aarch64's int8 kernels (lowp_dotprod.cpp, lowp_i8mm.cpp): the row quantizer and the
+// epilogue, over vec_neon.h. Internal linkage, like lowp_simd.h.
+#pragma once
+
+#include "kernels/lowp_kernels.h"
+#include "kernels/vec_neon.h"
+#include "kernels/lowp_simd.h"
+
+namespace bertcpu {
+namespace {
+
+// Int8Kernels::quantize_row storing q - kOffset (kOffset 0: uint8 q; 128: int8 q - 128, which is
+// q with its top bit flipped). vcvtnq rounds to nearest even like the generic path; the two
+// saturating narrowings clamp to 0 (int32 -> uint16) and to 255 (uint16 -> uint8).
+template <int kOffset>
+float quantize_row_neon(const float* x, int k, int kp, uint8_t* out, int32_t* zero_point) {
+  const RowQuant rq = row_quant_of<VecNeon>(x, k);
+  const float32x4_t inv = vdupq_n_f32(rq.inv);
+  const int32x4_t zp = vdupq_n_s32(rq.zero_point);
+  const uint8x16_t flip = vdupq_n_u8(static_cast<uint8_t>(kOffset));
+  int i = 0;
+  for (; i + 16 <= k; i += 16) {
+    int32x4_t q[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j)
+      q[j] = vaddq_s32(vcvtnq_s32_f32(vmulq_f32(vld1q_f32(x + i + 4 * j), inv)), zp);
+    const uint16x8_t lo = vcombine_u16(vqmovun_s32(q[0]), vqmovun_s32(q[1]));
+    const uint16x8_t hi = vcombine_u16(vqmovun_s32(q[2]), vqmovun_s32(q[3]));
+    vst1q_u8(out + i, veorq_u8(vcombine_u8(vqmovn_u16(lo), vqmovn_u16(hi)), flip));
+  }
+  for (; i < k; ++i)
+    out[i] = static_cast<uint8_t>(quantize_scalar(x[i] * rq.inv, rq.zero_point) ^ kOffset);
+  for (i = k; i < kp; ++i) out[i] = static_cast<uint8_t>(rq.zero_point ^ kOffset);
+  *zero_point = rq.zero_point;
+  return rq.scale;
+}
+
+// The epilogue of an M x (NV * 4) tile of exact int32 sums of (q - kOffset) * w:
+// act(float(acc - (zp - kOffset) * colsum) * a_scale * w_scale + bias), the order of the generic
+// kernel (acc - zp * colsum is the same integer).
+template <int M, int NV, int kOffset>
+__attribute__((always_inline)) inline void finish_int8_tile(
+    const int32_t (*tile)[NV * 4], const int32_t* colsum, const float* a_scale,
+    const int32_t* a_zero, const float* w_scale, const float* bias, float* c, int ldc, int n,
+    Activation act) {
+  for (int i = 0; i < M; ++i) {
+    const float32x4_t sa = vdupq_n_f32(a_scale[i]);
+    const int32x4_t zp = vdupq_n_s32(a_zero[i] - kOffset);
+    VecNeon r[NV];
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) {
+      const int32x4_t centered =
+          vsubq_s32(vld1q_s32(tile[i] + 4 * j), vmulq_s32(zp, vld1q_s32(colsum + 4 * j)));
+      r[j].v = rounded(vmulq_f32(vmulq_f32(vcvtq_f32_s32(centered), sa),
+                                 vld1q_f32(w_scale + 4 * j)));
+    }
+    finish_row<VecNeon, NV>(r, c + i * ldc, n, false, bias, act);
+  }
+}
+
+}  // namespace
+}  // namespace bertcpu
