@@ -34,6 +34,7 @@ X86_ISA_FLAGS = {
     # run time only when CPUID reports the extension.
     "_avx512bf16.cpp": ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512bf16",
                         "-mfma", "-mf16c", "-Wno-uninitialized", "-Wno-maybe-uninitialized"],
+    "_avxvnni.cpp": ["-mavx2", "-mfma", "-mf16c", "-mavxvnni"],
     "_avx512vnni.cpp": ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512vnni",
                         "-mfma", "-mf16c", "-Wno-uninitialized", "-Wno-maybe-uninitialized"],
 }

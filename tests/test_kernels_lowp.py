@@ -6,7 +6,9 @@ which the kernels must match bit for bit before the activation; (b) the float64 
 unrounded inputs, within a bound derived from the rounding / quantization steps.
 
 int8 quantizes weights symmetrically per output channel (int8) and activations asymmetrically per
-row (0..255 with a zero point).
+row (0..255 with a zero point). The int8 paths are kernel tables: generic, avx2, avxvnni (AVX-VNNI,
+VEX), avx512vnni_ymm (the avxvnni source with the EVEX instruction: how that kernel is tested on
+AVX-512 CPUs) and avx512.
 """
 import numpy as np
 import pytest
@@ -175,6 +177,22 @@ def test_int8_matches_numpy(isa, rng, shape):
     assert np.all(np.abs(out - exact(x, w, b)) <= int8_bound(x, w))
 
 
+@pytest.mark.parametrize("isa", LOWP["int8"])
+def test_int8_largest_products_are_exact(isa):
+    """Every product at its largest magnitude, all of one sign within a row: q = 255 and q = 0
+    against weights of +-127, the operands an int16 pair sum of vpmaddubsw could not hold
+    (2 * 255 * 127): every path sums them exactly."""
+    k, n = 67, 20
+    x = np.full((3, k), 2.0, np.float32)  # zp 0, q 255 everywhere
+    x[1] = -2.0  # zp 255, q 0 everywhere
+    x[2, ::2] = -2.0  # q alternating 0 and 255
+    w = np.where(np.arange(n)[:, None] % 2, 1.0, -1.0) * np.ones((n, k), np.float32)
+    w[3, ::3] *= -1  # mixed signs in one channel
+    out = K.linear_int8(x, w.astype(np.float32), None, "none", isa)
+    np.testing.assert_array_equal(out, int8_same_math(x, w, None))
+    np.testing.assert_allclose(out[:2], exact(x[:2], w, None), rtol=1e-5)  # q - zp is exact
+
+
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 @pytest.mark.parametrize("activation", ["gelu", "gelu_tanh", "relu", "tanh"])
 @pytest.mark.parametrize("shape", [(13, 257, 97), (37, 64, 200)])
@@ -332,11 +350,16 @@ def test_fp32_packed_weight_is_the_fp32_gemm(rng):
 
 def test_default_paths_are_the_best_available():
     order = ["generic", "avx2", "avx512", "neon", "dotprod", "i8mm"]
-    cap = order.index(_core.cpu_info()["isa"])  # the fp32 path (BERTCPU_ISA caps it)
+    info = _core.cpu_info()
+    cap = order.index(info["isa"])  # the fp32 path (BERTCPU_ISA caps it)
     w = np.ones((2, 2), np.float32)
-    for precision in ("bf16", "int8"):
-        expected = [i for i in LOWP[precision] if order.index(i) <= cap][-1]
-        assert K.PackedWeight(w, None, precision).isa == expected
+    expected = [i for i in LOWP["bf16"] if order.index(i) <= cap][-1]
+    assert K.PackedWeight(w, None, "bf16").isa == expected
+    # int8: the best table beside the fp32 path; beside avx2, AVX-VNNI when the CPU has it.
+    best = info["int8_isa"]
+    if best == "avx2" and "avx_vnni" in info["features"]:
+        best = "avxvnni"
+    assert info["int8_kernels"] == best == K.PackedWeight(w, None, "int8").isa
 
 
 def test_bad_inputs():
@@ -368,7 +391,8 @@ def test_bad_inputs():
 
 
 def test_unsupported_paths_are_refused():
-    paths = {"bf16": ["avx512", "i8mm"], "int8": ["avx2", "avx512", "dotprod", "i8mm"]}
+    paths = {"bf16": ["avx512", "i8mm"],
+             "int8": ["avx2", "avxvnni", "avx512vnni_ymm", "avx512", "dotprod", "i8mm"]}
     missing = [(p, i) for p, isas in paths.items() for i in isas if i not in LOWP[p]]
     if not missing:
         pytest.skip("this CPU runs every low-precision path")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import bertcpu
-from bertcpu import BertModel, SentenceEncoder
+from bertcpu import BertModel, SentenceEncoder, _core
 from bertcpu.benchmark import docstring_sentences, mean_row_cosine
 
 from conftest import load_reference
@@ -177,9 +177,12 @@ def test_low_precision_outputs_and_memory(minilm_dir, minilm_fp32):
 @needs_int8
 def test_int8_keeps_qkv_in_bf16():
     """Q/K/V stay bf16 in an int8 model (float32 without bf16 kernels); the other dense layers
-    hold int8 values times a per-channel scale."""
+    hold int8 values times a per-channel scale, the feed-forward input's after moving range
+    between the LayerNorm output and the weight columns (t = sqrt(column max / (|gamma| + |beta|)),
+    weight / t quantized, times t again)."""
     config = dict(hidden_size=96, num_hidden_layers=1, num_attention_heads=3, intermediate_size=200)
-    fp32 = BertModel.from_config(config, seed=6)._encoder
+    fp32_model = BertModel.from_config(config, seed=6)
+    fp32 = fp32_model._encoder
     int8 = BertModel.from_config(config, seed=6, dtype="int8")._encoder
     query = fp32.get_weight("encoder.layer.0.attention.self.query.weight")
     if INFO["bfloat16_isa"] != "generic":
@@ -190,10 +193,28 @@ def test_int8_keeps_qkv_in_bf16():
         expected = query
     np.testing.assert_array_equal(int8.get_weight("encoder.layer.0.attention.self.query.weight"),
                                   expected)
-    weight = fp32.get_weight("encoder.layer.0.intermediate.dense.weight")
+    weight = fp32.get_weight("encoder.layer.0.output.dense.weight")
     scale = np.abs(weight).max(axis=1, keepdims=True) / 127
-    np.testing.assert_allclose(int8.get_weight("encoder.layer.0.intermediate.dense.weight"),
+    np.testing.assert_allclose(int8.get_weight("encoder.layer.0.output.dense.weight"),
                                np.rint(weight / scale) * scale, rtol=1e-6, atol=1e-9)
+    ln = "encoder.layer.0.attention.output.LayerNorm."
+    # A LayerNorm with unequal channels, so that the input scale differs per channel.
+    rng = np.random.default_rng(2)
+    gamma = rng.uniform(0.1, 3, 96).astype(np.float32)
+    beta = rng.uniform(-1, 1, 96).astype(np.float32)
+    weight = fp32.get_weight("encoder.layer.0.intermediate.dense.weight")
+    t = np.sqrt(np.abs(weight).max(axis=0) / (np.abs(gamma) + np.abs(beta)))
+    moved = weight / t
+    scale = np.abs(moved).max(axis=1, keepdims=True) / 127
+    expected = np.rint(moved / scale) * scale * t
+    int8 = _core.Encoder(fp32_model._config.to_core_dict(with_pooler=True), None, "int8")
+    replaced = {ln + "weight": gamma, ln + "bias": beta}
+    for name, _ in fp32.expected_weights():
+        int8.set_weight(name, replaced[name] if name in replaced else fp32.get_weight(name))
+    int8.finalize()
+    np.testing.assert_allclose(int8.get_weight("encoder.layer.0.intermediate.dense.weight"),
+                               expected, rtol=1e-5, atol=1e-8)
+    assert not np.allclose(expected, weight, rtol=0, atol=np.abs(weight).max() / 300)
 
 
 @pytest.mark.skipif("avx2" not in INFO["available_isas"], reason="no AVX2 path to cap a model at")

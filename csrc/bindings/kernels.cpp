@@ -53,25 +53,30 @@ class PackedWeight {
     if (N == 0 || K == 0) throw std::invalid_argument("w must not be empty");
     if (bias && (bias->ndim() != 1 || bias->shape(0) != N))
       throw std::invalid_argument("bias must be [N]");
+    if (precision == "int8") {
+      // isa names an int8 kernel table here (int8_kernels(name)), not only an fp32 path.
+      int8_ = isa ? &int8_kernels(*isa) : &int8_kernels(best_int8_isa(default_isa()));
+      isa_ = int8_->name;
+      int8_w_.init(*int8_, N, K);
+      int8_w_.pack_weight(w.data());
+      if (bias) int8_w_.set_bias(bias->data());
+      in_ = K;
+      out_ = N;
+      return;
+    }
     const Isa cap = isa ? parse_isa(*isa) : default_isa();
     if (precision == "fp32") {
       fp32_ = &kernel_table(cap);
-      isa_ = fp32_->isa;
+      isa_ = isa_name(fp32_->isa);
       fp32_w_.init(fp32_->nr, N, K);
       fp32_w_.pack_weight(w.data());
       if (bias) fp32_w_.set_bias(bias->data());
     } else if (precision == "bf16") {
       bf16_ = &bf16_kernels(isa ? cap : best_bf16_isa(cap));
-      isa_ = bf16_->isa;
+      isa_ = isa_name(bf16_->isa);
       bf16_w_.init(*bf16_, N, K);
       bf16_w_.pack_weight(w.data());
       if (bias) bf16_w_.set_bias(bias->data());
-    } else if (precision == "int8") {
-      int8_ = &int8_kernels(isa ? cap : best_int8_isa(cap));
-      isa_ = int8_->isa;
-      int8_w_.init(*int8_, N, K);
-      int8_w_.pack_weight(w.data());
-      if (bias) int8_w_.set_bias(bias->data());
     } else {
       throw std::invalid_argument("unknown precision '" + precision +
                                   "': expected fp32, bf16 or int8");
@@ -128,13 +133,13 @@ class PackedWeight {
   }
 
   const std::string& precision() const { return precision_; }
-  const char* isa() const { return isa_name(isa_); }
+  const std::string& isa() const { return isa_; }
 
  private:
   std::string precision_;
   bool with_bias_;
   int in_ = 0, out_ = 0;
-  Isa isa_ = Isa::generic;
+  std::string isa_;  // the fp32 / bf16 path, or the int8 kernel table's name
   const KernelTable* fp32_ = nullptr;
   const Bf16Kernels* bf16_ = nullptr;
   const Int8Kernels* int8_ = nullptr;
@@ -159,11 +164,15 @@ void bind_kernels(py::module_& m) {
       [] {
         py::dict out;
         out["bf16"] = isa_names(bf16_isas());
-        out["int8"] = isa_names(int8_isas());
+        py::list int8;
+        for (const std::string& name : int8_kernel_names()) int8.append(name);
+        out["int8"] = int8;
         return out;
       },
-      "The bf16 and int8 kernel paths this CPU can run, lowest first. Low-precision isa names: "
-      "generic; avx2 (int8: vpmaddwd); avx512 (bf16: AVX512_BF16, int8: AVX512_VNNI).");
+      "The bf16 and int8 kernels this CPU can run, lowest first. bf16: generic, avx512 "
+      "(AVX512_BF16). int8 (kernel table names): generic; avx2 (vpmaddwd); "
+      "avxvnni (AVX-VNNI, ymm); avx512vnni_ymm (the avxvnni kernel EVEX-encoded, for tests); "
+      "avx512 (AVX512_VNNI, zmm).");
 
   py::class_<PackedWeight>(m, "PackedWeight",
                            "A weight [N, K] packed once for one precision and kernel path.")
@@ -188,8 +197,8 @@ void bind_kernels(py::module_& m) {
       "quantize_activations",
       [](const FloatArray& x, const std::optional<std::string>& isa) {
         require_2d(x, "x");
-        const Isa cap = isa ? parse_isa(*isa) : default_isa();
-        const Int8Kernels& kt = int8_kernels(isa ? cap : best_int8_isa(cap));
+        const Int8Kernels& kt =
+            isa ? int8_kernels(*isa) : int8_kernels(best_int8_isa(default_isa()));
         const int M = x.shape(0), K = x.shape(1);
         if (K == 0) throw std::invalid_argument("rows must not be empty");
         const int Kp = ceil_div(K, kt.kgroup) * kt.kgroup;

@@ -16,7 +16,8 @@ void bind_runtime(py::module_& m) {
     py::list features;
     const std::pair<const char*, bool> flags[] = {
         {"avx2", f.avx2},           {"fma", f.fma},
-        {"f16c", f.f16c},           {"avx512f", f.avx512f},
+        {"f16c", f.f16c},           {"avx_vnni", f.avx_vnni},
+        {"avx512f", f.avx512f},
         {"avx512bw", f.avx512bw},   {"avx512dq", f.avx512dq},
         {"avx512vl", f.avx512vl},   {"avx512_bf16", f.avx512_bf16},
         {"avx512_vnni", f.avx512_vnni}, {"avx512_fp16", f.avx512_fp16},
@@ -48,6 +49,7 @@ void bind_runtime(py::module_& m) {
     info["int8_isas"] = names(int8_isas());
     info["bfloat16_isa"] = isa_name(best_bf16_isa(isa));
     info["int8_isa"] = isa_name(best_int8_isa(isa));
+    info["int8_kernels"] = int8_kernels(best_int8_isa(isa)).name;  // e.g. avxvnni beside avx2
     info["num_threads"] = get_num_threads();
     return info;
   }, "What the CPU offers and which kernel path runs (raises ValueError for a bad BERTCPU_ISA).");

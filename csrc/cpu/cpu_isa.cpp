@@ -76,8 +76,9 @@ CpuFeatures detect() {
     f.amx_tile = d & (1u << 24);
     f.amx_int8 = d & (1u << 25);
   }
-  if (max_subleaf >= 1) {  // leaf 7 subleaf 1 (AVX512_BF16) exists
+  if (max_subleaf >= 1) {  // leaf 7 subleaf 1 (AVX-VNNI, AVX512_BF16) exists
     __cpuid_count(7, 1, a, b, c, d);
+    f.avx_vnni = a & (1u << 4);
     if (os_zmm) f.avx512_bf16 = a & (1u << 5);
   }
   return f;

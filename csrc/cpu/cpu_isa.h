@@ -16,6 +16,7 @@ struct CpuFeatures {
   std::string vendor;
   std::string brand;
   bool avx2 = false, fma = false, f16c = false;
+  bool avx_vnni = false;  // VEX vpdpbusd on ymm (an int8 table beside the avx2 path)
   bool avx512f = false, avx512bw = false, avx512dq = false, avx512vl = false;
   bool avx512_bf16 = false, avx512_vnni = false, avx512_fp16 = false;
   bool amx_tile = false, amx_bf16 = false, amx_int8 = false;

@@ -72,7 +72,9 @@ void DenseLayer::get_weight(float* weight) const {
       std::vector<int8_t> q(n);
       std::vector<float> scales(out_features());
       int8_.unpack_weight(q.data(), scales.data());
-      for (size_t i = 0; i < n; ++i) weight[i] = q[i] * scales[i / in_features()];
+      const float* t = int8_.input_scale.size() ? int8_.input_scale.data() : nullptr;
+      for (size_t i = 0; i < n; ++i)
+        weight[i] = q[i] * scales[i / in_features()] * (t ? t[i % in_features()] : 1.0f);
       break;
     }
   }
@@ -94,7 +96,7 @@ void DenseLayer::get_bias(float* bias) const {
   std::memcpy(bias, this->bias(), out_features() * sizeof(float));
 }
 
-void DenseLayer::convert(const ModelKernels& kernels) {
+void DenseLayer::convert(const ModelKernels& kernels, const float* input_range) {
   if (kernels.precision == precision_) return;
   if (precision_ != Precision::float32)
     throw std::invalid_argument("a dense layer converts only from float32");
@@ -110,7 +112,7 @@ void DenseLayer::convert(const ModelKernels& kernels) {
   } else {
     int8_kernels_ = kernels.int8;
     int8_.init(*kernels.int8, out, in);
-    int8_.pack_weight(weight.data());
+    int8_.pack_weight(weight.data(), input_range);
     int8_.set_bias(bias.data());
   }
   precision_ = kernels.precision;

@@ -53,7 +53,9 @@ class DenseLayer {
   const PackedLinear& fp32_packed() const { return fp32_; }
 
   // Repacks the weights for kernels.precision and frees the fp32 copy (nothing for float32).
-  void convert(const ModelKernels& kernels);
+  // input_range: for int8, an estimate of each input channel's magnitude, to balance the
+  // quantization of inputs and weights (PackedLinearInt8::pack_weight); ignored otherwise.
+  void convert(const ModelKernels& kernels, const float* input_range = nullptr);
 
   // C = act(A * W^T + bias) (bias only if with_bias) over M rows, threaded, on the kernels the
   // layer was converted for (fp32: `fp32`). `scratch` holds the low-precision copy of A.

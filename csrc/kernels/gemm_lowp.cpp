@@ -1,9 +1,11 @@
 #include "kernels/gemm_lowp.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "cpu/cpu_isa.h"
 #include "cpu/thread_pool.h"
@@ -72,6 +74,24 @@ bool runs_int8(Isa isa) {
   }
 }
 
+// Every int8 table with whether this CPU runs it, lowest first.
+std::vector<std::pair<const Int8Kernels*, bool>> int8_tables() {
+  std::vector<std::pair<const Int8Kernels*, bool>> out{{&generic_int8_kernels(), true}};
+#if defined(BERTCPU_X86)
+  const bool vnni512 = runs_int8(Isa::avx512);
+  out.insert(out.end(),
+             {{&avx2_int8_kernels(), runs_int8(Isa::avx2)},
+              {&avx_vnni_int8_kernels(), runs_int8(Isa::avx2) && cpu_features().avx_vnni},
+              {&avx512_vnni_ymm_int8_kernels(), vnni512},
+              {&avx512_vnni_int8_kernels(), vnni512}});
+#endif
+#if defined(BERTCPU_ARM64)
+  out.insert(out.end(), {{&dotprod_int8_kernels(), runs_int8(Isa::dotprod)},
+                         {&i8mm_int8_kernels(), runs_int8(Isa::i8mm)}});
+#endif
+  return out;
+}
+
 }  // namespace
 
 // ---- kernel tables ------------------------------------------------------------------------------
@@ -109,7 +129,7 @@ const Int8Kernels& int8_kernels(Isa isa) {
       return generic_int8_kernels();
 #if defined(BERTCPU_X86)
     case Isa::avx2:
-      return avx2_int8_kernels();
+      return cpu_features().avx_vnni ? avx_vnni_int8_kernels() : avx2_int8_kernels();
     case Isa::avx512:
       if (!cpu_features().avx512_vnni)
         throw std::invalid_argument(
@@ -126,6 +146,24 @@ const Int8Kernels& int8_kernels(Isa isa) {
       break;
   }
   throw std::invalid_argument(std::string("no int8 kernels for the ") + isa_name(isa) + " path");
+}
+
+const Int8Kernels& int8_kernels(const std::string& name) {
+  for (const auto& [table, runs] : int8_tables()) {
+    if (name != table->name) continue;
+    if (!runs)
+      throw std::invalid_argument("this CPU cannot run the " + name + " int8 kernels");
+    return *table;
+  }
+  // Not a table: an fp32 path's name (its best table, or why it has none) or an unknown name.
+  return int8_kernels(parse_isa(name));
+}
+
+std::vector<std::string> int8_kernel_names() {
+  std::vector<std::string> out;
+  for (const auto& [table, runs] : int8_tables())
+    if (runs) out.push_back(table->name);
+  return out;
 }
 
 std::vector<Isa> bf16_isas() {
@@ -251,11 +289,28 @@ void PackedLinearInt8::init(const Int8Kernels& kt, int out, int in) {
   compensation.resize(floats_for<int32_t>(padded_out));
 }
 
-void PackedLinearInt8::pack_weight(const float* weight) {
+void PackedLinearInt8::pack_weight(const float* weight, const float* input_range) {
   const size_t panel_bytes = static_cast<size_t>(k_padded) * nr;
   panels.resize(floats_for<int8_t>(ceil_div(out_features, nr) * panel_bytes));
   int8_t* out = as<int8_t>(panels);
   int32_t* comp = as<int32_t>(compensation);
+  std::vector<float> divided;  // weight / input_scale, when there is one
+  if (input_range) {
+    input_scale.resize(in_features);
+    float* t = input_scale.data();
+    std::vector<float> column_max(in_features, 0.0f);
+    for (int n = 0; n < out_features; ++n)
+      for (int k = 0; k < in_features; ++k)
+        column_max[k] =
+            std::max(column_max[k], std::fabs(weight[static_cast<size_t>(n) * in_features + k]));
+    for (int k = 0; k < in_features; ++k)
+      t[k] = column_max[k] > 0.0f && input_range[k] > 0.0f
+                 ? std::sqrt(column_max[k] / input_range[k])
+                 : 1.0f;
+    divided.resize(static_cast<size_t>(out_features) * in_features);
+    for (size_t i = 0; i < divided.size(); ++i) divided[i] = weight[i] / t[i % in_features];
+    weight = divided.data();
+  }
   std::vector<int8_t> q(in_features);
   for (int n = 0; n < out_features; ++n) {
     scales.data()[n] = quantize_int8(weight + static_cast<size_t>(n) * in_features, in_features,
@@ -299,9 +354,16 @@ void linear_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M, const 
   float* a_scale = scratch.data();
   int32_t* a_zero = reinterpret_cast<int32_t*>(scratch.data() + M);
   uint8_t* a = reinterpret_cast<uint8_t*>(scratch.data() + head);
+  const float* input_scale = w.input_scale.size() == 0 ? nullptr : w.input_scale.data();
   for_each_row(M, [&](int i) {
-    a_scale[i] =
-        kt.quantize_row(A + static_cast<size_t>(i) * lda, K, Kp, a + i * row_bytes, a_zero + i);
+    const float* row = A + static_cast<size_t>(i) * lda;
+    if (input_scale) {  // quantize row * input_scale (a copy: the input stays as it is)
+      thread_local std::vector<float> scaled;
+      scaled.resize(K);
+      for (int k = 0; k < K; ++k) scaled[k] = row[k] * input_scale[k];
+      row = scaled.data();
+    }
+    a_scale[i] = kt.quantize_row(row, K, Kp, a + i * row_bytes, a_zero + i);
   });
   const int panels = ceil_div(N, nr);
   const size_t panel_bytes = static_cast<size_t>(Kp) * nr;

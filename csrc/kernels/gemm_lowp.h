@@ -17,6 +17,7 @@
 // of kgroup consecutive int8 weights; K is zero-padded to kgroup (A is padded with zp).
 #pragma once
 
+#include <string>
 #include <vector>
 
 #include "cpu/aligned_buffer.h"
@@ -42,9 +43,17 @@ constexpr int kInt8MaxK = 65536;
 // The bf16 kernels of path `isa`: generic, or avx512 (AVX-512 with AVX512_BF16). Throws
 // std::invalid_argument for a path without bf16 kernels or one this CPU cannot run.
 const Bf16Kernels& bf16_kernels(Isa isa);
-// The int8 kernels of path `isa`: generic, avx2, or avx512 (AVX-512 with AVX512_VNNI). Throws
-// like bf16_kernels().
+// The best int8 kernels beside fp32 path `isa`: generic; for avx2 the AVX-VNNI kernels when the
+// CPU has AVX-VNNI, else the vpmaddubsw ones; avx512 (AVX-512 with AVX512_VNNI). Throws like
+// bf16_kernels().
 const Int8Kernels& int8_kernels(Isa isa);
+// The int8 kernel table called `name` (Int8Kernels::name: generic, avx2, avxvnni, avx512vnni_ymm,
+// avx512, dotprod, i8mm), else int8_kernels(parse_isa(name)). Throws std::invalid_argument for an
+// unknown name, a path without int8 kernels, or a table this CPU cannot run.
+const Int8Kernels& int8_kernels(const std::string& name);
+// Every int8 kernel table this CPU can run, by name, lowest first: the models' choices and the
+// AVX-VNNI kernel's test twin (avx512vnni_ymm).
+std::vector<std::string> int8_kernel_names();
 // The bf16 / int8 paths this CPU can run, lowest first (generic is always there).
 std::vector<Isa> bf16_isas();
 std::vector<Isa> int8_isas();
@@ -77,14 +86,24 @@ struct PackedLinearInt8 {
   AlignedBuffer scales;        // per output channel, padded like bias (zeros)
   AlignedBuffer compensation;  // column sums of the int8 weights (int32), padded (zeros)
   AlignedBuffer bias;          // ceil(out / nr) * nr floats, zeros past out_features
+  // Empty, or in_features factors t: each activation row is multiplied by t before it is
+  // quantized, and column k of the weight divided by t[k] before it is, which leaves the product
+  // as it is but moves range between the two (see pack_weight).
+  AlignedBuffer input_scale;
 
   // Sets the shape for table kt; the bias starts at zero. Throws std::invalid_argument when in
   // exceeds kInt8MaxK.
   void init(const Int8Kernels& kt, int out, int in);
-  // weight: [out_features][in_features] (PyTorch layout).
-  void pack_weight(const float* weight);
+  // weight: [out_features][in_features] (PyTorch layout). input_range, if given, estimates each
+  // input channel's magnitude (in_features values; e.g. |gamma| + |beta| of the LayerNorm before
+  // the layer): with m[k] = max over n |weight[n][k]|, the input scale becomes
+  // t[k] = sqrt(m[k] / input_range[k]) (1 where either is 0), so both sides of the product see a
+  // channel range of sqrt(input_range[k] * m[k]). Per-token quantization otherwise spends its
+  // levels on a few large input channels (a SmoothQuant-style migration, without calibration data).
+  void pack_weight(const float* weight, const float* input_range = nullptr);
   void set_bias(const float* values);
-  // The int8 weight in PyTorch layout [out][in] and its per-channel scales [out].
+  // The int8 weight in PyTorch layout [out][in] and its per-channel scales [out] (of the weight
+  // divided by input_scale when that is set).
   void unpack_weight(int8_t* weight, float* scales) const;
 };
 

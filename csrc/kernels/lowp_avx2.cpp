@@ -3,6 +3,15 @@
 // unlike vpmaddubsw, which saturates its int16 pair sums. A 6 x 16 micro-tile: 12 ymm
 // accumulators, two vectors of 8 columns x 2 weights per K pair, a broadcast pair and a product:
 // all 16 registers.
+//
+// Measured against vpmaddubsw kernels on this project's Zen 4 (AVX2 code, one thread, M = 128,
+// bench_gemm.py; this kernel 142-162 GOP/s): u8 activations x s8 weights would clip (a pair can
+// reach 2 * 255 * 127 = 64770 > 32767). Exact variants: 7-bit weights (|w| <= 63) ran ~200 GOP/s
+// but cost all-MiniLM-L6-v2's int8 sentence cosine 0.99944 -> 0.99825 against fp32 (bar 0.999);
+// signed activations (q - 127, 255 levels) with vpsignb onto |w| keep 8-bit weights and accuracy
+// but ran 117-135 GOP/s: vpsignb + vpmaddubsw + vpmaddwd(ones) issue as many multiply-port uops
+// per product as vpmaddwd does here, plus the sign. So this kernel stays; int8 on ymm gains
+// with AVX-VNNI (lowp_avxvnni.cpp), where one vpdpbusd does the four products exactly.
 #include "kernels/lowp_kernels.h"
 #include "kernels/vec_avx2.h"
 #include "kernels/lowp_simd.h"
@@ -100,7 +109,8 @@ void gemm_micro(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32
 }  // namespace
 
 const Int8Kernels& avx2_int8_kernels() {
-  static const Int8Kernels table{Isa::avx2, kMr, kNr, kGroup, 2, quantize_row, gemm_micro};
+  static const Int8Kernels table{Isa::avx2, "avx2", kMr, kNr, kGroup, 2, quantize_row,
+                                 gemm_micro};
   return table;
 }
 

@@ -5,6 +5,7 @@
 #include "kernels/lowp_kernels.h"
 #include "kernels/vec_avx512.h"
 #include "kernels/lowp_simd.h"
+#include "kernels/lowp_int8_ymm.h"
 
 namespace bertcpu {
 
@@ -98,10 +99,22 @@ void gemm_micro(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32
   });
 }
 
+// vpdpbusd on ymm, EVEX-encoded (AVX512_VNNI + VL): lowp_avxvnni.cpp's VEX instruction.
+struct EvexDpbusd {
+  static __m256i dot(__m256i acc, __m256i a, __m256i b) { return _mm256_dpbusd_epi32(acc, a, b); }
+};
+
 }  // namespace
 
 const Int8Kernels& avx512_vnni_int8_kernels() {
-  static const Int8Kernels table{Isa::avx512, kMr, kNr, kGroup, 1, quantize_row, gemm_micro};
+  static const Int8Kernels table{Isa::avx512, "avx512", kMr, kNr, kGroup, 1, quantize_row,
+                                 gemm_micro};
+  return table;
+}
+
+const Int8Kernels& avx512_vnni_ymm_int8_kernels() {
+  static const Int8Kernels table =
+      int8_ymm_table<EvexDpbusd, 6, 2>(Isa::avx512, "avx512vnni_ymm");
   return table;
 }
 

@@ -3,10 +3,11 @@
 //
 // As in kernels.h, one table per path. generic (lowp_generic.cpp) is the scalar reference the
 // others are tested against, and it does the same arithmetic: the same bf16 rounding and fp32
-// summation order (except BFMMLA's, see Bf16Kernels::kgroup), the same integers. avx2 (int8 only) lives in lowp_avx2.cpp; the AVX-512 paths
-// need one more CPU feature each and have their own translation units: lowp_avx512bf16.cpp
-// (AVX512_BF16) and lowp_avx512vnni.cpp (AVX512_VNNI). Like kernels.h, this header pulls in no
-// inline library code, so the ISA translation units can include it.
+// summation order (except BFMMLA's, see Bf16Kernels::kgroup), the same integers. avx2 (int8 only,
+// vpmaddwd) lives in lowp_avx2.cpp; the paths that need one more CPU feature have their own
+// translation units: lowp_avxvnni.cpp (AVX-VNNI, int8 on ymm), lowp_avx512bf16.cpp (AVX512_BF16)
+// and lowp_avx512vnni.cpp (AVX512_VNNI). Like kernels.h, this header pulls in no inline library
+// code, so the ISA translation units can include it.
 #pragma once
 
 #include <cstdint>
@@ -42,20 +43,21 @@ struct Bf16Kernels {
 };
 
 struct Int8Kernels {
-  Isa isa;
-  int mr;       // rows of C one micro-kernel call computes at most
-  int nr;       // columns of a packed panel
-  int kgroup;   // consecutive K values a packed column holds together; K is zero-padded to it
-  int a_bytes;  // bytes per activation in this path's quantized row format
+  Isa isa;           // the fp32 path this table runs beside (a model on `isa` may pick it)
+  const char* name;  // the table's own name (several int8 tables can share one fp32 path)
+  int mr;            // rows of C one micro-kernel call computes at most
+  int nr;            // columns of a packed panel
+  int kgroup;        // consecutive K values a packed column holds together; K is zero-padded to it
+  int a_bytes;       // bytes per activation in this path's quantized row format
 
   // Quantizes one row of k floats to 0..255 with a zero point: asymmetric, unlike the weights, so
   // that a skewed row (a GELU output is >= -0.17) gets all 256 levels instead of about half.
   // With lo = min(min x, 0), hi = max(max x, 0): for hi == lo, scale = 0, zp = 0, q = 0; else
   // inv = 255 / (hi - lo), scale = (hi - lo) / 255, zp = clamp(rint(-lo * inv), 0, 255),
   // q = clamp(rint(x * inv) + zp, 0, 255), so x ~ (q - zp) * scale. Writes q in this path's format
-  // -- uint8 (generic, avx512) or int16 (avx2) -- then q = zp up to kp (the value 0); returns the
-  // scale and stores zp in *zero_point. Identical q, scale and zp on every path (fp32 divisions
-  // and one fp32 product each, rounded to nearest even). Inputs must be finite.
+  // -- uint8 (generic, avxvnni, avx512) or int16 (avx2) -- then q = zp up to kp (the value 0);
+  // returns the scale and stores zp in *zero_point. Identical q, scale and zp on every path (fp32
+  // divisions and one fp32 product each, rounded to nearest even). Inputs must be finite.
   float (*quantize_row)(const float* x, int k, int kp, uint8_t* out, int32_t* zero_point);
 
   // C[m x n] = act(float(acc - a_zero[i] * colsum[j]) * a_scale[i] * w_scale[j] + bias[j]),
@@ -79,7 +81,12 @@ const Int8Kernels& generic_int8_kernels();
 #if defined(BERTCPU_X86)
 const Bf16Kernels& avx512_bf16_kernels();
 const Int8Kernels& avx2_int8_kernels();
+const Int8Kernels& avx_vnni_int8_kernels();
 const Int8Kernels& avx512_vnni_int8_kernels();
+// lowp_avxvnni.cpp's ymm kernel with the EVEX vpdpbusd of AVX512_VNNI + VL: the same source
+// compiled for a CPU this project's test machines have, so its loops are tested where AVX-VNNI
+// cannot run. Not chosen for models (the zmm kernel is faster on such CPUs).
+const Int8Kernels& avx512_vnni_ymm_int8_kernels();
 #endif
 #if defined(BERTCPU_ARM64)
 const Int8Kernels& dotprod_int8_kernels();

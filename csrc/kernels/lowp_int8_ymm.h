@@ -1,0 +1,117 @@
+// The int8 kernels on ymm registers with vpdpbusd (unsigned activation bytes times signed weight
+// bytes, 4 per int32 lane), VEX-encoded for AVX-VNNI (lowp_avxvnni.cpp) or EVEX-encoded for
+// AVX512_VNNI + VL (lowp_avx512vnni.cpp, the test twin of the AVX-VNNI kernel): one source, the
+// instruction supplied by the translation unit (Dot4).
+// Packed like the AVX-512 VNNI kernel: K in groups of 4, each ymm of weights 8 columns x 4 bytes.
+// Internal linkage and no library header, like kernels_simd.h.
+#pragma once
+
+#include <immintrin.h>
+
+#include "kernels/lowp_kernels.h"
+#include "kernels/vec_avx2.h"
+#include "kernels/lowp_simd.h"
+
+namespace bertcpu {
+namespace {
+
+constexpr int kYmmGroup = 4;
+
+// clamp(rint(x * inv) + zp, 0, 255) of 32 floats as bytes in order: vcvtps2dq rounds to nearest
+// even like the generic path; packs_epi32 cannot saturate (the sums lie within a step of 0..255)
+// and packus_epi16 clamps to 0..255. Both packs interleave 64-bit pieces of their 128-bit lanes,
+// which leaves the 4-byte groups in the order 0, 2, 4, 6, 1, 3, 5, 7; the permute restores it.
+inline __m256i quantize32(const float* x, __m256 inv, __m256i zp) {
+  __m256i q[4];
+  for (int j = 0; j < 4; ++j)
+    q[j] = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * j), inv)), zp);
+  const __m256i bytes = _mm256_packus_epi16(_mm256_packs_epi32(q[0], q[1]),
+                                            _mm256_packs_epi32(q[2], q[3]));
+  return _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+float quantize_row_ymm(const float* x, int k, int kp, uint8_t* out, int32_t* zero_point) {
+  const RowQuant rq = row_quant_of<VecAvx2>(x, k);
+  const __m256 inv = _mm256_set1_ps(rq.inv);
+  const __m256i zp = _mm256_set1_epi32(rq.zero_point);
+  int i = 0;
+  for (; i + 32 <= k; i += 32)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), quantize32(x + i, inv, zp));
+  for (; i < k; ++i) out[i] = static_cast<uint8_t>(quantize_scalar(x[i] * rq.inv, rq.zero_point));
+  for (i = k; i < kp; ++i) out[i] = static_cast<uint8_t>(rq.zero_point);
+  *zero_point = rq.zero_point;
+  return rq.scale;
+}
+
+// An M x (8 * NV) micro-tile; Dot4::dot(acc, a, b) adds to each int32 lane of acc the sum of the
+// 4 products of a's unsigned bytes and b's signed bytes in that lane.
+template <class Dot4, int M, int NV>
+inline void int8_ymm_rows(int kp, const uint8_t* a, int lda, const int8_t* bp,
+                          const int32_t* colsum, const float* a_scale, const int32_t* a_zero,
+                          const float* w_scale, const float* bias, float* c, int ldc, int n,
+                          Activation act) {
+  constexpr int kNr = 8 * NV;
+  __m256i acc[M][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < M; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) acc[i][j] = _mm256_setzero_si256();
+  // Moving pointers and per-row offsets, as in kernels_simd.h.
+  ptrdiff_t row_offset[M];
+#pragma GCC unroll 16
+  for (int i = 0; i < M; ++i) row_offset[i] = static_cast<ptrdiff_t>(i) * lda;
+  const int8_t* b_k = bp;
+  for (const uint8_t *a_k = a, *a_end = a + kp; a_k != a_end;
+       a_k += kYmmGroup, b_k += kYmmGroup * kNr) {
+    __m256i b[NV];
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j)
+      b[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b_k + 32 * j));
+#pragma GCC unroll 16
+    for (int i = 0; i < M; ++i) {
+      const __m256i ai = _mm256_set1_epi32(load_u32(a_k + row_offset[i]));
+#pragma GCC unroll 4
+      for (int j = 0; j < NV; ++j) acc[i][j] = Dot4::dot(acc[i][j], ai, b[j]);
+    }
+  }
+  // Through memory, as in lowp_avx512vnni.cpp: keeps the accumulators in registers in the K loop.
+  alignas(32) int32_t tile[M][kNr];
+#pragma GCC unroll 16
+  for (int i = 0; i < M; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j)
+      _mm256_store_si256(reinterpret_cast<__m256i*>(tile[i] + 8 * j), acc[i][j]);
+  for (int i = 0; i < M; ++i) {
+    const __m256 sa = _mm256_set1_ps(a_scale[i]);
+    const __m256i zp = _mm256_set1_epi32(a_zero[i]);
+    VecAvx2 r[NV];
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) {
+      const __m256i zp_colsum = _mm256_mullo_epi32(
+          zp, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(colsum + 8 * j)));
+      const __m256 v = _mm256_cvtepi32_ps(_mm256_sub_epi32(
+          _mm256_load_si256(reinterpret_cast<const __m256i*>(tile[i] + 8 * j)), zp_colsum));
+      r[j].v = rounded(_mm256_mul_ps(_mm256_mul_ps(v, sa), _mm256_loadu_ps(w_scale + 8 * j)));
+    }
+    finish_row<VecAvx2, NV>(r, c + i * ldc, n, false, bias, act);
+  }
+}
+
+template <class Dot4, int MR, int NV>
+void int8_ymm_micro(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32_t* colsum,
+                    const float* a_scale, const int32_t* a_zero, const float* w_scale,
+                    const float* bias, float* c, int ldc, int m, int n, Activation act) {
+  with_rows<MR>(m, [&](auto rows) {
+    int8_ymm_rows<Dot4, decltype(rows)::value, NV>(kp, a, lda, bp, colsum, a_scale, a_zero,
+                                                   w_scale, bias, c, ldc, n, act);
+  });
+}
+
+// The table of a ymm int8 kernel with an MR x (8 * NV) tile.
+template <class Dot4, int MR, int NV>
+Int8Kernels int8_ymm_table(Isa isa, const char* name) {
+  return {isa, name, MR, 8 * NV, kYmmGroup, 1, quantize_row_ymm, int8_ymm_micro<Dot4, MR, NV>};
+}
+
+}  // namespace
+}  // namespace bertcpu
