@@ -8,8 +8,8 @@ import numpy as np
 
 from .._files import read_json
 from ..hub import resolve_model_path
-from ..sentence import (TORCH_ACTIVATIONS, max_seq_length_for, module_folder, read_modules_json,
-                        transformer_settings)
+from ..sentence import max_seq_length_for, module_folder, read_modules_json, transformer_settings
+from ..st_modules import TORCH_ACTIVATIONS
 from ._common import batches_by_length, encoded_to_tokens, softmax
 from .sequence_classification import BertForSequenceClassification
 

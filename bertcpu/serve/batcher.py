@@ -28,7 +28,7 @@ class Job:
     """One request's items, their results as they arrive, and how the request is doing."""
 
     __slots__ = ("items", "costs", "options", "future", "loop", "results", "taken", "done",
-                 "cancelled", "batch_size", "queued_at", "started_at", "finished_at")
+                 "cancelled", "batch_size")
 
     def __init__(self, items, costs, options, loop):
         self.items = items
@@ -41,13 +41,6 @@ class Job:
         self.done = 0           # items with results
         self.cancelled = False  # set on the loop; the engine thread skips what is left
         self.batch_size = 0     # the largest engine batch (in items) this job's items ran in
-        self.queued_at = time.perf_counter()
-        self.started_at = None
-        self.finished_at = None
-
-    @property
-    def tokens(self):
-        return sum(self.costs)
 
 
 class Batcher:
@@ -183,10 +176,7 @@ class Batcher:
                 offset += stop - start
                 job.done += stop - start
                 job.batch_size = max(job.batch_size, size)
-                if job.started_at is None:
-                    job.started_at = started
                 if job.done == len(job.items):
-                    job.finished_at = time.perf_counter()
                     job.loop.call_soon_threadsafe(_resolve, job)
         seconds = time.perf_counter() - started
         self._last_batch = (size, seconds)
