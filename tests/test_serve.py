@@ -453,10 +453,16 @@ def test_sigterm_finishes_requests_in_flight_then_exits_0(minilm_dir, tmp_path):
     workers = [threading.Thread(target=call) for _ in range(3)]
     for worker in workers:
         worker.start()
+    # SIGTERM once all three requests are in the server (queued or run: inputs of 256 tokens)
+    # and some still wait; a request not yet accepted would rightly be refused.
     deadline = time.monotonic() + 60
-    while running.metric("bertcpu_queue_depth", headers={}) == 0:  # requests wait in the queue
+    while True:
+        queued = running.metric("bertcpu_queue_depth", headers={})
+        run = running.metric("bertcpu_tokens_total", headers={}) // 256
+        if queued > 0 and queued + run >= 3 * 8:
+            break
         assert time.monotonic() < deadline
-        time.sleep(0.01)
+        time.sleep(0.005)
     running.process.send_signal(signal.SIGTERM)
     for worker in workers:
         worker.join()
