@@ -175,3 +175,57 @@ def softmax(x, axis=-1):
 def sigmoid(x):
     x = np.asarray(x, dtype=np.float32)
     return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+
+
+def load_tokenizer(folder):
+    """The folder's tokenizer, or None when it has no tokenizer files (ids can still be passed)."""
+    from ..tokenizer import Tokenizer
+
+    try:
+        return Tokenizer.from_pretrained(folder)
+    except FileNotFoundError:
+        return None
+
+
+class LinearClassifierHead:
+    """What the sequence- and token-classification heads share: an encoder, a float32 linear
+    classifier (classifier.weight / classifier.bias) with config.json's labels, a tokenizer."""
+
+    WHAT = "a classification head"
+
+    def __init__(self, model, weight, bias, labels, tokenizer, name_or_path=None):
+        self.model = model
+        self._weight = np.ascontiguousarray(weight.T)  # [hidden, labels]: one product per batch
+        self._bias = bias
+        self.id2label = dict(enumerate(labels))
+        self.label2id = {name: index for index, name in enumerate(labels)}
+        self.tokenizer = tokenizer
+        self.name_or_path = name_or_path
+
+    @classmethod
+    def _load(cls, path, num_threads, isa, dtype):
+        """(folder, config.json as a dict, BertModel, classifier weight, bias, labels)."""
+        folder = os.fspath(path)
+        raw, config = read_config(folder)
+        labels = label_names(raw, os.path.join(folder, CONFIG_FILE))
+        if num_threads is not None:
+            from ..runtime import set_num_threads
+            set_num_threads(num_threads)
+        what = f"{cls.WHAT} with {len(labels)} label(s) per config.json"
+        shapes = {"classifier.weight": (len(labels), config.hidden_size),
+                  "classifier.bias": (len(labels),)}
+        model, tensors = load_with_head(folder, config, shapes, what, isa=isa, dtype=dtype)
+        return (folder, raw, model, tensors["classifier.weight"], tensors["classifier.bias"],
+                labels)
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def num_labels(self):
+        return len(self.id2label)
+
+    @property
+    def dtype(self):
+        return self.model.dtype

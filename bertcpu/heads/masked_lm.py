@@ -8,8 +8,7 @@ import numpy as np
 from .. import _core
 from ..weights import Checkpoint
 from ..model import BertModel, _check_dtype
-from ._common import Tokens, as_tokens, pad, read_config, softmax
-from .sequence_classification import load_tokenizer
+from ._common import Tokens, as_tokens, load_tokenizer, pad, read_config, softmax
 
 _WHAT = "the masked-LM head (BertForMaskedLM)"
 _PREFIX = "cls.predictions."

@@ -4,23 +4,13 @@ import os
 
 import numpy as np
 
-from ..tokenizer import Tokenizer
-from ._common import (Tokens, as_tokens, batches_by_length, encoded_to_tokens, label_names,
-                      load_with_head, pad, read_config, sigmoid, softmax)
+from ._common import (LinearClassifierHead, Tokens, as_tokens, batches_by_length,
+                      encoded_to_tokens, load_tokenizer, pad, sigmoid, softmax)
 
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
-_WHAT = "the sequence-classification head (BertForSequenceClassification)"
 
 
-def load_tokenizer(folder):
-    """The folder's tokenizer, or None when it has no tokenizer files (ids can still be passed)."""
-    try:
-        return Tokenizer.from_pretrained(folder)
-    except FileNotFoundError:
-        return None
-
-
-class BertForSequenceClassification:
+class BertForSequenceClassification(LinearClassifierHead):
     """transformers' BertForSequenceClassification: logits = classifier(pooler_output).
 
     Two-stage API (what a server's batcher calls): ``tokenize(texts, text_pair)`` -> one Tokens
@@ -29,15 +19,11 @@ class BertForSequenceClassification:
     score function.
     """
 
+    WHAT = "the sequence-classification head (BertForSequenceClassification)"
+
     def __init__(self, model, weight, bias, labels, problem_type, tokenizer, name_or_path=None):
-        self.model = model
-        self._weight = np.ascontiguousarray(weight.T)  # [hidden, labels]: one product per batch
-        self._bias = bias
-        self.id2label = dict(enumerate(labels))
-        self.label2id = {name: index for index, name in enumerate(labels)}
+        super().__init__(model, weight, bias, labels, tokenizer, name_or_path)
         self.problem_type = problem_type
-        self.tokenizer = tokenizer
-        self.name_or_path = name_or_path
 
     @classmethod
     def from_pretrained(cls, path, num_threads=None, isa=None, dtype="float32"):
@@ -45,39 +31,17 @@ class BertForSequenceClassification:
         id2label / problem_type, safetensors with the encoder, pooler and classifier.*).
         num_threads, isa, dtype: as in BertModel.from_pretrained (dtype applies to the encoder;
         the classifier is float32)."""
-        folder = os.fspath(path)
-        raw, config = read_config(folder)
+        folder, raw, model, weight, bias, labels = cls._load(path, num_threads, isa, dtype)
         config_path = os.path.join(folder, "config.json")
-        labels = label_names(raw, config_path)
         problem_type = raw.get("problem_type")
         if problem_type is not None and problem_type not in PROBLEM_TYPES:
             raise ValueError(f"{config_path}: problem_type {problem_type!r} is not one of "
                              f"{', '.join(PROBLEM_TYPES)}")
-        if num_threads is not None:
-            from ..runtime import set_num_threads
-            set_num_threads(num_threads)
-        H = config.hidden_size
-        what = f"{_WHAT} with {len(labels)} label(s) per config.json"
-        model, tensors = load_with_head(folder, config, {"classifier.weight": (len(labels), H),
-                                                         "classifier.bias": (len(labels),)},
-                                        what, isa=isa, dtype=dtype)
         if not model.has_pooler:
-            raise ValueError(f"{folder}: {_WHAT} classifies the pooler output, but the checkpoint "
+            raise ValueError(f"{folder}: {cls.WHAT} classifies the pooler output, but the checkpoint "
                              f"has no pooler weights (pooler.dense.*)")
-        return cls(model, tensors["classifier.weight"], tensors["classifier.bias"], labels,
-                   problem_type, load_tokenizer(folder), name_or_path=folder)
-
-    @property
-    def config(self):
-        return self.model.config
-
-    @property
-    def num_labels(self):
-        return len(self.id2label)
-
-    @property
-    def dtype(self):
-        return self.model.dtype
+        return cls(model, weight, bias, labels, problem_type, load_tokenizer(folder),
+                   name_or_path=folder)
 
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None):
         """float32 logits [batch, num_labels] of a padded batch (inputs as for BertModel)."""

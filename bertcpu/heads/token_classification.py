@@ -1,19 +1,16 @@
 """BertForTokenClassification (NER, tagging): a linear classifier on every token's hidden state,
 and transformers' token-classification pipeline on top (aggregation strategies none, simple,
 first, average, max; entities with character offsets from the tokenizer)."""
-import os
 
 import numpy as np
 
-from ._common import (as_tokens, batches_by_length, encoded_to_tokens, label_names, load_with_head,
-                      pad, read_config, softmax)
-from .sequence_classification import load_tokenizer
+from ._common import (LinearClassifierHead, as_tokens, batches_by_length, encoded_to_tokens,
+                      load_tokenizer, pad, softmax)
 
 AGGREGATION_STRATEGIES = ("none", "simple", "first", "average", "max")
-_WHAT = "the token-classification head (BertForTokenClassification)"
 
 
-class BertForTokenClassification:
+class BertForTokenClassification(LinearClassifierHead):
     """transformers' BertForTokenClassification: logits = classifier(last_hidden_state).
 
     Two-stage API (what a server's batcher calls): ``tokenize(texts)`` -> one Tokens per text,
@@ -22,44 +19,14 @@ class BertForTokenClassification:
     logits, aggregation_strategy)`` -> what ``predict`` returns for that text.
     """
 
-    def __init__(self, model, weight, bias, labels, tokenizer, name_or_path=None):
-        self.model = model
-        self._weight = np.ascontiguousarray(weight.T)
-        self._bias = bias
-        self.id2label = dict(enumerate(labels))
-        self.label2id = {name: index for index, name in enumerate(labels)}
-        self.tokenizer = tokenizer
-        self.name_or_path = name_or_path
+    WHAT = "the token-classification head (BertForTokenClassification)"
 
     @classmethod
     def from_pretrained(cls, path, num_threads=None, isa=None, dtype="float32"):
         """Load a folder saved by transformers' BertForTokenClassification. num_threads, isa,
         dtype: as in BertModel.from_pretrained (dtype applies to the encoder)."""
-        folder = os.fspath(path)
-        raw, config = read_config(folder)
-        labels = label_names(raw, os.path.join(folder, "config.json"))
-        if num_threads is not None:
-            from ..runtime import set_num_threads
-            set_num_threads(num_threads)
-        H = config.hidden_size
-        what = f"{_WHAT} with {len(labels)} label(s) per config.json"
-        model, tensors = load_with_head(folder, config, {"classifier.weight": (len(labels), H),
-                                                         "classifier.bias": (len(labels),)},
-                                        what, isa=isa, dtype=dtype)
-        return cls(model, tensors["classifier.weight"], tensors["classifier.bias"], labels,
-                   load_tokenizer(folder), name_or_path=folder)
-
-    @property
-    def config(self):
-        return self.model.config
-
-    @property
-    def num_labels(self):
-        return len(self.id2label)
-
-    @property
-    def dtype(self):
-        return self.model.dtype
+        folder, _, model, weight, bias, labels = cls._load(path, num_threads, isa, dtype)
+        return cls(model, weight, bias, labels, load_tokenizer(folder), name_or_path=folder)
 
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None):
         """float32 logits [batch, seq, num_labels] (padded positions hold the classifier bias:
