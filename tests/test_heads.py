@@ -107,6 +107,41 @@ def test_fill_mask_matches_the_pipeline(head_dir_factory):
         assert np.allclose([p["score"] for p in flat_mine], [p["score"] for p in flat_theirs], atol=1e-5)
 
 
+def test_fill_mask_targets_match_the_pipeline(head_dir_factory):
+    import transformers
+
+    folder = head_dir_factory("BertForMaskedLM")
+    model = bertcpu.BertForMaskedLM.from_pretrained(folder)
+    pipe = transformers.pipeline("fill-mask", model=str(folder), device="cpu")
+    texts = ["Paris is the [MASK] of France.", "The [MASK] sat on the [MASK]."]
+    # In-vocabulary targets (one repeated), fewer than top_k and more than top_k of them.
+    for targets, top_k in [(["capital", "city", "capital"], 5), ("the", 3),
+                           (["capital", "city", "town", "cat", "mat", "dog", "the"], 3)]:
+        ours = model.fill_mask(texts, top_k=top_k, targets=targets)
+        theirs = pipe(texts, top_k=top_k, targets=targets)
+        for mine, reference in zip(ours, theirs):
+            flat_mine = mine if isinstance(mine[0], dict) else [p for m in mine for p in m]
+            flat_ref = reference if isinstance(reference[0], dict) else [p for m in reference for p in m]
+            assert [(p["token"], p["sequence"]) for p in flat_mine] == \
+                [(p["token"], p["sequence"]) for p in flat_ref]
+            assert np.allclose([p["score"] for p in flat_mine], [p["score"] for p in flat_ref],
+                               atol=1e-5)
+    # A target outside the vocabulary is replaced by its first word piece, with a warning.
+    with pytest.warns(UserWarning, match="not in the vocabulary"):
+        ours = model.fill_mask(texts[0], top_k=2, targets=["capitalxyz", "city"])
+    theirs = pipe(texts[0], top_k=2, targets=["capitalxyz", "city"])
+    assert [p["token"] for p in ours] == [p["token"] for p in theirs]
+
+
+def test_fill_mask_rejects_bad_targets(head_dir_factory):
+    model = bertcpu.BertForMaskedLM.from_pretrained(head_dir_factory("BertForMaskedLM"))
+    with pytest.raises(ValueError, match="targets must be"):
+        model.fill_mask("a [MASK] b", targets=[3])
+    with pytest.warns(UserWarning, match="makes no token"), \
+            pytest.raises(ValueError, match="no usable target"):
+        model.fill_mask("a [MASK] b", targets=["   "])
+
+
 def test_token_classification_logits_match_transformers(head_dir_factory):
     folder = head_dir_factory("BertForTokenClassification", num_labels=len(NER_LABELS),
                               id2label=dict(enumerate(NER_LABELS)))

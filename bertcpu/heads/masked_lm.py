@@ -2,6 +2,7 @@
 LayerNorm, then the vocabulary projection, tied to the word embeddings unless the config unties
 it), run by the engine's VocabHead (csrc/encoder/vocab_head.h)."""
 import os
+import warnings
 
 import numpy as np
 
@@ -108,12 +109,43 @@ class BertForMaskedLM:
         encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
         return [Tokens(ids, types) for ids, types in zip(encoded["input_ids"], encoded["token_type_ids"])]
 
-    def fill_mask_tokens(self, tokens, top_k=5):
+    def target_ids(self, targets):
+        """The vocabulary ids fill-mask may answer with, as transformers' pipeline picks them:
+        each target is a vocabulary token, or else the first token the tokenizer makes of it
+        (a warning names the replacement); targets that make no token are dropped with a
+        warning. Sorted, without repeats."""
+        tokenizer = self._require_tokenizer()
+        if isinstance(targets, str):
+            targets = [targets]
+        if not isinstance(targets, (list, tuple)) or not all(isinstance(t, str) for t in targets):
+            raise ValueError(f"targets must be a string or a list of strings, got {targets!r}")
+        vocab = tokenizer.get_vocab()
+        ids = set()
+        for target in targets:
+            if target in vocab:
+                ids.add(vocab[target])
+                continue
+            pieces = tokenizer(target, add_special_tokens=False)["input_ids"]
+            if not pieces:
+                warnings.warn(f"target {target!r} is not in the vocabulary and makes no token; "
+                              f"ignoring it", stacklevel=3)
+                continue
+            warnings.warn(f"target {target!r} is not in the vocabulary; using "
+                          f"{tokenizer.convert_ids_to_tokens(pieces[0])!r} instead", stacklevel=3)
+            ids.add(pieces[0])
+        if not ids:
+            raise ValueError(f"no usable target among {list(targets)!r}")
+        return np.array(sorted(ids), dtype=np.int64)
+
+    def fill_mask_tokens(self, tokens, top_k=5, targets=None):
         """For each item, per [MASK] position, the top_k predictions as transformers'
-        fill-mask pipeline gives them: {"score", "token", "token_str", "sequence"}."""
+        fill-mask pipeline gives them: {"score", "token", "token_str", "sequence"}. targets
+        (a token or a list of them, see target_ids) limits the candidates; scores stay the
+        probabilities over the whole vocabulary, as in the pipeline."""
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
         tokenizer = self._require_tokenizer()
+        candidates = None if targets is None else self.target_ids(targets)
         items = as_tokens(tokens, self.config.vocab_size, self.config.type_vocab_size,
                           self.config.max_position_embeddings)
         mask_id = tokenizer.mask_token_id
@@ -134,7 +166,8 @@ class BertForMaskedLM:
                 if token_id != mask_id:
                     continue
                 probs = next(rows)
-                top = np.argsort(-probs, kind="stable")[:min(top_k, probs.size)]
+                pool = np.arange(probs.size) if candidates is None else candidates
+                top = pool[np.argsort(-probs[pool], kind="stable")[:min(top_k, pool.size)]]
                 predictions = []
                 for candidate in top:
                     filled = list(item.input_ids)
@@ -147,12 +180,14 @@ class BertForMaskedLM:
             results.append(per_mask[0] if len(per_mask) == 1 else per_mask)
         return results
 
-    def fill_mask(self, texts, top_k=5):
+    def fill_mask(self, texts, top_k=5, targets=None):
         """transformers' fill-mask pipeline: for one text with one [MASK], a list of top_k
         {"score", "token", "token_str", "sequence"}; several masks give one such list per mask;
-        a list of texts gives one result per text."""
+        a list of texts gives one result per text. targets: as in the pipeline (see
+        fill_mask_tokens)."""
         single = isinstance(texts, str)
-        results = self.fill_mask_tokens(self.tokenize([texts] if single else texts), top_k)
+        results = self.fill_mask_tokens(self.tokenize([texts] if single else texts), top_k,
+                                        targets)
         return results[0] if single else results
 
     def _require_tokenizer(self):
