@@ -291,13 +291,22 @@ def test_sparse_encoder_pooling_variants(head_dir_factory, tmp_path, pooling, ac
     _assert_sparse_match(ours.encode(DOCUMENTS), _st_dense(theirs, DOCUMENTS))
 
 
-def test_sparse_pooling_never_materializes_per_token_logits_but_equals_them(head_dir_factory):
-    """splade() (pooled inside the projection) against the full logits the same head gives."""
-    masked_lm = bertcpu.BertForMaskedLM.from_pretrained(head_dir_factory("BertForMaskedLM"))
-    ids, mask, types = _batch(masked_lm.tokenizer, DOCUMENTS)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
+def test_sparse_pooling_never_materializes_per_token_logits_but_equals_them(head_dir_factory,
+                                                                            dtype):
+    """splade() (pooled inside the projection, in the head's precision) against the full logits
+    the same head gives; sequences of odd lengths, so that blocks start at any row."""
+    if dtype != "float32" and bertcpu.cpu_info()[f"{dtype}_isas"] == ["generic"]:
+        pytest.skip(f"no {dtype} kernels on this CPU")
+    masked_lm = bertcpu.BertForMaskedLM.from_pretrained(head_dir_factory("BertForMaskedLM"),
+                                                        dtype=dtype)
+    ids, mask, types = _batch(masked_lm.tokenizer, DOCUMENTS + [d + " x" for d in DOCUMENTS])
     logits = masked_lm(ids, mask, types)
-    expected = np.log1p(np.maximum(np.where(mask[..., None] == 1, logits, -np.inf), 0)).max(axis=1)
-    assert np.abs(masked_lm.splade(ids, mask, types) - expected).max() <= 1e-5
+    for pooling in ("max", "sum"):
+        act = np.log1p(np.maximum(np.where(mask[..., None] == 1, logits, -np.inf), 0))
+        expected = act.max(axis=1) if pooling == "max" else act.sum(axis=1)
+        pooled = masked_lm.splade(ids, mask, types, pooling=pooling)
+        assert np.abs(pooled - expected).max() <= 1e-5 * max(1.0, np.abs(expected).max())
 
 
 # -- low precision -----------------------------------------------------------------------------------

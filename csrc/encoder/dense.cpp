@@ -1,5 +1,6 @@
 #include "encoder/dense.h"
 
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 #include <vector>
@@ -132,6 +133,48 @@ void DenseLayer::run(const KernelTable& fp32, int M, const float* A, int lda, fl
       break;
     case Precision::int8:
       linear_int8(*int8_kernels_, int8_, M, A, lda, C, ldc, with_bias, act, scratch);
+      break;
+  }
+}
+
+DenseLayer::Input DenseLayer::prepare(int M, const float* A, int lda, AlignedBuffer& scratch) const {
+  Input in;
+  in.a = A;
+  in.lda = lda;
+  if (precision_ == Precision::bfloat16)
+    in.bf16 = convert_rows_bf16(*bf16_kernels_, bf16_, M, A, lda, scratch);
+  if (precision_ == Precision::int8)
+    in.int8 = quantize_rows_int8(*int8_kernels_, int8_, M, A, lda, scratch);
+  return in;
+}
+
+int DenseLayer::panel_width() const {
+  switch (precision_) {
+    case Precision::bfloat16:
+      return bf16_.nr;
+    case Precision::int8:
+      return int8_.nr;
+    case Precision::float32:
+      break;
+  }
+  return fp32_.nr;
+}
+
+void DenseLayer::run_block(const KernelTable& fp32, const Input& in, const GemmBlock& b, float* C,
+                           int ldc, const float* bias, Activation act) const {
+  switch (precision_) {
+    case Precision::float32: {
+      const int N = out_features(), nr = fp32_.nr;
+      gemm_serial(fp32, b.m1 - b.m0, std::min(N, b.p1 * nr) - b.p0 * nr, in_features(),
+                  in.a + static_cast<size_t>(b.m0) * in.lda, in.lda, fp32_.panels.data(),
+                  ceil_div(N, nr), b.p0, C, ldc, bias, act);
+      break;
+    }
+    case Precision::bfloat16:
+      gemm_bf16_block(*bf16_kernels_, bf16_, in.bf16, b, C, ldc, bias, act);
+      break;
+    case Precision::int8:
+      gemm_int8_block(*int8_kernels_, int8_, in.int8, b, C, ldc, bias, act);
       break;
   }
 }

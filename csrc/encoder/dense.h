@@ -62,6 +62,22 @@ class DenseLayer {
   void run(const KernelTable& fp32, int M, const float* A, int lda, float* C, int ldc,
            bool with_bias, Activation act, AlignedBuffer& scratch) const;
 
+  // A made ready once for several products over parts of it (run_block): its low-precision copy
+  // (in `scratch`, which must outlive the Input) or, for a float32 layer, A itself.
+  struct Input {
+    const float* a = nullptr;
+    int lda = 0;
+    Bf16Rows bf16{};
+    Int8Rows int8{};
+  };
+  Input prepare(int M, const float* A, int lda, AlignedBuffer& scratch) const;
+  // Columns per packed panel: a block's column range is whole panels of this width.
+  int panel_width() const;
+  // One block of C = act(A * W^T + bias) on the calling thread (see gemm_int8_block): C at the
+  // block's first element, bias (padded; null for none) at column b.p0 * panel_width().
+  void run_block(const KernelTable& fp32, const Input& in, const GemmBlock& b, float* C, int ldc,
+                 const float* bias, Activation act) const;
+
   // Bytes of the packed weights and bias.
   size_t bytes() const;
 

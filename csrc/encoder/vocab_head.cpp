@@ -17,8 +17,6 @@ namespace {
 constexpr int kPoolBlockRows = 256;
 // Panels of the decoder one pooled task covers (8 x 32 columns for AVX-512).
 constexpr int kPoolTaskPanels = 8;
-// Rows whose logits a low-precision pool() holds at once (whole sequences; a longer one alone).
-constexpr int kChunkRows = 128;
 // The widest decoder panel the pooled epilogue's stack buffer holds.
 constexpr int kMaxPanelWidth = 64;
 // Rows of a row-wise pass (LayerNorm, reductions) one task covers.
@@ -66,7 +64,6 @@ VocabHead::VocabHead(int hidden, int vocab, Activation act, float layer_norm_eps
     throw std::invalid_argument("masked-LM head: hidden " + std::to_string(hidden) + " / vocab " +
                                 std::to_string(vocab) + " out of range");
   if (!(layer_norm_eps > 0.0f)) throw std::invalid_argument("layer_norm_eps must be positive");
-  if (kt_.nr > kMaxPanelWidth) throw std::invalid_argument("masked-LM head: panel width above 64");
   kernels_.precision = precision;
   kernels_.fp32 = &kt_;
   if (precision == Precision::bfloat16) kernels_.bf16 = &bf16_kernels(dense_isa);
@@ -110,6 +107,9 @@ void VocabHead::finalize() {
   }
   transform_.convert(kernels_);
   decoder_.convert(kernels_);
+  // The pooled epilogue keeps one tile row of a panel on the stack.
+  if (decoder_.panel_width() > kMaxPanelWidth)
+    throw std::logic_error("masked-LM head: decoder panels wider than 64 columns");
 }
 
 size_t VocabHead::packed_bytes() const {
@@ -172,17 +172,17 @@ void VocabHead::pool(const float* hidden, const int64_t* mask, int batch, int se
         std::memcpy(x.data() + static_cast<size_t>(r++) * ld,
                     hidden + (static_cast<size_t>(b) * seq + j) * hidden_, hidden_ * sizeof(float));
   transform(x.data(), rows, ld, y.data(), scratch);
-  if (precision() == Precision::float32)
-    pool_fused(y.data(), ld, offsets, lengths, pooling, log_steps, out);
-  else
-    pool_chunked(y.data(), ld, offsets, lengths, pooling, log_steps, out);
+  pool_fused(y.data(), ld, offsets, lengths, pooling, log_steps, out);
 }
 
 void VocabHead::pool_fused(const float* y, int ld, const std::vector<int>& offsets,
                            const std::vector<int>& lengths, VocabPooling pooling, int log_steps,
                            float* out) const {
-  const PackedLinear& w = decoder_.fp32_packed();
-  const int nr = kt_.nr, panels = ceil_div(vocab_, nr);
+  const int rows = offsets.back() + lengths.back();
+  AlignedBuffer scratch;  // the low-precision copy of y, made once for every task
+  const DenseLayer::Input input = decoder_.prepare(rows, y, ld, scratch);
+  const int nr = decoder_.panel_width(), panels = ceil_div(vocab_, nr);
+  const float* bias = decoder_.bias();
   const auto blocks = sequence_blocks(lengths, kPoolBlockRows);
   int max_rows = 0;
   for (const auto& [b0, b1] : blocks)
@@ -200,65 +200,31 @@ void VocabHead::pool_fused(const float* y, int ld, const std::vector<int>& offse
     const int block_rows = offsets[b1 - 1] + lengths[b1 - 1] - first_row;
     AlignedBuffer& tile = tiles[current_worker()];
     tile.reserve(static_cast<size_t>(max_rows) * nr);
-    const float* a = y + static_cast<size_t>(first_row) * ld;
     for (int p = run * kPoolTaskPanels; p < std::min(panels, (run + 1) * kPoolTaskPanels); ++p) {
       const int n = std::min(nr, vocab_ - p * nr);
-      gemm_serial(kt_, block_rows, n, hidden_, a, ld, w.panels.data(), panels, p, tile.data(), nr,
-                  pooling == VocabPooling::sum ? w.bias.data() + p * nr : nullptr,
-                  Activation::none);
+      decoder_.run_block(kt_, input, {first_row, first_row + block_rows, p, p + 1}, tile.data(),
+                         nr, pooling == VocabPooling::sum ? bias + p * nr : nullptr,
+                         Activation::none);
       // The epilogue: this panel's columns of each sequence's pooled vector.
       for (int b = b0; b < b1; ++b) {
-        const float* rows = tile.data() + static_cast<size_t>(offsets[b] - first_row) * nr;
+        const float* rows_b = tile.data() + static_cast<size_t>(offsets[b] - first_row) * nr;
         float* dst = out + static_cast<size_t>(b) * vocab_ + p * nr;
         if (pooling == VocabPooling::max) {
           float best[kMaxPanelWidth];
-          std::memcpy(best, rows, n * sizeof(float));
+          std::memcpy(best, rows_b, n * sizeof(float));
           for (int r = 1; r < lengths[b]; ++r)
-            for (int j = 0; j < n; ++j) best[j] = std::max(best[j], rows[r * nr + j]);
-          const float* bias = w.bias.data() + p * nr;
-          for (int j = 0; j < n; ++j) dst[j] = splade_act(best[j] + bias[j], log_steps);
+            for (int j = 0; j < n; ++j) best[j] = std::max(best[j], rows_b[r * nr + j]);
+          for (int j = 0; j < n; ++j) dst[j] = splade_act(best[j] + bias[p * nr + j], log_steps);
         } else {
           for (int j = 0; j < n; ++j) {
             float sum = 0.0f;
-            for (int r = 0; r < lengths[b]; ++r) sum += splade_act(rows[r * nr + j], log_steps);
+            for (int r = 0; r < lengths[b]; ++r) sum += splade_act(rows_b[r * nr + j], log_steps);
             dst[j] = sum;
           }
         }
       }
     }
   });
-}
-
-void VocabHead::pool_chunked(const float* y, int ld, const std::vector<int>& offsets,
-                             const std::vector<int>& lengths, VocabPooling pooling, int log_steps,
-                             float* out) const {
-  AlignedBuffer logits, scratch;
-  const int column_tasks = ceil_div(vocab_, 1024);
-  for (const auto& [b0, b1] : sequence_blocks(lengths, kChunkRows)) {
-    const int first_row = offsets[b0];
-    const int rows = offsets[b1 - 1] + lengths[b1 - 1] - first_row;
-    logits.reserve(static_cast<size_t>(rows) * vocab_);
-    decoder_.run(kt_, rows, y + static_cast<size_t>(first_row) * ld, ld, logits.data(), vocab_,
-                 true, Activation::none, scratch);
-    parallel_for(column_tasks, [&](int task) {
-      const int j0 = task * 1024, j1 = std::min(vocab_, j0 + 1024);
-      for (int b = b0; b < b1; ++b) {
-        const float* rows_b = logits.data() + static_cast<size_t>(offsets[b] - first_row) * vocab_;
-        float* dst = out + static_cast<size_t>(b) * vocab_;
-        for (int j = j0; j < j1; ++j) {
-          float acc = pooling == VocabPooling::max ? rows_b[j] : 0.0f;
-          for (int r = 0; r < lengths[b]; ++r) {
-            const float v = rows_b[static_cast<size_t>(r) * vocab_ + j];
-            if (pooling == VocabPooling::max)
-              acc = std::max(acc, v);
-            else
-              acc += splade_act(v, log_steps);
-          }
-          dst[j] = pooling == VocabPooling::max ? splade_act(acc, log_steps) : acc;
-        }
-      }
-    });
-  }
 }
 
 }  // namespace bertcpu

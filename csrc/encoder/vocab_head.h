@@ -7,11 +7,11 @@
 // - logits(): [rows, vocab] for the rows asked for (fill-mask reads the masked positions only);
 // - pool(): SPLADE's sparse vector per sequence, act(logits) reduced over the sequence's tokens,
 //   where act is log(1 + relu(x)) (applied `log_steps` times: 2 is OpenSearch's log1p_relu). The
-//   [tokens, vocab] logits never exist: in float32 each task multiplies a block of whole sequences
-//   by one panel of the decoder into a tile that stays in L1, and the epilogue reduces that tile
-//   into the pooled vectors. For "max" the reduction is a plain column max, and act (monotone) and
-//   the bias (constant per column) are applied once per pooled value. bfloat16 / int8 heads take
-//   the products of their own kernels on chunks of rows instead (the logits of one chunk at a time).
+//   [tokens, vocab] logits never exist: each task multiplies a block of whole sequences by one
+//   panel of the decoder (in the head's precision: the rows are converted or quantized once for all
+//   tasks) into a tile that stays in L1, and the epilogue reduces that tile into the pooled
+//   vectors. For "max" the reduction is a plain column max, and act (monotone) and the bias
+//   (constant per column) are applied once per pooled value.
 #pragma once
 
 #include <cstdint>
@@ -62,9 +62,6 @@ class VocabHead {
   void pool_fused(const float* y, int ld, const std::vector<int>& offsets,
                   const std::vector<int>& lengths, VocabPooling pooling, int log_steps,
                   float* out) const;
-  void pool_chunked(const float* y, int ld, const std::vector<int>& offsets,
-                    const std::vector<int>& lengths, VocabPooling pooling, int log_steps,
-                    float* out) const;
 
   int hidden_, vocab_;
   Activation act_;

@@ -239,37 +239,51 @@ void PackedLinearBf16::unpack_weight(float* weight) const {
           bf16_to_float(packed[bf16_index(k_padded, count, nr, kgroup, k, n / nr, n % nr)]);
 }
 
-void linear_bf16(const Bf16Kernels& kt, const PackedLinearBf16& w, int M, const float* A, int lda,
-                 float* C, int ldc, bool with_bias, Activation act, AlignedBuffer& scratch) {
+Bf16Rows convert_rows_bf16(const Bf16Kernels& kt, const PackedLinearBf16& w, int M, const float* A,
+                           int lda, AlignedBuffer& scratch) {
   if (w.nr != kt.nr || w.kgroup != kt.kgroup)
     throw std::invalid_argument("weights packed for another bf16 kernel table");
-  const int K = w.in_features, Kp = w.k_padded, N = w.out_features, nr = kt.nr, mr = kt.mr;
+  const int K = w.in_features, Kp = w.k_padded;
   scratch.reserve(floats_for<bf16>(static_cast<size_t>(M) * Kp));
   bf16* a = as<bf16>(scratch);
   for_each_row(M, [&](int i) {
     kt.convert_row(A + static_cast<size_t>(i) * lda, K, Kp, a + static_cast<size_t>(i) * Kp);
   });
+  return {a, Kp};
+}
+
+void gemm_bf16_block(const Bf16Kernels& kt, const PackedLinearBf16& w, const Bf16Rows& a,
+                     const GemmBlock& b, float* C, int ldc, const float* bias, Activation act) {
+  const int Kp = a.k_padded, N = w.out_features, nr = kt.nr, mr = kt.mr;
   const int panels = ceil_div(N, nr);
   const bf16* packed = as<bf16>(w.panels);
-  const float* bias = with_bias ? w.bias.data() : nullptr;
-  for_each_gemm_block(M, panels, mr, nr, [&](const GemmBlock& b) {
-    const int m0 = b.m0, m1 = b.m1, p0 = b.p0, p1 = b.p1;
-    for (int k0 = 0; k0 < Kp; k0 += kGemmKc) {
-      const int kc = std::min(kGemmKc, Kp - k0);
-      const bool last = k0 + kc == Kp;
-      const int flags = k0 > 0 ? kGemmAccumulate : 0;
-      const Activation chunk_act = last ? act : Activation::none;
-      // Row tile outer: its slice of A stays in L1 while the block's strips stream from L2.
-      for (int i = m0; i < m1; i += mr) {
-        for (int p = p0; p < p1; ++p) {
-          kt.gemm_micro(kc, a + static_cast<size_t>(i) * Kp + k0, Kp,
-                        packed + strip_offset(Kp, panels, nr, k0, p),
-                        C + static_cast<size_t>(i) * ldc + p * nr, ldc, std::min(mr, m1 - i),
-                        std::min(nr, N - p * nr), flags, (last && bias) ? bias + p * nr : nullptr,
-                        chunk_act);
-        }
+  for (int k0 = 0; k0 < Kp; k0 += kGemmKc) {
+    const int kc = std::min(kGemmKc, Kp - k0);
+    const bool last = k0 + kc == Kp;
+    const int flags = k0 > 0 ? kGemmAccumulate : 0;
+    const Activation chunk_act = last ? act : Activation::none;
+    // Row tile outer: its slice of A stays in L1 while the block's strips stream from L2.
+    for (int i = b.m0; i < b.m1; i += mr) {
+      for (int p = b.p0; p < b.p1; ++p) {
+        const int col = (p - b.p0) * nr;
+        kt.gemm_micro(kc, a.rows + static_cast<size_t>(i) * Kp + k0, Kp,
+                      packed + strip_offset(Kp, panels, nr, k0, p),
+                      C + static_cast<size_t>(i - b.m0) * ldc + col, ldc, std::min(mr, b.m1 - i),
+                      std::min(nr, N - p * nr), flags, (last && bias) ? bias + col : nullptr,
+                      chunk_act);
       }
     }
+  }
+}
+
+void linear_bf16(const Bf16Kernels& kt, const PackedLinearBf16& w, int M, const float* A, int lda,
+                 float* C, int ldc, bool with_bias, Activation act, AlignedBuffer& scratch) {
+  const Bf16Rows a = convert_rows_bf16(kt, w, M, A, lda, scratch);
+  const int nr = kt.nr;
+  const float* bias = with_bias ? w.bias.data() : nullptr;
+  for_each_gemm_block(M, ceil_div(w.out_features, nr), kt.mr, nr, [&](const GemmBlock& b) {
+    gemm_bf16_block(kt, w, a, b, C + static_cast<size_t>(b.m0) * ldc + b.p0 * nr, ldc,
+                    bias ? bias + b.p0 * nr : nullptr, act);
   });
 }
 
@@ -341,11 +355,11 @@ void PackedLinearInt8::unpack_weight(int8_t* weight, float* channel_scales) cons
   }
 }
 
-void linear_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M, const float* A, int lda,
-                 float* C, int ldc, bool with_bias, Activation act, AlignedBuffer& scratch) {
+Int8Rows quantize_rows_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M, const float* A,
+                            int lda, AlignedBuffer& scratch) {
   if (w.nr != kt.nr || w.kgroup != kt.kgroup)
     throw std::invalid_argument("weights packed for another int8 kernel table");
-  const int K = w.in_features, Kp = w.k_padded, N = w.out_features, nr = kt.nr, mr = kt.mr;
+  const int K = w.in_features, Kp = w.k_padded;
   const size_t row_bytes = static_cast<size_t>(Kp) * kt.a_bytes;
   // The row scales (M floats) and zero points (M int32) first, then the quantized rows from a
   // 64-byte boundary.
@@ -365,23 +379,36 @@ void linear_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M, const 
     }
     a_scale[i] = kt.quantize_row(row, K, Kp, a + i * row_bytes, a_zero + i);
   });
-  const int panels = ceil_div(N, nr);
+  return {a, row_bytes, a_scale, a_zero};
+}
+
+void gemm_int8_block(const Int8Kernels& kt, const PackedLinearInt8& w, const Int8Rows& a,
+                     const GemmBlock& b, float* C, int ldc, const float* bias, Activation act) {
+  const int Kp = w.k_padded, N = w.out_features, nr = kt.nr, mr = kt.mr;
   const size_t panel_bytes = static_cast<size_t>(Kp) * nr;
   const int8_t* packed = as<int8_t>(w.panels);
   const int32_t* comp = as<int32_t>(w.compensation);
-  const float* bias = with_bias ? w.bias.data() : nullptr;
+  const int lda = static_cast<int>(a.row_bytes);
   // Row tile outer: its quantized rows stay in L1 while the block's panels stream from L2.
-  for_each_gemm_block(M, panels, mr, nr, [&](const GemmBlock& b) {
-    const int m0 = b.m0, m1 = b.m1, p0 = b.p0, p1 = b.p1;
-    for (int i = m0; i < m1; i += mr) {
-      for (int p = p0; p < p1; ++p) {
-        const int n = std::min(nr, N - p * nr);
-        kt.gemm_micro(Kp, a + i * row_bytes, static_cast<int>(row_bytes), packed + p * panel_bytes,
-                      comp + p * nr, a_scale + i, a_zero + i, w.scales.data() + p * nr,
-                      bias ? bias + p * nr : nullptr, C + static_cast<size_t>(i) * ldc + p * nr,
-                      ldc, std::min(mr, m1 - i), n, act);
-      }
+  for (int i = b.m0; i < b.m1; i += mr) {
+    for (int p = b.p0; p < b.p1; ++p) {
+      const int col = (p - b.p0) * nr;
+      kt.gemm_micro(Kp, a.rows + i * a.row_bytes, lda, packed + p * panel_bytes, comp + p * nr,
+                    a.scale + i, a.zero + i, w.scales.data() + p * nr, bias ? bias + col : nullptr,
+                    C + static_cast<size_t>(i - b.m0) * ldc + col, ldc, std::min(mr, b.m1 - i),
+                    std::min(nr, N - p * nr), act);
     }
+  }
+}
+
+void linear_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M, const float* A, int lda,
+                 float* C, int ldc, bool with_bias, Activation act, AlignedBuffer& scratch) {
+  const Int8Rows a = quantize_rows_int8(kt, w, M, A, lda, scratch);
+  const int nr = kt.nr;
+  const float* bias = with_bias ? w.bias.data() : nullptr;
+  for_each_gemm_block(M, ceil_div(w.out_features, nr), kt.mr, nr, [&](const GemmBlock& b) {
+    gemm_int8_block(kt, w, a, b, C + static_cast<size_t>(b.m0) * ldc + b.p0 * nr, ldc,
+                    bias ? bias + b.p0 * nr : nullptr, act);
   });
 }
 

@@ -107,14 +107,37 @@ struct PackedLinearInt8 {
   void unpack_weight(int8_t* weight, float* scales) const;
 };
 
-// C = act(A * W^T + bias) (bias only if with_bias), split into (row block x column block) tasks
-// over the thread pool like gemm(). A is converted to bf16 first, into `scratch` (grown as needed;
-// reuse it across calls to avoid reallocating).
+// A's rows as one table's kernels read them: rounded to bf16 (Bf16Rows) or quantized per row
+// (Int8Rows), made once by convert_rows_bf16 / quantize_rows_int8 (threaded, into `scratch`, which
+// is grown as needed: reuse it across calls) for any number of products over parts of them.
+struct Bf16Rows {
+  const bf16* rows;  // M rows of k_padded values
+  int k_padded;
+};
+struct Int8Rows {
+  const uint8_t* rows;   // M rows of row_bytes
+  size_t row_bytes;
+  const float* scale;    // per row
+  const int32_t* zero;   // per row
+};
+
+Bf16Rows convert_rows_bf16(const Bf16Kernels& kt, const PackedLinearBf16& w, int M, const float* A,
+                           int lda, AlignedBuffer& scratch);
+Int8Rows quantize_rows_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M, const float* A,
+                            int lda, AlignedBuffer& scratch);
+
+// One block of C = act(A * W^T + bias), on the calling thread: rows [b.m0, b.m1) of the prepared
+// A times panels [b.p0, b.p1) of W. C points at the block's first element (row b.m0, column
+// b.p0 * nr), bias (padded, or null for none) at column b.p0 * nr, as in gemm_serial().
+void gemm_bf16_block(const Bf16Kernels& kt, const PackedLinearBf16& w, const Bf16Rows& a,
+                     const GemmBlock& b, float* C, int ldc, const float* bias, Activation act);
+void gemm_int8_block(const Int8Kernels& kt, const PackedLinearInt8& w, const Int8Rows& a,
+                     const GemmBlock& b, float* C, int ldc, const float* bias, Activation act);
+
+// C = act(A * W^T + bias) (bias only if with_bias): the rows prepared as above, then split into
+// gemm_blocks() tasks over the thread pool like gemm().
 void linear_bf16(const Bf16Kernels& kt, const PackedLinearBf16& w, int M, const float* A, int lda,
                  float* C, int ldc, bool with_bias, Activation act, AlignedBuffer& scratch);
-
-// The same with int8 weights; A is quantized per row first (scales, zero points and rows), into
-// `scratch`.
 void linear_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M, const float* A, int lda,
                  float* C, int ldc, bool with_bias, Activation act, AlignedBuffer& scratch);
 
