@@ -176,6 +176,7 @@ cdef cppclass Workspace:
     size_t nfd_head
     int32_t last_src             # src of the last NFD input character accounted for
     Sequence batch_tokens        # the tokens of the batch items this thread encoded
+    vector[int64_t] row_ids, row_types, row_mask  # encode_one's row
     char cache_line_gap[128]     # each thread's buffers' bookkeeping on its own cache lines
 
 
@@ -842,8 +843,10 @@ cdef class _Encoder:
     Built once per Tokenizer by tokenizer.py, which validates everything passed in.
     """
     cdef Core core
-    cdef Workspace single_workspace  # for one-text calls, which hold the GIL throughout
-    cdef vector[int64_t] row_ids, row_types, row_mask  # encode_one's row
+    # Kept from call to call for one-text calls (claim_workspace), so that the most common call
+    # allocates nothing.
+    cdef Workspace own_workspace
+    cdef bint own_workspace_claimed
     cdef tuple id_objects  # the Python int of every id, shared by all output lists
     cdef object result_type
 
@@ -978,22 +981,17 @@ cdef class _Encoder:
         job.views_b = views_b.data() if has_pair else NULL
         job.records_a = records_a.data()
         job.records_b = records_b.data() if has_pair else NULL
+        workspaces.resize(n_threads)
+        for i in range(n_threads):
+            workspaces[i].batch_tokens.ids.reserve(total_chars // (4 * n_threads) + 16)
+            workspaces[i].batch_tokens.offsets.reserve(2 * (total_chars // (4 * n_threads) + 16))
+        ws = workspaces.data()
+        job.workspaces = ws
         if total_chars < CHARS_PER_THREAD:
-            # Little text: on this thread, keeping the GIL, with the tokenizer's own buffers (the GIL
-            # keeps other Python threads off them).
-            ws = &self.single_workspace
-            ws.batch_tokens.ids.clear()
-            ws.batch_tokens.offsets.clear()
-            job.workspaces = ws
+            # Little text: on this thread, keeping the GIL.
             for i in range(n_items):
                 encode_item(&job, i, 0)
         else:
-            workspaces.resize(n_threads)
-            for i in range(n_threads):
-                workspaces[i].batch_tokens.ids.reserve(total_chars // (4 * n_threads) + 16)
-                workspaces[i].batch_tokens.offsets.reserve(2 * (total_chars // (4 * n_threads) + 16))
-            ws = workspaces.data()
-            job.workspaces = ws
             with nogil:
                 bertcpu_parallel_for(n_items, n_threads, 4, encode_item, &job)
 
@@ -1039,14 +1037,13 @@ cdef class _Encoder:
         cdef const Tokens* seq_b = tokens_b.data() if has_pair else NULL
         if as_numpy:
             return self.to_numpy(tokens_a.data(), seq_b, lengths_a, lengths_b, row_lengths, padding != 0, width,
-                                 add_special_tokens, with_offsets, n_threads, ws == &self.single_workspace)
+                                 add_special_tokens, with_offsets, n_threads)
         return self.to_lists(tokens_a.data(), seq_b, lengths_a, lengths_b, row_lengths, padding != 0, width,
                              add_special_tokens, with_offsets, batched)
 
     cdef object to_numpy(self, const Tokens* seq_a, const Tokens* seq_b, vector[Py_ssize_t]& lengths_a,
                          vector[Py_ssize_t]& lengths_b, vector[Py_ssize_t]& row_lengths, bint padded,
-                         Py_ssize_t width, bint add_special, bint with_offsets, int n_threads,
-                         bint in_shared_buffers):
+                         Py_ssize_t width, bint add_special, bint with_offsets, int n_threads):
         cdef Py_ssize_t n_items = row_lengths.size(), i
         # Rows longer than the padding target keep their length (as in tokenizers), so the batch is
         # rectangular only if they all end up equally long.
@@ -1076,9 +1073,7 @@ cdef class _Encoder:
         job.mask = <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>mask)
         job.offsets = <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>offsets) if with_offsets else NULL
         cdef int threads = n_threads if n_items * width >= 1 << 16 else 1
-        if in_shared_buffers:
-            # The tokens are in the tokenizer's own buffers, which only the GIL keeps other
-            # threads' calls off: keep it (such batches are small).
+        if threads == 1:  # a small batch: releasing the GIL would cost more than it lets run
             bertcpu_parallel_for(n_items, 1, 16, fill_item, &job)
         else:
             with nogil:
@@ -1125,37 +1120,66 @@ cdef class _Encoder:
     def encode_one(self, text):
         """input_ids, token_type_ids and attention_mask lists of one text (a str) with the special
         tokens and nothing else asked for: the most common call, kept short."""
-        cdef Tokens tokens = self.encode_alone(text)
-        cdef Py_ssize_t width = tokens.count + self.core.n_special_single
-        if <Py_ssize_t>self.row_ids.size() < width:
-            self.row_ids.resize(width)
-            self.row_types.resize(width)
-            self.row_mask.resize(width)
-        fill_row(&self.core, &tokens, tokens.count, NULL, 0, False, True, width,
-                 self.row_ids.data(), self.row_types.data(), self.row_mask.data(), NULL)
-        result = self.result_type()
-        result["input_ids"] = id_list(self.id_objects, self.row_ids.data(), width)
-        result["token_type_ids"] = int_list(self.row_types.data(), width)
-        result["attention_mask"] = int_list(self.row_mask.data(), width)
-        return result
+        cdef vector[Workspace] spare
+        cdef Workspace* ws = self.claim_workspace(spare)
+        cdef Tokens tokens
+        cdef Py_ssize_t width
+        try:
+            tokens = self.encode_alone(text, ws)
+            width = tokens.count + self.core.n_special_single
+            if <Py_ssize_t>ws.row_ids.size() < width:
+                ws.row_ids.resize(width)
+                ws.row_types.resize(width)
+                ws.row_mask.resize(width)
+            fill_row(&self.core, &tokens, tokens.count, NULL, 0, False, True, width,
+                     ws.row_ids.data(), ws.row_types.data(), ws.row_mask.data(), NULL)
+            result = self.result_type()
+            result["input_ids"] = id_list(self.id_objects, ws.row_ids.data(), width)
+            result["token_type_ids"] = int_list(ws.row_types.data(), width)
+            result["attention_mask"] = int_list(ws.row_mask.data(), width)
+            return result
+        finally:
+            self.release_workspace(ws)
 
     def tokens_with_offsets(self, str text):
         """(ids, offsets) of text's tokens, no special tokens added: tokenize() and word-level use."""
-        cdef Tokens tokens = self.encode_alone(text)
-        ids = [tokens.ids[i] for i in range(tokens.count)]
-        offsets = [(tokens.offsets[2 * i], tokens.offsets[2 * i + 1]) for i in range(tokens.count)]
-        return ids, offsets
+        cdef vector[Workspace] spare
+        cdef Workspace* ws = self.claim_workspace(spare)
+        cdef Tokens tokens
+        try:
+            tokens = self.encode_alone(text, ws)
+            ids = [tokens.ids[i] for i in range(tokens.count)]
+            offsets = [(tokens.offsets[2 * i], tokens.offsets[2 * i + 1]) for i in range(tokens.count)]
+            return ids, offsets
+        finally:
+            self.release_workspace(ws)
 
-    cdef Tokens encode_alone(self, text) except *:
-        """The tokens of one text, in the tokenizer's own buffers (the GIL is held throughout)."""
+    cdef Workspace* claim_workspace(self, vector[Workspace]& spare):
+        """The tokenizer's own workspace, or one in `spare` while another call holds it. Holding
+        the GIL does not keep other calls off a workspace: a garbage collection, which any
+        allocation can start while a call builds its Python results, runs finalizers, whose
+        bytecode can hand the GIL to another thread (and the finalizer can call the tokenizer
+        itself). Give it back with release_workspace()."""
+        if self.own_workspace_claimed:
+            spare.resize(1)
+            return spare.data()
+        self.own_workspace_claimed = True
+        return &self.own_workspace
+
+    cdef void release_workspace(self, Workspace* ws):
+        if ws == &self.own_workspace:
+            self.own_workspace_claimed = False
+
+    cdef Tokens encode_alone(self, text, Workspace* ws) except *:
+        """The tokens of one text, in ws.batch_tokens."""
         cdef TextView view
         set_view(&view, text)
         if view.length > MAX_TEXT_CHARS:
             raise ValueError(f"the text holds {view.length} characters; one call takes at most {MAX_TEXT_CHARS}")
-        cdef Sequence* out = &self.single_workspace.batch_tokens
+        cdef Sequence* out = &ws.batch_tokens
         out.ids.clear()
         out.offsets.clear()
-        encode_text(&self.core, &view, &self.single_workspace, out)
+        encode_text(&self.core, &view, ws, out)
         if out.error == ERR_SURROGATE:
             raise_surrogate("text", text, 0, out.error_position)
         cdef Tokens tokens
@@ -1170,11 +1194,15 @@ cdef class _Encoder:
         set_view(&view, text)
         if view.length > MAX_TEXT_CHARS:
             raise ValueError(f"the text holds {view.length} characters; one call takes at most {MAX_TEXT_CHARS}")
-        cdef Workspace* ws = &self.single_workspace
-        if normalize_range(&self.core, &view, 0, view.length, ws, &ws.batch_tokens) < 0:
-            raise_surrogate("text", text, 0, ws.batch_tokens.error_position)
-        normalized = "".join([chr(ws.norm_cp[i]) for i in range(ws.norm_cp.size())])
-        return normalized, [ws.norm_src[i] for i in range(ws.norm_src.size())]
+        cdef vector[Workspace] spare
+        cdef Workspace* ws = self.claim_workspace(spare)
+        try:
+            if normalize_range(&self.core, &view, 0, view.length, ws, &ws.batch_tokens) < 0:
+                raise_surrogate("text", text, 0, ws.batch_tokens.error_position)
+            normalized = "".join([chr(ws.norm_cp[i]) for i in range(ws.norm_cp.size())])
+            return normalized, [ws.norm_src[i] for i in range(ws.norm_src.size())]
+        finally:
+            self.release_workspace(ws)
 
 
 cdef inline Tokens tokens_of(const Workspace* workspaces, const ItemRecord* record) noexcept nogil:
