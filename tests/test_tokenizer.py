@@ -729,10 +729,20 @@ def test_pickle_round_trip(chinese_vocab, tmp_path):
         assert copy.tokenize(text) == original.tokenize(text)
 
 
-def test_concurrent_python_threads(uncased):
-    """One tokenizer used from several Python threads at once: big batches release the GIL, small
-    calls share the tokenizer's buffers under it; every result must be what a lone call gives."""
+def run_threads(targets):
+    """Runs each callable on its own thread, all at once, and waits for them."""
     import threading
+
+    threads = [threading.Thread(target=target) for target in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def test_concurrent_python_threads(uncased):
+    """One tokenizer used from several Python threads at once: big batches release the GIL, single
+    texts take turns on the tokenizer's own buffers; every result must be what a lone call gives."""
 
     big = [text for text in CORPUS if text] * 60
     expected_big = uncased(big, padding=True, return_tensors="np", return_offsets_mapping=True)
@@ -747,11 +757,7 @@ def test_concurrent_python_threads(uncased):
             if [uncased(text) for text in CORPUS] != expected_single:
                 failures.append("single")
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_threads([work] * 4)
     assert not failures
 
 
@@ -762,7 +768,6 @@ def test_threads_switched_by_finalizers_in_the_middle_of_a_call(uncased):
     call in 700 of this test came back with another text's ids, silently.)"""
     import gc
     import sys
-    import threading
     import time
 
     texts = ["The quick brown fox jumps over the lazy dog, twice.", "Other words!",
@@ -792,11 +797,7 @@ def test_threads_switched_by_finalizers_in_the_middle_of_a_call(uncased):
     sys.setswitchinterval(1e-6)
     gc.set_threshold(5)
     try:
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        run_threads([lambda first=i: work(first) for i in range(4)])
     finally:
         sys.setswitchinterval(interval)
         gc.set_threshold(*threshold)
@@ -804,9 +805,9 @@ def test_threads_switched_by_finalizers_in_the_middle_of_a_call(uncased):
 
 
 def test_small_numpy_batches_beside_single_texts(uncased):
-    """A small batch is encoded into the tokenizer's own buffers, which single-text calls from other
-    threads reuse: its numpy rows must be written before any other thread can get at them. (Before
-    the fix, about one call in five of this test came back with another text's ids.)"""
+    """Small batches (encoded on the calling thread, holding the GIL) beside single-text calls on
+    other threads: no call may see another's tokens. (When small batches shared the single-text
+    buffers, about one call in five of this test came back with another text's ids.)"""
     import sys
     import threading
 
@@ -834,12 +835,7 @@ def test_small_numpy_batches_beside_single_texts(uncased):
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # hand the GIL over as often as possible
     try:
-        threads = [threading.Thread(target=batches)] + [threading.Thread(target=single_texts)
-                                                        for _ in range(3)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        run_threads([batches] + [single_texts] * 3)
     finally:
         sys.setswitchinterval(interval)
     assert not failures, f"{len(failures)} of 1500 batches differ"
