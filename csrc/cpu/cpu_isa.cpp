@@ -1,5 +1,6 @@
 #include "cpu/cpu_isa.h"
 
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
@@ -24,15 +25,15 @@ unsigned long long read_xcr0() {
   return (static_cast<unsigned long long>(edx) << 32) | eax;
 }
 
-// Asks Linux for the AMX tile data state (XFEATURE_XTILEDATA, 18), which it grants a process only on
-// request; true if granted. Elsewhere XCR0 alone says whether the OS saves the tile state.
-bool request_amx_permission() {
+// Asks Linux for the AMX tile data state (XFEATURE_XTILEDATA, 18), which it grants a process only
+// on request: 0 if granted, else errno. Elsewhere XCR0 alone says whether the OS saves the state.
+int request_amx_permission() {
 #if defined(__linux__)
   constexpr int kArchReqXcompPerm = 0x1023;
   constexpr int kXfeatureXtiledata = 18;
-  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0 ? 0 : errno;
 #else
-  return true;
+  return 0;
 #endif
 }
 
@@ -91,7 +92,10 @@ CpuFeatures detect() {
     f.amx_bf16 = d & (1u << 22);
     f.amx_tile = d & (1u << 24);
     f.amx_int8 = d & (1u << 25);
-    f.amx_permitted = f.amx_tile && request_amx_permission();
+    if (f.amx_tile) {
+      f.amx_permission_errno = request_amx_permission();
+      f.amx_permitted = f.amx_permission_errno == 0;
+    }
   }
   if (max_subleaf >= 1) {  // leaf 7 subleaf 1 (AVX-VNNI, AVX512_BF16) exists
     __cpuid_count(7, 1, a, b, c, d);

@@ -24,6 +24,7 @@ struct CpuFeatures {
   // Whether this process may use the tile data: Linux grants it on request only
   // (arch_prctl(ARCH_REQ_XCOMP_PERM), asked once at detection); other OSes by XCR0 alone.
   bool amx_permitted = false;
+  int amx_permission_errno = 0;  // why Linux refused it
   // aarch64: Advanced SIMD, SDOT/UDOT (FEAT_DotProd), SMMLA/USMMLA (FEAT_I8MM), BFMMLA/BFDOT
   // (FEAT_BF16).
   bool neon = false, dotprod = false, i8mm = false, bf16 = false;

@@ -269,8 +269,9 @@ const AmxSelection& amx_selection() {
     const CpuFeatures& f = cpu_features();
     if (!runs_base(Isa::amx)) {
       if (f.amx_tile && f.amx_bf16 && f.amx_int8 && !f.amx_permitted)
-        out.warning = "the OS did not grant this process the AMX tile state (Linux: "
-                      "arch_prctl(ARCH_REQ_XCOMP_PERM) failed); the amx path is off";
+        out.warning = std::string("the OS did not grant this process the AMX tile state (Linux "
+                                  "arch_prctl(ARCH_REQ_XCOMP_PERM): ") +
+                      std::strerror(f.amx_permission_errno) + "); the amx path is off";
       return out;
     }
     const AmxTestHook hook = amx_test_hook();
