@@ -11,9 +11,9 @@ namespace {
 // row[0, n) = act(float(acc - a_zero * colsum) * a_scale * w_scale + bias) over NV vectors of 16
 // int32 sums, left to right without FMA: Int8Kernels::gemm_micro's formula.
 template <int NV>
-inline void finish_int8_row_avx512(const int32_t* acc, const int32_t* colsum, float a_scale,
-                                   int32_t a_zero, const float* w_scale, const float* bias,
-                                   float* row, int n, Activation act) {
+__attribute__((always_inline)) inline void finish_int8_row_avx512(
+    const int32_t* acc, const int32_t* colsum, float a_scale, int32_t a_zero, const float* w_scale,
+    const float* bias, float* row, int n, Activation act) {
   const __m512 sa = _mm512_set1_ps(a_scale);
   const __m512i zp = _mm512_set1_epi32(a_zero);
   VecAvx512 r[NV];
