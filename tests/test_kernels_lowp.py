@@ -37,38 +37,50 @@ def to_bf16(a):
     return (rounded.astype(np.uint32) << 16).view(np.float32)
 
 
-def bf16_same_math(x, w, b, even_first=False):
+def bf16_same_math(x, w, b, tiles=False):
     """The bf16 kernels' sum before the activation: per K chunk, per pair, the odd product added
-    first (vdpbf16ps; even_first: the even one, as tdpbf16ps), in float32; chunks added into C,
-    then the bias."""
+    first (vdpbf16ps), in float32; chunks added into C, then the bias. tiles: per 32 K values
+    (one tdpbf16ps) the even and the odd products in two sums from zero, then their sum added."""
     xb, wb = to_bf16(x), to_bf16(w)
-    if x.shape[1] % 2:
-        xb = np.pad(xb, ((0, 0), (0, 1)))
-        wb = np.pad(wb, ((0, 0), (0, 1)))
+    group = 32 if tiles else 2
+    pad = -x.shape[1] % group
+    xb = np.pad(xb, ((0, 0), (0, pad)))
+    wb = np.pad(wb, ((0, 0), (0, pad)))
     kp = xb.shape[1]
+
+    def product(k):  # exact in float32
+        return xb[:, k, None] * wb[None, :, k]
+
     c = None
     for k0 in range(0, kp, CHUNK):
         acc = np.zeros((x.shape[0], w.shape[0]), np.float32)
-        for k in range(k0, min(k0 + CHUNK, kp), 2):
-            first, second = (k, k + 1) if even_first else (k + 1, k)
-            acc = acc + xb[:, first, None] * wb[None, :, first]  # exact products
-            acc = acc + xb[:, second, None] * wb[None, :, second]
+        for k in range(k0, min(k0 + CHUNK, kp), group):
+            if tiles:
+                even = np.zeros_like(acc)
+                odd = np.zeros_like(acc)
+                for j in range(k, k + group, 2):
+                    even = even + product(j)
+                    odd = odd + product(j + 1)
+                acc = acc + (even + odd)
+            else:
+                acc = acc + product(k + 1)
+                acc = acc + product(k)
         c = acc if c is None else c + acc
     return c if b is None else c + b
 
 
-# The tile model sums each pair even product first, as Intel documents tdpbf16ps
-# (lowp_amx_model.cpp): bit for bit that order.
-EVEN_FIRST_BF16 = {"amx_model"}
+# The tile model sums in tdpbf16ps's order as Intel documents it (lowp_amx_model.cpp): bit for bit
+# that order.
+TILE_ORDER_BF16 = {"amx_model"}
 # Paths whose bf16 instruction sums in its own rounding: aarch64 BFMMLA, four products at a time
-# (round-to-odd without FEAT_EBF16), and the real tdpbf16ps, whose rounding inside a pair this
-# project has not measured on hardware. Their sums are held to the pair-order result within
-# float32 summation error instead of bit for bit.
+# (round-to-odd without FEAT_EBF16), and the real tdpbf16ps, whose summation this project has
+# not yet checked on hardware against Intel's description. Their sums are held to the pair-order
+# result within float32 summation error instead of bit for bit.
 OWN_ROUNDING_BF16 = {"i8mm", "amx"}
 
 
 def assert_bf16_same_math(isa, out, x, w, b):
-    expected = bf16_same_math(x, w, b, even_first=isa in EVEN_FIRST_BF16)
+    expected = bf16_same_math(x, w, b, tiles=isa in TILE_ORDER_BF16)
     if isa not in OWN_ROUNDING_BF16:
         np.testing.assert_array_equal(out, expected)
         return

@@ -3,19 +3,20 @@
 // generic kernels everywhere (tests/test_kernels_lowp.py, tables "amx_model"), and the amx path's
 // selection can be exercised without AMX (BERTCPU_TEST_AMX_MODEL, cpu_isa.h).
 //
-// What the model assumes, after Intel's pseudocode (Intel Architecture Instruction Set Extensions
-// Programming Reference, AMX chapter):
+// What the model assumes, after Intel's pseudocode (Intel 64 and IA-32 Architectures Software
+// Developer's Manual, Vol. 2B, TDPBF16PS, TDPBUSD, LDTILECFG, TILELOADD, TILESTORED):
 // - ldtilecfg: palette 1 (8 tiles, at most 16 rows x 64 bytes), start_row 0, reserved bytes zero;
 //   it zeroes every tile. tilerelease returns to the initial state (no configuration). Using a tile
 //   without a configuration, a tile of 0 rows, or operands whose shapes do not fit each other
 //   faults (#UD on the hardware): the model reports it and raises SIGILL, like the CPU would.
 // - tileloadd / tilestored: rows x colsb bytes, row r at base + r * stride; a load zeroes the rest
 //   of the tile.
-// - tdpbf16ps C, A, B: for each row m, then each pair k of A's row, then each column n:
-//   C[m][n] += A[m][2k] * B[k][2n], then C[m][n] += A[m][2k+1] * B[k][2n+1], each addition rounded
-//   to nearest even in fp32 (the product of two bf16 is exact); MXCSR is not used: denormal inputs
-//   count as zero and denormal results become zero. So each pair is summed even element first,
-//   the opposite of vdpbf16ps (Bf16Kernels::gemm_micro), which the tests take into account.
+// - tdpbf16ps C, A, B: for each row m and column n, two fp32 sums start at zero, even and odd;
+//   for each pair k of A's row (16 with 64-byte rows), even = fma(A[m][2k], B[k][2n], even) and
+//   odd = fma(A[m][2k+1], B[k][2n+1], odd); then C[m][n] = C[m][n] + (even + odd). Every
+//   operation rounds to nearest even in fp32; MXCSR is not used: denormal inputs count as zero and
+//   denormal results become zero. Not vdpbf16ps's order (Bf16Kernels::gemm_micro), which the tests
+//   take into account.
 // - tdpbusd C, A, B: C[m][n] += sum over the 4 bytes i of A[m][4k+i] (unsigned) * B[k][4n+i]
 //   (signed), exactly, in wrapping 32-bit arithmetic.
 #include <cmath>
@@ -78,14 +79,15 @@ class TileModel {
     check_product(c, a, b);
     Tile &tc = tile(c), &ta = tile(a), &tb = tile(b);
     for (int m = 0; m < rows(c); ++m) {
+      float even[amx::kTileRowBytes / 4] = {}, odd[amx::kTileRowBytes / 4] = {};
       for (int k = 0; k < colsb(a) / 4; ++k) {
         for (int n = 0; n < colsb(c) / 4; ++n) {
-          float acc = get<float>(tc, m, n);
-          acc = ftz(daz(acc) + bf16_product(get<bf16>(ta, m, 2 * k), get<bf16>(tb, k, 2 * n)));
-          acc = ftz(acc + bf16_product(get<bf16>(ta, m, 2 * k + 1), get<bf16>(tb, k, 2 * n + 1)));
-          set(tc, m, n, acc);
+          even[n] = bf16_fma(get<bf16>(ta, m, 2 * k), get<bf16>(tb, k, 2 * n), even[n]);
+          odd[n] = bf16_fma(get<bf16>(ta, m, 2 * k + 1), get<bf16>(tb, k, 2 * n + 1), odd[n]);
         }
       }
+      for (int n = 0; n < colsb(c) / 4; ++n)
+        set(tc, m, n, ftz(daz(get<float>(tc, m, n)) + ftz(even[n] + odd[n])));
     }
   }
 
@@ -170,8 +172,8 @@ class TileModel {
   }
   static float ftz(float x) { return daz(x); }
 
-  static float bf16_product(bf16 a, bf16 b) {
-    return daz(bf16_value(a)) * daz(bf16_value(b));  // exact: 8 x 8 significant bits
+  static float bf16_fma(bf16 a, bf16 b, float acc) {
+    return ftz(std::fma(daz(bf16_value(a)), daz(bf16_value(b)), daz(acc)));
   }
 
   static float bf16_value(bf16 x) {

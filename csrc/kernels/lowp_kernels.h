@@ -51,7 +51,8 @@ struct Bf16Kernels {
 
   // K is zero-padded to a multiple of this (a multiple of kgroup; 0 means kgroup): AMX multiplies
   // 32 K values per instruction. kGemmKc is a multiple of it, so every kc is too. The AMX tables
-  // sum each pair in the order of TDPBF16PS, B[k] * A[k] first (lowp_amx.h).
+  // sum in TDPBF16PS's order, not the pair order above: per 32 K values, the even and the odd
+  // products in two sums from zero, then their sum added (lowp_amx_model.cpp).
   int k_align = 0;
 
   // When set, called on a thread before a run of gemm_micro calls and after it (AMX: loads the
