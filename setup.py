@@ -1,10 +1,11 @@
 """Builds bertcpu's two extensions: the C++ engine (bertcpu._core) and the Cython tokenizer
 (bertcpu._wordpiece).
 
-Kernel sources named *_avx2.cpp / *_avx512.cpp (x86-64) or *_neon.cpp / *_dotprod.cpp / *_i8mm.cpp /
-*_bf16.cpp (aarch64) are compiled with that ISA's flags and nothing else is: the extension runs on
-any x86-64 or aarch64 and picks its kernels at run time from CPUID or the OS (csrc/cpu/). The other
-architecture's files are left out; elsewhere only the generic kernels are built.
+Kernel sources named *_avx2.cpp / *_avx512.cpp / *_amx.cpp and the like (x86-64) or *_neon.cpp /
+*_dotprod.cpp / *_i8mm.cpp / *_bf16.cpp (aarch64) are compiled with that ISA's flags and nothing
+else is: the extension runs on any x86-64 or aarch64 and picks its kernels at run time from CPUID
+or the OS (csrc/cpu/). The other architecture's files are left out; elsewhere only the generic
+kernels are built.
 """
 import glob
 import os
@@ -37,6 +38,10 @@ X86_ISA_FLAGS = {
     "_avxvnni.cpp": ["-mavx2", "-mfma", "-mf16c", "-mavxvnni"],
     "_avx512vnni.cpp": ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512vnni",
                         "-mfma", "-mf16c", "-Wno-uninitialized", "-Wno-maybe-uninitialized"],
+    # AMX tiles, with the AVX-512 (BF16, VNNI) epilogues and row formats every AMX CPU has.
+    "_amx.cpp": ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512bf16",
+                 "-mavx512vnni", "-mfma", "-mf16c", "-mamx-tile", "-mamx-bf16", "-mamx-int8",
+                 "-Wno-uninitialized", "-Wno-maybe-uninitialized"],
 }
 # aarch64: Advanced SIMD is in every aarch64 ABI, so the NEON files need no ISA flag; each
 # extension's files get exactly that extension (GCC and clang, Apple's included, spell them the same

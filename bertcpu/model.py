@@ -82,8 +82,8 @@ class BertModel:
 
         num_threads: if given, sets the engine's thread count. The setting is process-wide (see
             bertcpu.set_num_threads): it applies to every model and to the tokenizer.
-        isa: "generic" | "avx2" | "avx512" (aarch64: "neon" | "dotprod" | "i8mm") to run a given
-            kernel path (it must be one of
+        isa: "generic" | "avx2" | "avx512" | "amx" (aarch64: "neon" | "dotprod" | "i8mm") to run
+            a given kernel path (it must be one of
             bertcpu.cpu_info()["available_isas"]); default: the best path this CPU has.
         dtype: what the dense layers (Q/K/V, attention output, feed-forward) compute in:
             "float32" (default; the reference), "bfloat16" (weights rounded to bf16 once,
@@ -231,8 +231,8 @@ class BertModel:
 
     @property
     def isa(self):
-        """The kernel path this model runs: "generic", "avx2", "avx512", "neon", "dotprod" or
-        "i8mm"."""
+        """The kernel path this model runs: "generic", "avx2", "avx512", "amx", "neon", "dotprod"
+        or "i8mm"."""
         return self._encoder.isa
 
     @property
@@ -243,7 +243,8 @@ class BertModel:
     @property
     def kernels(self):
         """The kernel path of the dense products (for a float32 model, isa): e.g. "avx512" for
-        AVX512-BF16 or AVX512-VNNI kernels, "avx2" for the AVX2 int8 kernels."""
+        AVX512-BF16 or AVX512-VNNI kernels, "amx" for AMX tiles, "avx2" for the AVX2 int8
+        kernels."""
         return self._encoder.dense_isa
 
     @property
@@ -305,6 +306,13 @@ def _new_encoder(config, with_pooler, isa, dtype):
                       f"bertcpu.cpu_info()); the model runs in float32", RuntimeWarning,
                       stacklevel=3)
         dtype = "float32"
+    if dtype != "float32":
+        info = _core.cpu_info()
+        cap = isa if isa is not None else info["isa"]
+        # The CPU has AMX, but the OS refused its state or its kernels failed their self-test:
+        # the model runs on the avx512 kernels instead (bertcpu.cpu_info()["amx_warning"]).
+        if info["amx_warning"] and cap in ("avx512", "amx"):
+            warnings.warn(f"AMX is not used: {info['amx_warning']}", RuntimeWarning, stacklevel=3)
     return _core.Encoder(config.to_core_dict(with_pooler=with_pooler), isa, dtype)
 
 

@@ -4,8 +4,10 @@ what the CPU offers.
 Every environment knob bertcpu reads is read here or in csrc/cpu/ (BERTCPU_ISA), and documented in
 README.md:
 - BERTCPU_NUM_THREADS: default thread count (otherwise the CPUs this process may run on).
-- BERTCPU_ISA: generic | avx2 | avx512 (x86-64) or generic | neon | dotprod | i8mm (aarch64), a
-  ceiling on the kernels chosen from CPUID / the OS (read by the core).
+- BERTCPU_ISA: generic | avx2 | avx512 | amx (x86-64) or generic | neon | dotprod | i8mm
+  (aarch64), a ceiling on the kernels chosen from CPUID / the OS (read by the core).
+- BERTCPU_TEST_AMX_MODEL: for tests only: 1 stands the scalar AMX tile model in for the AMX
+  instructions on an AVX-512 CPU, wrong also makes the AMX self-test fail (csrc/cpu/cpu_isa.h).
 """
 import os
 

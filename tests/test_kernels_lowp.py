@@ -6,9 +6,10 @@ which the kernels must match bit for bit before the activation; (b) the float64 
 unrounded inputs, within a bound derived from the rounding / quantization steps.
 
 int8 quantizes weights symmetrically per output channel (int8) and activations asymmetrically per
-row (0..255 with a zero point). The int8 paths are kernel tables: generic, avx2, avxvnni (AVX-VNNI,
+row (0..255 with a zero point). The paths are kernel tables: generic, avx2, avxvnni (AVX-VNNI,
 VEX), avx512vnni_ymm (the avxvnni source with the EVEX instruction: how that kernel is tested on
-AVX-512 CPUs) and avx512.
+AVX-512 CPUs), avx512, amx (AMX tiles) and amx_model (the AMX kernels over a scalar model of the
+tile instructions: how their packing and loops are tested on every CPU).
 """
 import platform
 
@@ -36,33 +37,51 @@ def to_bf16(a):
     return (rounded.astype(np.uint32) << 16).view(np.float32)
 
 
-def bf16_same_math(x, w, b):
+def bf16_same_math(x, w, b, tiles=False):
     """The bf16 kernels' sum before the activation: per K chunk, per pair, the odd product added
-    first, in float32; chunks added into C, then the bias."""
+    first (vdpbf16ps), in float32; chunks added into C, then the bias. tiles: per 32 K values
+    (one tdpbf16ps) the even and the odd products in two sums from zero, then their sum added."""
     xb, wb = to_bf16(x), to_bf16(w)
-    if x.shape[1] % 2:
-        xb = np.pad(xb, ((0, 0), (0, 1)))
-        wb = np.pad(wb, ((0, 0), (0, 1)))
+    group = 32 if tiles else 2
+    pad = -x.shape[1] % group
+    xb = np.pad(xb, ((0, 0), (0, pad)))
+    wb = np.pad(wb, ((0, 0), (0, pad)))
     kp = xb.shape[1]
+
+    def product(k):  # exact in float32
+        return xb[:, k, None] * wb[None, :, k]
+
     c = None
     for k0 in range(0, kp, CHUNK):
         acc = np.zeros((x.shape[0], w.shape[0]), np.float32)
-        for k in range(k0, min(k0 + CHUNK, kp), 2):
-            acc = acc + xb[:, k + 1, None] * wb[None, :, k + 1]  # exact products
-            acc = acc + xb[:, k, None] * wb[None, :, k]
+        for k in range(k0, min(k0 + CHUNK, kp), group):
+            if tiles:
+                even = np.zeros_like(acc)
+                odd = np.zeros_like(acc)
+                for j in range(k, k + group, 2):
+                    even = even + product(j)
+                    odd = odd + product(j + 1)
+                acc = acc + (even + odd)
+            else:
+                acc = acc + product(k + 1)
+                acc = acc + product(k)
         c = acc if c is None else c + acc
     return c if b is None else c + b
 
 
-# Paths whose bf16 instruction sums four products at a time in its own rounding (aarch64 BFMMLA;
-# round-to-odd without FEAT_EBF16), not pair after pair: their sums are held to the pair-order
+# The tile model sums in tdpbf16ps's order as Intel documents it (lowp_amx_model.cpp): bit for bit
+# that order.
+TILE_ORDER_BF16 = {"amx_model"}
+# Paths whose bf16 instruction sums in its own rounding: aarch64 BFMMLA, four products at a time
+# (round-to-odd without FEAT_EBF16), and the real tdpbf16ps, whose summation this project has
+# not yet checked on hardware against Intel's description. Their sums are held to the pair-order
 # result within float32 summation error instead of bit for bit.
-QUAD_SUM_BF16 = {"i8mm"}
+OWN_ROUNDING_BF16 = {"i8mm", "amx"}
 
 
 def assert_bf16_same_math(isa, out, x, w, b):
-    expected = bf16_same_math(x, w, b)
-    if isa not in QUAD_SUM_BF16:
+    expected = bf16_same_math(x, w, b, tiles=isa in TILE_ORDER_BF16)
+    if isa not in OWN_ROUNDING_BF16:
         np.testing.assert_array_equal(out, expected)
         return
     # Each of the two sums rounds at most k + 2 times (1 ulp each for round-to-odd), relative to
@@ -351,11 +370,12 @@ def test_fp32_packed_weight_is_the_fp32_gemm(rng):
 
 
 def test_default_paths_are_the_best_available():
-    order = ["generic", "avx2", "avx512", "neon", "dotprod", "i8mm"]
+    order = ["generic", "avx2", "avx512", "amx", "neon", "dotprod", "i8mm"]
     info = _core.cpu_info()
     cap = order.index(info["isa"])  # the fp32 path (BERTCPU_ISA caps it)
     w = np.ones((2, 2), np.float32)
-    expected = [i for i in LOWP["bf16"] if order.index(i) <= cap][-1]
+    expected = [i for i in info["bfloat16_isas"] if order.index(i) <= cap][-1]
+    assert info["bfloat16_isa"] == info["bfloat16_kernels"] == expected
     assert K.PackedWeight(w, None, "bf16").isa == expected
     # int8: the best table beside the fp32 path; beside avx2, AVX-VNNI when the CPU has it.
     best = info["int8_isa"]
@@ -393,8 +413,8 @@ def test_bad_inputs():
 
 
 def test_unsupported_paths_are_refused():
-    paths = {"bf16": ["avx512", "i8mm"],
-             "int8": ["avx2", "avxvnni", "avx512vnni_ymm", "avx512", "dotprod", "i8mm"]}
+    paths = {"bf16": ["avx512", "amx", "i8mm"],
+             "int8": ["avx2", "avxvnni", "avx512vnni_ymm", "avx512", "amx", "dotprod", "i8mm"]}
     missing = [(p, i) for p, isas in paths.items() for i in isas if i not in LOWP[p]]
     if not missing:
         pytest.skip("this CPU runs every low-precision path")

@@ -64,6 +64,17 @@ class PackedWeight {
       out_ = N;
       return;
     }
+    if (precision == "bf16") {
+      // Like int8: isa names a bf16 kernel table (bf16_kernels(name)) or a path.
+      bf16_ = isa ? &bf16_kernels(*isa) : &bf16_kernels(best_bf16_isa(default_isa()));
+      isa_ = bf16_->name;
+      bf16_w_.init(*bf16_, N, K);
+      bf16_w_.pack_weight(w.data());
+      if (bias) bf16_w_.set_bias(bias->data());
+      in_ = K;
+      out_ = N;
+      return;
+    }
     const Isa cap = isa ? parse_isa(*isa) : default_isa();
     if (precision == "fp32") {
       fp32_ = &kernel_table(cap);
@@ -71,12 +82,6 @@ class PackedWeight {
       fp32_w_.init(fp32_->nr, N, K);
       fp32_w_.pack_weight(w.data());
       if (bias) fp32_w_.set_bias(bias->data());
-    } else if (precision == "bf16") {
-      bf16_ = &bf16_kernels(isa ? cap : best_bf16_isa(cap));
-      isa_ = isa_name(bf16_->isa);
-      bf16_w_.init(*bf16_, N, K);
-      bf16_w_.pack_weight(w.data());
-      if (bias) bf16_w_.set_bias(bias->data());
     } else {
       throw std::invalid_argument("unknown precision '" + precision +
                                   "': expected fp32, bf16 or int8");
@@ -139,7 +144,7 @@ class PackedWeight {
   std::string precision_;
   bool with_bias_;
   int in_ = 0, out_ = 0;
-  std::string isa_;  // the fp32 / bf16 path, or the int8 kernel table's name
+  std::string isa_;  // the fp32 path, or the bf16 / int8 kernel table's name
   const KernelTable* fp32_ = nullptr;
   const Bf16Kernels* bf16_ = nullptr;
   const Int8Kernels* int8_ = nullptr;
@@ -150,12 +155,6 @@ class PackedWeight {
   std::mutex mutex_;
 };
 
-py::list isa_names(const std::vector<Isa>& isas) {
-  py::list out;
-  for (Isa isa : isas) out.append(isa_name(isa));
-  return out;
-}
-
 }  // namespace
 
 void bind_kernels(py::module_& m) {
@@ -163,16 +162,31 @@ void bind_kernels(py::module_& m) {
       "lowp_isas",
       [] {
         py::dict out;
-        out["bf16"] = isa_names(bf16_isas());
-        py::list int8;
-        for (const std::string& name : int8_kernel_names()) int8.append(name);
-        out["int8"] = int8;
+        out["bf16"] = bf16_kernel_names();
+        out["int8"] = int8_kernel_names();
         return out;
       },
-      "The bf16 and int8 kernels this CPU can run, lowest first. bf16: generic, avx512 "
-      "(AVX512_BF16). int8 (kernel table names): generic; avx2 (vpmaddwd); "
-      "avxvnni (AVX-VNNI, ymm); avx512vnni_ymm (the avxvnni kernel EVEX-encoded, for tests); "
-      "avx512 (AVX512_VNNI, zmm).");
+      "The bf16 and int8 kernel tables this CPU can run, by name, lowest first. bf16: generic, "
+      "amx_model (the AMX kernels over a scalar model of the tile instructions: every CPU), "
+      "avx512 (AVX512_BF16), amx (AMX-BF16), i8mm (BFMMLA). int8: generic, amx_model, avx2 "
+      "(vpmaddwd), avxvnni (AVX-VNNI, ymm), avx512vnni_ymm (the avxvnni kernel EVEX-encoded, "
+      "for tests), avx512 (AVX512_VNNI, zmm), amx (AMX-INT8), dotprod, i8mm.");
+
+  m.def(
+      "self_test",
+      [](const std::string& name) {
+        py::gil_scoped_release release;
+#if defined(BERTCPU_X86)
+        // The real AMX tables even where the CPU or OS refuses them: then the self-test meets the
+        // illegal instruction, which it must survive.
+        if (name == "amx") return lowp_self_test(amx_bf16_kernels(), amx_int8_kernels());
+#endif
+        return lowp_self_test(bf16_kernels(name), int8_kernels(name));
+      },
+      py::arg("name"),
+      "The known-answer self-test of the bf16 and int8 tables called `name` (the one the amx "
+      "path runs at first use): '' if they pass, else what failed. 'amx' runs the real AMX "
+      "instructions whether or not this CPU has them (a SIGILL is caught and reported).");
 
   py::class_<PackedWeight>(m, "PackedWeight",
                            "A weight [N, K] packed once for one precision and kernel path.")

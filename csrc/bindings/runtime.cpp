@@ -49,7 +49,12 @@ void bind_runtime(py::module_& m) {
     info["int8_isas"] = names(int8_isas());
     info["bfloat16_isa"] = isa_name(best_bf16_isa(isa));
     info["int8_isa"] = isa_name(best_int8_isa(isa));
+    info["bfloat16_kernels"] = bf16_kernels(best_bf16_isa(isa)).name;
     info["int8_kernels"] = int8_kernels(best_int8_isa(isa)).name;  // e.g. avxvnni beside avx2
+    // AMX: whether the amx path's tile kernels run (CPU, OS and self-test), and if the CPU has AMX
+    // but they do not, why.
+    info["amx_usable"] = amx_selection().bf16 != nullptr;
+    info["amx_warning"] = amx_selection().warning;
     info["num_threads"] = get_num_threads();
     return info;
   }, "What the CPU offers and which kernel path runs (raises ValueError for a bad BERTCPU_ISA).");

@@ -1,11 +1,16 @@
 #include "cpu/cpu_isa.h"
 
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 
 #if defined(BERTCPU_X86)
 #include <cpuid.h>
+#endif
+#if defined(BERTCPU_X86) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
 #endif
 
 namespace bertcpu {
@@ -18,6 +23,18 @@ unsigned long long read_xcr0() {
   unsigned eax, edx;
   __asm__ volatile(".byte 0x0f, 0x01, 0xd0" : "=a"(eax), "=d"(edx) : "c"(0));
   return (static_cast<unsigned long long>(edx) << 32) | eax;
+}
+
+// Asks Linux for the AMX tile data state (XFEATURE_XTILEDATA, 18), which it grants a process only
+// on request: 0 if granted, else errno. Elsewhere XCR0 alone says whether the OS saves the state.
+int request_amx_permission() {
+#if defined(__linux__)
+  constexpr int kArchReqXcompPerm = 0x1023;
+  constexpr int kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0 ? 0 : errno;
+#else
+  return 0;
+#endif
 }
 
 CpuFeatures detect() {
@@ -75,6 +92,10 @@ CpuFeatures detect() {
     f.amx_bf16 = d & (1u << 22);
     f.amx_tile = d & (1u << 24);
     f.amx_int8 = d & (1u << 25);
+    if (f.amx_tile) {
+      f.amx_permission_errno = request_amx_permission();
+      f.amx_permitted = f.amx_permission_errno == 0;
+    }
   }
   if (max_subleaf >= 1) {  // leaf 7 subleaf 1 (AVX-VNNI, AVX512_BF16) exists
     __cpuid_count(7, 1, a, b, c, d);
@@ -101,6 +122,10 @@ bool supports(const CpuFeatures& f, Isa isa) {
       return f.avx2 && f.fma && f.f16c;
     case Isa::avx512:
       return f.avx512f && f.avx512bw && f.avx512dq && f.avx512vl && f.fma && f.f16c;
+    case Isa::amx:  // AMX CPUs have AVX512_BF16 and AVX512_VNNI: the row formats of its kernels
+      return supports(f, Isa::avx512) && f.avx512_bf16 && f.avx512_vnni &&
+             ((f.amx_tile && f.amx_bf16 && f.amx_int8 && f.amx_permitted) ||
+              amx_test_hook() != AmxTestHook::none);
     case Isa::neon:
       return f.neon;
     case Isa::dotprod:
@@ -118,6 +143,15 @@ const CpuFeatures& cpu_features() {
   return features;
 }
 
+AmxTestHook amx_test_hook() {
+  static const AmxTestHook hook = [] {
+    const char* value = std::getenv("BERTCPU_TEST_AMX_MODEL");
+    if (value == nullptr || *value == 0 || std::strcmp(value, "0") == 0) return AmxTestHook::none;
+    return std::strcmp(value, "wrong") == 0 ? AmxTestHook::model_wrong : AmxTestHook::model;
+  }();
+  return hook;
+}
+
 const char* isa_name(Isa isa) {
   switch (isa) {
     case Isa::generic:
@@ -126,6 +160,8 @@ const char* isa_name(Isa isa) {
       return "avx2";
     case Isa::avx512:
       return "avx512";
+    case Isa::amx:
+      return "amx";
     case Isa::neon:
       return "neon";
     case Isa::dotprod:
@@ -140,7 +176,7 @@ Isa parse_isa(const std::string& name) {
   for (Isa isa : kAllIsas)
     if (name == isa_name(isa)) return isa;
   throw std::invalid_argument("unknown ISA '" + name +
-                              "': expected one of generic, avx2, avx512, neon, dotprod, i8mm");
+                              "': expected one of generic, avx2, avx512, amx, neon, dotprod, i8mm");
 }
 
 std::vector<Isa> available_isas() {

@@ -19,7 +19,12 @@ struct CpuFeatures {
   bool avx_vnni = false;  // VEX vpdpbusd on ymm (an int8 table beside the avx2 path)
   bool avx512f = false, avx512bw = false, avx512dq = false, avx512vl = false;
   bool avx512_bf16 = false, avx512_vnni = false, avx512_fp16 = false;
+  // CPUID with the tile state enabled in XCR0.
   bool amx_tile = false, amx_bf16 = false, amx_int8 = false;
+  // Whether this process may use the tile data: Linux grants it on request only
+  // (arch_prctl(ARCH_REQ_XCOMP_PERM), asked once at detection); other OSes by XCR0 alone.
+  bool amx_permitted = false;
+  int amx_permission_errno = 0;  // why Linux refused it
   // aarch64: Advanced SIMD, SDOT/UDOT (FEAT_DotProd), SMMLA/USMMLA (FEAT_I8MM), BFMMLA/BFDOT
   // (FEAT_BF16).
   bool neon = false, dotprod = false, i8mm = false, bf16 = false;
@@ -30,6 +35,13 @@ struct CpuFeatures {
 void detect_arm_features(CpuFeatures& f);
 
 const CpuFeatures& cpu_features();
+
+// Test hook, read once from BERTCPU_TEST_AMX_MODEL: "1" stands the AMX tile model (the amx_model
+// kernel tables, plain C++) in for the AMX instructions on a CPU with the avx512 path, so that the
+// amx path's selection, self-test and fallback run on CPUs without AMX; "wrong" also makes the
+// self-test see a wrong answer (a CPU whose AMX miscomputes). Unset ("0"): the real instructions.
+enum class AmxTestHook { none, model, model_wrong };
+AmxTestHook amx_test_hook();
 
 const char* isa_name(Isa isa);
 // Parses a path name (isa_name() of any Isa); throws std::invalid_argument otherwise.

@@ -137,7 +137,8 @@ void DenseLayer::run(const KernelTable& fp32, int M, const float* A, int lda, fl
   }
 }
 
-DenseLayer::Input DenseLayer::prepare(int M, const float* A, int lda, AlignedBuffer& scratch) const {
+DenseLayer::Input DenseLayer::prepare(int M, const float* A, int lda,
+                                      AlignedBuffer& scratch) const {
   Input in;
   in.a = A;
   in.lda = lda;

@@ -31,14 +31,59 @@ size_t floats_for(size_t count) {
   return (count * sizeof(T) + sizeof(float) - 1) / sizeof(float);
 }
 
-// f(i) for every row i < M, in tasks of kPrepassRows rows on the thread pool.
+// f(i) for every row i < M, in tasks of kPrepassRows rows on up to max_threads threads.
 template <class F>
-void for_each_row(int M, const F& f) {
-  parallel_for(ceil_div(M, kPrepassRows), [&](int task) {
-    const int end = std::min(M, (task + 1) * kPrepassRows);
-    for (int i = task * kPrepassRows; i < end; ++i) f(i);
-  });
+void for_each_row(int M, int max_threads, const F& f) {
+  parallel_for(
+      ceil_div(M, kPrepassRows),
+      [&](int task) {
+        const int end = std::min(M, (task + 1) * kPrepassRows);
+        for (int i = task * kPrepassRows; i < end; ++i) f(i);
+      },
+      max_threads);
 }
+
+// The table's begin_block / end_block around one block of micro-kernel calls on this thread
+// (AMX's tile configuration).
+template <class Table>
+class BlockScope {
+ public:
+  explicit BlockScope(const Table& kt) : kt_(kt) {
+    if (kt_.begin_block) kt_.begin_block();
+  }
+  ~BlockScope() {
+    if (kt_.end_block) kt_.end_block();
+  }
+  BlockScope(const BlockScope&) = delete;
+  BlockScope& operator=(const BlockScope&) = delete;
+
+ private:
+  const Table& kt_;
+};
+
+// block(b, C at b's first element, bias at b's first column or null) for every block of
+// gemm_blocks() over W's panels, on up to max_threads threads: the threaded driver of both
+// precisions.
+template <class Table, class Packed, class F>
+void run_blocks(const Table& kt, const Packed& w, int M, int max_threads, float* C, int ldc,
+                bool with_bias, const F& block) {
+  const int nr = kt.nr, threads = max_threads > 0 ? max_threads : get_num_threads();
+  const std::vector<GemmBlock> blocks =
+      gemm_blocks(M, ceil_div(w.out_features, nr), kt.mr, nr, threads);
+  const float* bias = with_bias ? w.bias.data() : nullptr;
+  parallel_for(
+      static_cast<int>(blocks.size()),
+      [&](int task) {
+        const GemmBlock& b = blocks[task];
+        block(b, C + static_cast<size_t>(b.m0) * ldc + b.p0 * nr,
+              bias ? bias + b.p0 * nr : nullptr);
+      },
+      max_threads);
+}
+
+// Rows of A a pre-pass allocates for M rows, those past M zero: a micro-kernel may read whole
+// groups of kLowpRowAlign rows (AMX's 16-row tiles) from any row a block starts at.
+int padded_rows(int M) { return M + kLowpRowAlign - 1; }
 
 // Whether this CPU runs the fp32 path `isa`, which its low-precision kernels build on.
 bool runs_base(Isa isa) {
@@ -52,6 +97,8 @@ bool runs_bf16(Isa isa) {
       return true;
     case Isa::avx512:
       return runs_base(isa) && cpu_features().avx512_bf16;
+    case Isa::amx:
+      return runs_base(isa) && amx_selection().bf16 != nullptr;
     case Isa::i8mm:
       return runs_base(isa) && cpu_features().bf16;
     default:
@@ -66,6 +113,8 @@ bool runs_int8(Isa isa) {
       return runs_base(isa);
     case Isa::avx512:
       return runs_base(isa) && cpu_features().avx512_vnni;
+    case Isa::amx:
+      return runs_base(isa) && amx_selection().int8 != nullptr;
     case Isa::dotprod:
     case Isa::i8mm:
       return runs_base(isa);
@@ -74,16 +123,32 @@ bool runs_int8(Isa isa) {
   }
 }
 
+// Every bf16 table with whether this CPU runs it, lowest first.
+std::vector<std::pair<const Bf16Kernels*, bool>> bf16_tables() {
+  std::vector<std::pair<const Bf16Kernels*, bool>> out{{&generic_bf16_kernels(), true},
+                                                       {&amx_model_bf16_kernels(), true}};
+#if defined(BERTCPU_X86)
+  out.insert(out.end(), {{&avx512_bf16_kernels(), runs_bf16(Isa::avx512)},
+                         {&amx_bf16_kernels(), amx_selection().bf16 == &amx_bf16_kernels()}});
+#endif
+#if defined(BERTCPU_ARM64)
+  out.push_back({&neon_bf16_kernels(), runs_bf16(Isa::i8mm)});
+#endif
+  return out;
+}
+
 // Every int8 table with whether this CPU runs it, lowest first.
 std::vector<std::pair<const Int8Kernels*, bool>> int8_tables() {
-  std::vector<std::pair<const Int8Kernels*, bool>> out{{&generic_int8_kernels(), true}};
+  std::vector<std::pair<const Int8Kernels*, bool>> out{{&generic_int8_kernels(), true},
+                                                       {&amx_model_int8_kernels(), true}};
 #if defined(BERTCPU_X86)
   const bool vnni512 = runs_int8(Isa::avx512);
   out.insert(out.end(),
              {{&avx2_int8_kernels(), runs_int8(Isa::avx2)},
               {&avx_vnni_int8_kernels(), runs_int8(Isa::avx2) && cpu_features().avx_vnni},
               {&avx512_vnni_ymm_int8_kernels(), vnni512},
-              {&avx512_vnni_int8_kernels(), vnni512}});
+              {&avx512_vnni_int8_kernels(), vnni512},
+              {&amx_int8_kernels(), amx_selection().int8 == &amx_int8_kernels()}});
 #endif
 #if defined(BERTCPU_ARM64)
   out.insert(out.end(), {{&dotprod_int8_kernels(), runs_int8(Isa::dotprod)},
@@ -108,6 +173,11 @@ const Bf16Kernels& bf16_kernels(Isa isa) {
             "this CPU cannot run the avx512 bf16 kernels (they need AVX512_BF16)");
       return avx512_bf16_kernels();
 #endif
+    case Isa::amx:  // check_isa_supported() passed: the CPU and the OS allow AMX
+      if (!amx_selection().bf16)
+        throw std::invalid_argument("the amx bf16 kernels are disabled: " +
+                                    amx_selection().warning);
+      return *amx_selection().bf16;
 #if defined(BERTCPU_ARM64)
     case Isa::i8mm:
       if (!cpu_features().bf16)
@@ -119,7 +189,17 @@ const Bf16Kernels& bf16_kernels(Isa isa) {
       break;
   }
   throw std::invalid_argument(std::string("no bf16 kernels for the ") + isa_name(isa) +
-                              " path (bf16 paths: generic, avx512, i8mm)");
+                              " path (bf16 paths: generic, avx512, amx, i8mm)");
+}
+
+const Bf16Kernels& bf16_kernels(const std::string& name) {
+  for (const auto& [table, runs] : bf16_tables()) {
+    if (name != table->name) continue;
+    if (!runs)
+      throw std::invalid_argument("this CPU cannot run the " + name + " bf16 kernels");
+    return *table;
+  }
+  return bf16_kernels(parse_isa(name));
 }
 
 const Int8Kernels& int8_kernels(Isa isa) {
@@ -136,6 +216,11 @@ const Int8Kernels& int8_kernels(Isa isa) {
             "this CPU cannot run the avx512 int8 kernels (they need AVX512_VNNI)");
       return avx512_vnni_int8_kernels();
 #endif
+    case Isa::amx:
+      if (!amx_selection().int8)
+        throw std::invalid_argument("the amx int8 kernels are disabled: " +
+                                    amx_selection().warning);
+      return *amx_selection().int8;
 #if defined(BERTCPU_ARM64)
     case Isa::dotprod:
       return dotprod_int8_kernels();
@@ -157,6 +242,13 @@ const Int8Kernels& int8_kernels(const std::string& name) {
   }
   // Not a table: an fp32 path's name (its best table, or why it has none) or an unknown name.
   return int8_kernels(parse_isa(name));
+}
+
+std::vector<std::string> bf16_kernel_names() {
+  std::vector<std::string> out;
+  for (const auto& [table, runs] : bf16_tables())
+    if (runs) out.push_back(table->name);
+  return out;
 }
 
 std::vector<std::string> int8_kernel_names() {
@@ -194,6 +286,40 @@ Isa best_int8_isa(Isa cap) {
   return best;
 }
 
+const AmxSelection& amx_selection() {
+  static const AmxSelection selection = [] {
+    AmxSelection out;
+    const CpuFeatures& f = cpu_features();
+    if (!runs_base(Isa::amx)) {
+      if (f.amx_tile && f.amx_bf16 && f.amx_int8 && !f.amx_permitted)
+        out.warning = std::string("the OS did not grant this process the AMX tile state (Linux "
+                                  "arch_prctl(ARCH_REQ_XCOMP_PERM): ") +
+                      std::strerror(f.amx_permission_errno) + "); the amx path is off";
+      return out;
+    }
+    const AmxTestHook hook = amx_test_hook();
+#if defined(BERTCPU_X86)
+    const Bf16Kernels& bf16 =
+        hook == AmxTestHook::none ? amx_bf16_kernels() : amx_model_bf16_kernels(Isa::amx);
+    const Int8Kernels& int8 =
+        hook == AmxTestHook::none ? amx_int8_kernels() : amx_model_int8_kernels(Isa::amx);
+#else  // runs_base(Isa::amx) is false off x86
+    const Bf16Kernels& bf16 = amx_model_bf16_kernels(Isa::amx);
+    const Int8Kernels& int8 = amx_model_int8_kernels(Isa::amx);
+#endif
+    const std::string failure = lowp_self_test(bf16, int8, hook == AmxTestHook::model_wrong);
+    if (failure.empty()) {
+      out.bf16 = &bf16;
+      out.int8 = &int8;
+    } else {
+      out.warning = "the AMX kernels failed their self-test (" + failure +
+                    "); bf16 and int8 products run on the avx512 kernels instead";
+    }
+    return out;
+  }();
+  return selection;
+}
+
 // ---- bf16 ---------------------------------------------------------------------------------------
 
 namespace {
@@ -212,7 +338,7 @@ void PackedLinearBf16::init(const Bf16Kernels& kt, int out, int in) {
   out_features = out;
   nr = kt.nr;
   kgroup = kt.kgroup;
-  k_padded = ceil_div(in, kgroup) * kgroup;
+  k_padded = ceil_div(in, k_alignment(kt)) * k_alignment(kt);
   bias.resize(static_cast<size_t>(ceil_div(out, nr)) * nr);
 }
 
@@ -240,13 +366,15 @@ void PackedLinearBf16::unpack_weight(float* weight) const {
 }
 
 Bf16Rows convert_rows_bf16(const Bf16Kernels& kt, const PackedLinearBf16& w, int M, const float* A,
-                           int lda, AlignedBuffer& scratch) {
-  if (w.nr != kt.nr || w.kgroup != kt.kgroup)
+                           int lda, AlignedBuffer& scratch, int max_threads) {
+  if (w.nr != kt.nr || w.kgroup != kt.kgroup || w.k_padded % k_alignment(kt) != 0)
     throw std::invalid_argument("weights packed for another bf16 kernel table");
   const int K = w.in_features, Kp = w.k_padded;
-  scratch.reserve(floats_for<bf16>(static_cast<size_t>(M) * Kp));
+  const int rows = padded_rows(M);
+  scratch.reserve(floats_for<bf16>(static_cast<size_t>(rows) * Kp));
   bf16* a = as<bf16>(scratch);
-  for_each_row(M, [&](int i) {
+  std::fill(a + static_cast<size_t>(M) * Kp, a + static_cast<size_t>(rows) * Kp, bf16{0});
+  for_each_row(M, max_threads, [&](int i) {
     kt.convert_row(A + static_cast<size_t>(i) * lda, K, Kp, a + static_cast<size_t>(i) * Kp);
   });
   return {a, Kp};
@@ -257,6 +385,7 @@ void gemm_bf16_block(const Bf16Kernels& kt, const PackedLinearBf16& w, const Bf1
   const int Kp = a.k_padded, N = w.out_features, nr = kt.nr, mr = kt.mr;
   const int panels = ceil_div(N, nr);
   const bf16* packed = as<bf16>(w.panels);
+  const BlockScope scope(kt);
   for (int k0 = 0; k0 < Kp; k0 += kGemmKc) {
     const int kc = std::min(kGemmKc, Kp - k0);
     const bool last = k0 + kc == Kp;
@@ -277,13 +406,12 @@ void gemm_bf16_block(const Bf16Kernels& kt, const PackedLinearBf16& w, const Bf1
 }
 
 void linear_bf16(const Bf16Kernels& kt, const PackedLinearBf16& w, int M, const float* A, int lda,
-                 float* C, int ldc, bool with_bias, Activation act, AlignedBuffer& scratch) {
-  const Bf16Rows a = convert_rows_bf16(kt, w, M, A, lda, scratch);
-  const int nr = kt.nr;
-  const float* bias = with_bias ? w.bias.data() : nullptr;
-  for_each_gemm_block(M, ceil_div(w.out_features, nr), kt.mr, nr, [&](const GemmBlock& b) {
-    gemm_bf16_block(kt, w, a, b, C + static_cast<size_t>(b.m0) * ldc + b.p0 * nr, ldc,
-                    bias ? bias + b.p0 * nr : nullptr, act);
+                 float* C, int ldc, bool with_bias, Activation act, AlignedBuffer& scratch,
+                 int max_threads) {
+  const Bf16Rows a = convert_rows_bf16(kt, w, M, A, lda, scratch, max_threads);
+  run_blocks(kt, w, M, max_threads, C, ldc, with_bias, [&](const GemmBlock& b, float* c,
+                                                           const float* bias) {
+    gemm_bf16_block(kt, w, a, b, c, ldc, bias, act);
   });
 }
 
@@ -296,7 +424,7 @@ void PackedLinearInt8::init(const Int8Kernels& kt, int out, int in) {
   out_features = out;
   nr = kt.nr;
   kgroup = kt.kgroup;
-  k_padded = ceil_div(in, kgroup) * kgroup;
+  k_padded = ceil_div(in, k_alignment(kt)) * k_alignment(kt);
   const size_t padded_out = static_cast<size_t>(ceil_div(out, nr)) * nr;
   bias.resize(padded_out);
   scales.resize(padded_out);
@@ -356,20 +484,22 @@ void PackedLinearInt8::unpack_weight(int8_t* weight, float* channel_scales) cons
 }
 
 Int8Rows quantize_rows_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M, const float* A,
-                            int lda, AlignedBuffer& scratch) {
-  if (w.nr != kt.nr || w.kgroup != kt.kgroup)
+                            int lda, AlignedBuffer& scratch, int max_threads) {
+  if (w.nr != kt.nr || w.kgroup != kt.kgroup || w.k_padded % k_alignment(kt) != 0)
     throw std::invalid_argument("weights packed for another int8 kernel table");
   const int K = w.in_features, Kp = w.k_padded;
   const size_t row_bytes = static_cast<size_t>(Kp) * kt.a_bytes;
+  const int rows = padded_rows(M);
   // The row scales (M floats) and zero points (M int32) first, then the quantized rows from a
   // 64-byte boundary.
   const size_t head = static_cast<size_t>(ceil_div(2 * M, 16)) * 16;
-  scratch.reserve(head + floats_for<uint8_t>(M * row_bytes));
+  scratch.reserve(head + floats_for<uint8_t>(rows * row_bytes));
   float* a_scale = scratch.data();
   int32_t* a_zero = reinterpret_cast<int32_t*>(scratch.data() + M);
   uint8_t* a = reinterpret_cast<uint8_t*>(scratch.data() + head);
+  std::fill(a + M * row_bytes, a + rows * row_bytes, uint8_t{0});
   const float* input_scale = w.input_scale.size() == 0 ? nullptr : w.input_scale.data();
-  for_each_row(M, [&](int i) {
+  for_each_row(M, max_threads, [&](int i) {
     const float* row = A + static_cast<size_t>(i) * lda;
     if (input_scale) {  // quantize row * input_scale (a copy: the input stays as it is)
       thread_local std::vector<float> scaled;
@@ -389,6 +519,7 @@ void gemm_int8_block(const Int8Kernels& kt, const PackedLinearInt8& w, const Int
   const int8_t* packed = as<int8_t>(w.panels);
   const int32_t* comp = as<int32_t>(w.compensation);
   const int lda = static_cast<int>(a.row_bytes);
+  const BlockScope scope(kt);
   // Row tile outer: its quantized rows stay in L1 while the block's panels stream from L2.
   for (int i = b.m0; i < b.m1; i += mr) {
     for (int p = b.p0; p < b.p1; ++p) {
@@ -402,13 +533,12 @@ void gemm_int8_block(const Int8Kernels& kt, const PackedLinearInt8& w, const Int
 }
 
 void linear_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M, const float* A, int lda,
-                 float* C, int ldc, bool with_bias, Activation act, AlignedBuffer& scratch) {
-  const Int8Rows a = quantize_rows_int8(kt, w, M, A, lda, scratch);
-  const int nr = kt.nr;
-  const float* bias = with_bias ? w.bias.data() : nullptr;
-  for_each_gemm_block(M, ceil_div(w.out_features, nr), kt.mr, nr, [&](const GemmBlock& b) {
-    gemm_int8_block(kt, w, a, b, C + static_cast<size_t>(b.m0) * ldc + b.p0 * nr, ldc,
-                    bias ? bias + b.p0 * nr : nullptr, act);
+                 float* C, int ldc, bool with_bias, Activation act, AlignedBuffer& scratch,
+                 int max_threads) {
+  const Int8Rows a = quantize_rows_int8(kt, w, M, A, lda, scratch, max_threads);
+  run_blocks(kt, w, M, max_threads, C, ldc, with_bias, [&](const GemmBlock& b, float* c,
+                                                           const float* bias) {
+    gemm_int8_block(kt, w, a, b, c, ldc, bias, act);
   });
 }
 

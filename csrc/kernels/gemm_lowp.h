@@ -4,8 +4,9 @@
 // bf16: W is rounded to bf16 once at pack time, A row by row at each call (a pre-pass into
 // scratch memory); products accumulate in fp32. The packed layout is the fp32 one (gemm.h:
 // panel-major, kGemmKc-row strips of nr-column panels) with rows taken in pairs: a strip holds
-// kc / 2 rows of nr (B[k][j], B[k+1][j]) pairs, what vdpbf16ps consumes (BFMMLA: kc / 4 rows of
-// quads, Bf16Kernels::kgroup). K is zero-padded to the group.
+// kc / 2 rows of nr (B[k][j], B[k+1][j]) pairs, what vdpbf16ps and tdpbf16ps consume (BFMMLA:
+// kc / 4 rows of quads, Bf16Kernels::kgroup). K is zero-padded to the group, or to whole AMX
+// tiles (Bf16Kernels::k_align).
 //
 // int8: W is quantized once per output channel (symmetric int8, scale = max|w| / 127), A per row
 // at each call, into scratch memory, asymmetrically: q in 0..255 with a zero point zp, x ~ (q - zp)
@@ -14,7 +15,7 @@
 // a 4x denser panel stays in cache without them, and the integers stay exact), then C =
 // act(float(acc - zp[row] * colsum_w[col]) * scale_a[row] * scale_w[col] + bias), colsum_w being
 // the column sums of the int8 weights. Panel-major: panel p holds K / kgroup groups of nr columns
-// of kgroup consecutive int8 weights; K is zero-padded to kgroup (A is padded with zp).
+// of kgroup consecutive int8 weights; K is zero-padded to kgroup or k_align (A is padded with zp).
 #pragma once
 
 #include <string>
@@ -40,19 +41,26 @@ float quantize_uint8(const float* x, int n, uint8_t* q, int32_t* zero_point);
 // 2^31, and so do zp * colsum_w and their difference.
 constexpr int kInt8MaxK = 65536;
 
-// The bf16 kernels of path `isa`: generic, or avx512 (AVX-512 with AVX512_BF16). Throws
-// std::invalid_argument for a path without bf16 kernels or one this CPU cannot run.
+// The bf16 kernels of path `isa`: generic, avx512 (AVX-512 with AVX512_BF16), amx (AMX-BF16,
+// see below) or i8mm (FEAT_BF16). Throws std::invalid_argument for a path without bf16 kernels or
+// one this CPU cannot run.
 const Bf16Kernels& bf16_kernels(Isa isa);
+// The bf16 kernel table called `name` (Bf16Kernels::name: generic, amx_model, avx512, amx, i8mm),
+// else bf16_kernels(parse_isa(name)). Throws like int8_kernels(name).
+const Bf16Kernels& bf16_kernels(const std::string& name);
 // The best int8 kernels beside fp32 path `isa`: generic; for avx2 the AVX-VNNI kernels when the
-// CPU has AVX-VNNI, else the vpmaddubsw ones; avx512 (AVX-512 with AVX512_VNNI). Throws like
-// bf16_kernels().
+// CPU has AVX-VNNI, else the vpmaddubsw ones; avx512 (AVX-512 with AVX512_VNNI); amx (AMX-INT8).
+// Throws like bf16_kernels().
 const Int8Kernels& int8_kernels(Isa isa);
-// The int8 kernel table called `name` (Int8Kernels::name: generic, avx2, avxvnni, avx512vnni_ymm,
-// avx512, dotprod, i8mm), else int8_kernels(parse_isa(name)). Throws std::invalid_argument for an
-// unknown name, a path without int8 kernels, or a table this CPU cannot run.
+// The int8 kernel table called `name` (Int8Kernels::name: generic, amx_model, avx2, avxvnni,
+// avx512vnni_ymm, avx512, amx, dotprod, i8mm), else int8_kernels(parse_isa(name)). Throws
+// std::invalid_argument for an unknown name, a path without int8 kernels, or a table this CPU
+// cannot run.
 const Int8Kernels& int8_kernels(const std::string& name);
-// Every int8 kernel table this CPU can run, by name, lowest first: the models' choices and the
-// AVX-VNNI kernel's test twin (avx512vnni_ymm).
+// Every bf16 / int8 kernel table this CPU can run, by name, lowest first: the models' choices and
+// the test twins (amx_model: the AMX kernels over the scalar tile model, on every CPU;
+// avx512vnni_ymm: the AVX-VNNI kernel EVEX-encoded).
+std::vector<std::string> bf16_kernel_names();
 std::vector<std::string> int8_kernel_names();
 // The bf16 / int8 paths this CPU can run, lowest first (generic is always there).
 std::vector<Isa> bf16_isas();
@@ -61,11 +69,30 @@ std::vector<Isa> int8_isas();
 Isa best_bf16_isa(Isa cap);
 Isa best_int8_isa(Isa cap);
 
+// The amx path's low-precision kernels, decided once, at first use: the AMX tables when the CPU and
+// the OS allow them (cpu_isa.h: Isa::amx) and they pass lowp_self_test(); else none, and the amx
+// path's bf16 / int8 products fall back to avx512's. warning: why AMX the CPU reports is not used
+// (the OS refused the tile state, or the self-test failed), else empty.
+struct AmxSelection {
+  const Bf16Kernels* bf16 = nullptr;
+  const Int8Kernels* int8 = nullptr;
+  std::string warning;
+};
+const AmxSelection& amx_selection();
+
+// The known-answer test of a pair of kernel tables, on the calling thread: a small product with
+// K, M and N past whole tiles, whose exact answer (small integers for bf16) the generic tables
+// compute too. Returns "" when both tables agree with them bit for bit, else what went wrong; an
+// illegal instruction (SIGILL) raised meanwhile is caught and reported, not fatal.
+// `corrupt` (the BERTCPU_TEST_AMX_MODEL=wrong hook) alters one output before the comparison.
+std::string lowp_self_test(const Bf16Kernels& bf16, const Int8Kernels& int8,
+                           bool corrupt = false);
+
 // A weight matrix rounded to bf16 and packed for one bf16 kernel table, with its fp32 bias padded
 // to whole panels.
 struct PackedLinearBf16 {
   int in_features = 0, out_features = 0, nr = 0, kgroup = 2;
-  int k_padded = 0;      // in_features rounded up to kgroup
+  int k_padded = 0;      // in_features rounded up to k_alignment() of the table
   AlignedBuffer panels;  // packed_size(k_padded, out_features, nr) bf16 values (2 per float)
   AlignedBuffer bias;    // ceil(out / nr) * nr floats, zeros past out_features
 
@@ -81,7 +108,7 @@ struct PackedLinearBf16 {
 // A weight matrix quantized to int8 per output channel and packed for one int8 kernel table.
 struct PackedLinearInt8 {
   int in_features = 0, out_features = 0, nr = 0, kgroup = 0;
-  int k_padded = 0;            // in_features rounded up to kgroup
+  int k_padded = 0;            // in_features rounded up to k_alignment() of the table
   AlignedBuffer panels;        // ceil(out / nr) panels of k_padded * nr int8 (4 per float)
   AlignedBuffer scales;        // per output channel, padded like bias (zeros)
   AlignedBuffer compensation;  // column sums of the int8 weights (int32), padded (zeros)
@@ -108,8 +135,9 @@ struct PackedLinearInt8 {
 };
 
 // A's rows as one table's kernels read them: rounded to bf16 (Bf16Rows) or quantized per row
-// (Int8Rows), made once by convert_rows_bf16 / quantize_rows_int8 (threaded, into `scratch`, which
-// is grown as needed: reuse it across calls) for any number of products over parts of them.
+// (Int8Rows), made once by convert_rows_bf16 / quantize_rows_int8 (on up to max_threads threads,
+// 0 meaning get_num_threads(); into `scratch`, which is grown as needed: reuse it across calls)
+// for any number of products over parts of them. Rows past M are zeros (kLowpRowAlign).
 struct Bf16Rows {
   const bf16* rows;  // M rows of k_padded values
   int k_padded;
@@ -122,23 +150,27 @@ struct Int8Rows {
 };
 
 Bf16Rows convert_rows_bf16(const Bf16Kernels& kt, const PackedLinearBf16& w, int M, const float* A,
-                           int lda, AlignedBuffer& scratch);
+                           int lda, AlignedBuffer& scratch, int max_threads = 0);
 Int8Rows quantize_rows_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M, const float* A,
-                            int lda, AlignedBuffer& scratch);
+                            int lda, AlignedBuffer& scratch, int max_threads = 0);
 
-// One block of C = act(A * W^T + bias), on the calling thread: rows [b.m0, b.m1) of the prepared
-// A times panels [b.p0, b.p1) of W. C points at the block's first element (row b.m0, column
-// b.p0 * nr), bias (padded, or null for none) at column b.p0 * nr, as in gemm_serial().
+// One block of C = act(A * W^T + bias), on the calling thread (within the table's begin_block /
+// end_block): rows [b.m0, b.m1) of the prepared A times panels [b.p0, b.p1) of W. C points at the
+// block's first element (row b.m0, column b.p0 * nr), bias (padded, or null for none) at column
+// b.p0 * nr, as in gemm_serial().
 void gemm_bf16_block(const Bf16Kernels& kt, const PackedLinearBf16& w, const Bf16Rows& a,
                      const GemmBlock& b, float* C, int ldc, const float* bias, Activation act);
 void gemm_int8_block(const Int8Kernels& kt, const PackedLinearInt8& w, const Int8Rows& a,
                      const GemmBlock& b, float* C, int ldc, const float* bias, Activation act);
 
 // C = act(A * W^T + bias) (bias only if with_bias): the rows prepared as above, then split into
-// gemm_blocks() tasks over the thread pool like gemm().
+// gemm_blocks() tasks like gemm(), on up to max_threads threads (0: get_num_threads(); 1: all on
+// the calling thread).
 void linear_bf16(const Bf16Kernels& kt, const PackedLinearBf16& w, int M, const float* A, int lda,
-                 float* C, int ldc, bool with_bias, Activation act, AlignedBuffer& scratch);
+                 float* C, int ldc, bool with_bias, Activation act, AlignedBuffer& scratch,
+                 int max_threads = 0);
 void linear_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M, const float* A, int lda,
-                 float* C, int ldc, bool with_bias, Activation act, AlignedBuffer& scratch);
+                 float* C, int ldc, bool with_bias, Activation act, AlignedBuffer& scratch,
+                 int max_threads = 0);
 
 }  // namespace bertcpu

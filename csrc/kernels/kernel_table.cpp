@@ -15,6 +15,8 @@ const KernelTable& kernel_table(Isa isa) {
       return avx2_kernels();
     case Isa::avx512:
       return avx512_kernels();
+    case Isa::amx:
+      return amx_kernels();
 #endif
 #if defined(BERTCPU_ARM64)
     case Isa::neon:

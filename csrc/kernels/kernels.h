@@ -54,6 +54,7 @@ const KernelTable& generic_kernels();
 #if defined(BERTCPU_X86)
 const KernelTable& avx2_kernels();
 const KernelTable& avx512_kernels();
+const KernelTable& amx_kernels();  // avx512's kernels, as the amx path's (AMX has no fp32 product)
 #endif
 #if defined(BERTCPU_ARM64)
 const KernelTable& neon_kernels();

@@ -9,4 +9,9 @@ const KernelTable& avx512_kernels() {
   return table;
 }
 
+const KernelTable& amx_kernels() {
+  static const KernelTable table = make_kernel_table<VecAvx512, 12>(Isa::amx);
+  return table;
+}
+
 }  // namespace bertcpu

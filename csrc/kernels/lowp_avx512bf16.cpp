@@ -72,7 +72,7 @@ void gemm_micro(int kc, const bf16* a, int lda, const bf16* bp, float* c, int ld
 }  // namespace
 
 const Bf16Kernels& avx512_bf16_kernels() {
-  static const Bf16Kernels table{Isa::avx512, kMr, kNr, convert_row, gemm_micro};
+  static const Bf16Kernels table{Isa::avx512, "avx512", kMr, kNr, convert_row, gemm_micro};
   return table;
 }
 

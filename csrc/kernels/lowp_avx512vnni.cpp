@@ -5,6 +5,7 @@
 #include "kernels/lowp_kernels.h"
 #include "kernels/vec_avx512.h"
 #include "kernels/lowp_simd.h"
+#include "kernels/lowp_int8_avx512.h"
 #include "kernels/lowp_int8_ymm.h"
 
 namespace bertcpu {
@@ -74,20 +75,9 @@ inline void micro_rows(int kp, const uint8_t* a, int lda, const int8_t* bp, cons
   for (int i = 0; i < M; ++i)
 #pragma GCC unroll 4
     for (int j = 0; j < kNv; ++j) _mm512_store_si512(tile[i] + 16 * j, acc[i][j]);
-  for (int i = 0; i < M; ++i) {
-    const __m512 sa = _mm512_set1_ps(a_scale[i]);
-    const __m512i zp = _mm512_set1_epi32(a_zero[i]);
-    VecAvx512 r[kNv];
-#pragma GCC unroll 4
-    for (int j = 0; j < kNv; ++j) {
-      const __m512i v = _mm512_sub_epi32(
-          _mm512_load_si512(tile[i] + 16 * j),
-          _mm512_mullo_epi32(zp, _mm512_loadu_si512(colsum + 16 * j)));
-      r[j].v = rounded(_mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), sa),
-                                     _mm512_loadu_ps(w_scale + 16 * j)));
-    }
-    finish_row<VecAvx512, kNv>(r, c + i * ldc, n, false, bias, act);
-  }
+  for (int i = 0; i < M; ++i)
+    finish_int8_row_avx512<kNv>(tile[i], colsum, a_scale[i], a_zero[i], w_scale, bias,
+                                c + i * ldc, n, act);
 }
 
 void gemm_micro(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32_t* colsum,

@@ -95,7 +95,7 @@ void gemm_micro(int kc, const bf16* a, int lda, const bf16* bp, float* c, int ld
 }  // namespace
 
 const Bf16Kernels& neon_bf16_kernels() {
-  static const Bf16Kernels table{Isa::i8mm, kMr, kNr, convert_row, gemm_micro, kGroup};
+  static const Bf16Kernels table{Isa::i8mm, "i8mm", kMr, kNr, convert_row, gemm_micro, kGroup};
   return table;
 }
 

@@ -54,6 +54,29 @@ float quantize_uint8(const float* x, int n, uint8_t* q, int32_t* zero_point) {
   return range / 255.0f;
 }
 
+void finish_bf16_row_scalar(const float* acc, float* row, int n, bool accumulate,
+                            const float* bias, Activation act) {
+  for (int j = 0; j < n; ++j) {
+    float v = acc[j];
+    if (accumulate) v += row[j];
+    if (bias) v += bias[j];
+    row[j] = v;
+  }
+  generic_kernels().activation(row, row, n, act);
+}
+
+void finish_int8_row_scalar(const int32_t* acc, const int32_t* colsum, float a_scale,
+                            int32_t a_zero, const float* w_scale, const float* bias, float* row,
+                            int n, Activation act) {
+  for (int j = 0; j < n; ++j) {
+    const int32_t centered = acc[j] - a_zero * colsum[j];
+    float v = static_cast<float>(centered) * a_scale * w_scale[j];
+    if (bias) v += bias[j];
+    row[j] = v;
+  }
+  generic_kernels().activation(row, row, n, act);
+}
+
 namespace {
 
 constexpr int kMr = 4;
@@ -77,16 +100,8 @@ void bf16_micro(int kc, const bf16* a, int lda, const bf16* bp, float* c, int ld
       }
     }
   }
-  for (int i = 0; i < m; ++i) {
-    float* row = c + i * ldc;
-    for (int j = 0; j < n; ++j) {
-      float v = acc[i][j];
-      if (flags & kGemmAccumulate) v += row[j];
-      if (bias) v += bias[j];
-      row[j] = v;
-    }
-    generic_kernels().activation(row, row, n, act);
-  }
+  for (int i = 0; i < m; ++i)
+    finish_bf16_row_scalar(acc[i], c + i * ldc, n, flags & kGemmAccumulate, bias, act);
 }
 
 float quantize_row(const float* x, int k, int kp, uint8_t* out, int32_t* zero_point) {
@@ -107,22 +122,15 @@ void int8_micro(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32
       for (int j = 0; j < kNr; ++j) acc[i][j] += ai * b[j];
     }
   }
-  for (int i = 0; i < m; ++i) {
-    float* row = c + i * ldc;
-    for (int j = 0; j < n; ++j) {
-      const int32_t centered = acc[i][j] - a_zero[i] * colsum[j];
-      float v = static_cast<float>(centered) * a_scale[i] * w_scale[j];
-      if (bias) v += bias[j];
-      row[j] = v;
-    }
-    generic_kernels().activation(row, row, n, act);
-  }
+  for (int i = 0; i < m; ++i)
+    finish_int8_row_scalar(acc[i], colsum, a_scale[i], a_zero[i], w_scale, bias, c + i * ldc, n,
+                           act);
 }
 
 }  // namespace
 
 const Bf16Kernels& generic_bf16_kernels() {
-  static const Bf16Kernels table{Isa::generic, kMr, kNr, convert_row, bf16_micro};
+  static const Bf16Kernels table{Isa::generic, "generic", kMr, kNr, convert_row, bf16_micro};
   return table;
 }
 

@@ -5,9 +5,11 @@
 // others are tested against, and it does the same arithmetic: the same bf16 rounding and fp32
 // summation order (except BFMMLA's, see Bf16Kernels::kgroup), the same integers. avx2 (int8 only,
 // vpmaddwd) lives in lowp_avx2.cpp; the paths that need one more CPU feature have their own
-// translation units: lowp_avxvnni.cpp (AVX-VNNI, int8 on ymm), lowp_avx512bf16.cpp (AVX512_BF16)
-// and lowp_avx512vnni.cpp (AVX512_VNNI). Like kernels.h, this header pulls in no inline library
-// code, so the ISA translation units can include it.
+// translation units: lowp_avxvnni.cpp (AVX-VNNI, int8 on ymm), lowp_avx512bf16.cpp (AVX512_BF16),
+// lowp_avx512vnni.cpp (AVX512_VNNI) and lowp_amx.cpp (AMX tiles; the same kernels over a scalar
+// model of the tile instructions, lowp_amx_model.cpp, run on every CPU: lowp_amx.h). Like
+// kernels.h, this header pulls in no inline library code, so the ISA translation units can
+// include it.
 #pragma once
 
 #include <cstdint>
@@ -19,8 +21,14 @@ namespace bertcpu {
 // A bf16 value: the upper 16 bits of an fp32.
 using bf16 = uint16_t;
 
+// Rows of the A operand the drivers (gemm_lowp.cpp) allocate, and zero, past the last row, up to a
+// multiple of this: a micro-kernel may read whole groups of kLowpRowAlign rows (AMX loads A 16
+// rows at a time) and ignores the rows past m.
+constexpr int kLowpRowAlign = 16;
+
 struct Bf16Kernels {
-  Isa isa;
+  Isa isa;           // the fp32 path this table runs beside (a model on `isa` may pick it)
+  const char* name;  // the table's own name
   int mr;  // rows of C one micro-kernel call computes at most
   int nr;  // columns of a packed panel (see gemm_lowp.h for the layout)
 
@@ -40,6 +48,17 @@ struct Bf16Kernels {
   // hold kc / 4 rows of nr column quads (B[k..k+3][j]) and which sums each quad in its own
   // rounding (aarch64 lowp_bf16.cpp: not bit for bit the pair order). K is zero-padded to it.
   int kgroup = 2;
+
+  // K is zero-padded to a multiple of this (a multiple of kgroup; 0 means kgroup): AMX multiplies
+  // 32 K values per instruction. kGemmKc is a multiple of it, so every kc is too. The AMX tables
+  // sum in TDPBF16PS's order, not the pair order above: per 32 K values, the even and the odd
+  // products in two sums from zero, then their sum added (lowp_amx_model.cpp).
+  int k_align = 0;
+
+  // When set, called on a thread before a run of gemm_micro calls and after it (AMX: loads the
+  // per-thread tile configuration, then releases the tiles).
+  void (*begin_block)() = nullptr;
+  void (*end_block)() = nullptr;
 };
 
 struct Int8Kernels {
@@ -73,11 +92,35 @@ struct Int8Kernels {
   // The quantized row format holds q - a_offset: 128 (as int8) where the products are signed x
   // signed (aarch64 SDOT), else 0.
   int a_offset = 0;
+
+  // As in Bf16Kernels: K is zero-padded to a multiple of k_align (0: kgroup), A padded with zp;
+  // begin_block / end_block bracket a run of gemm_micro calls on one thread.
+  int k_align = 0;
+  void (*begin_block)() = nullptr;
+  void (*end_block)() = nullptr;
 };
+
+// The multiple K is padded to for table kt.
+template <class Table>
+inline int k_alignment(const Table& kt) {
+  return kt.k_align ? kt.k_align : kt.kgroup;
+}
 
 // Defined in the per-path translation units; gemm_lowp.h picks one after checking the CPU.
 const Bf16Kernels& generic_bf16_kernels();
 const Int8Kernels& generic_int8_kernels();
+// The AMX kernels over the scalar tile model (lowp_amx_model.cpp), on every CPU: for the tests
+// (isa generic), and standing in for the amx path's with BERTCPU_TEST_AMX_MODEL (isa amx).
+const Bf16Kernels& amx_model_bf16_kernels(Isa isa = Isa::generic);
+const Int8Kernels& amx_model_int8_kernels(Isa isa = Isa::generic);
+// The generic kernels' epilogues of one row of a micro-tile (lowp_generic.cpp), shared with the
+// AMX model kernels: row[0, n) = act(acc (+ row) + bias) for bf16, and the int8 formula of
+// Int8Kernels::gemm_micro for the int32 sums acc.
+void finish_bf16_row_scalar(const float* acc, float* row, int n, bool accumulate,
+                            const float* bias, Activation act);
+void finish_int8_row_scalar(const int32_t* acc, const int32_t* colsum, float a_scale,
+                            int32_t a_zero, const float* w_scale, const float* bias, float* row,
+                            int n, Activation act);
 #if defined(BERTCPU_X86)
 const Bf16Kernels& avx512_bf16_kernels();
 const Int8Kernels& avx2_int8_kernels();
@@ -87,6 +130,10 @@ const Int8Kernels& avx512_vnni_int8_kernels();
 // compiled for a CPU this project's test machines have, so its loops are tested where AVX-VNNI
 // cannot run. Not chosen for models (the zmm kernel is faster on such CPUs).
 const Int8Kernels& avx512_vnni_ymm_int8_kernels();
+// The real AMX instructions (lowp_amx.cpp): only on CPUs and OSes that allow them, after the
+// self-test (gemm_lowp.h).
+const Bf16Kernels& amx_bf16_kernels();
+const Int8Kernels& amx_int8_kernels();
 #endif
 #if defined(BERTCPU_ARM64)
 const Int8Kernels& dotprod_int8_kernels();
