@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CPUS = ["neoverse-n1", "neoverse-v1", "apple-m1"]
+CPUS = ["neoverse-n1", "neoverse-n2", "neoverse-v1", "apple-m1"]
 COMPILERS = {"gcc": ["aarch64-linux-gnu-g++"], "clang": ["clang", "--target=aarch64-linux-gnu"]}
 BASE = ["-O3", "-std=c++17", "-fno-math-errno", "-ffp-contract=off", "-DBERTCPU_ARM64=1",
         "-I" + os.path.join(ROOT, "csrc"), "-S", "-o", "-"]

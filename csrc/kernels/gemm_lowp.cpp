@@ -31,6 +31,10 @@ size_t floats_for(size_t count) {
   return (count * sizeof(T) + sizeof(float) - 1) / sizeof(float);
 }
 
+// Rows a block of M activation rows in layout a_pair_chunk holds: pairs of rows need a padding row
+// for an odd M (activation_offset()).
+int activation_rows(int a_pair_chunk, int M) { return a_pair_chunk > 0 ? M + M % 2 : M; }
+
 // f(i) for every row i < M, in tasks of kPrepassRows rows on the thread pool.
 template <class F>
 void for_each_row(int M, const F& f) {
@@ -244,10 +248,15 @@ void linear_bf16(const Bf16Kernels& kt, const PackedLinearBf16& w, int M, const 
   if (w.nr != kt.nr || w.kgroup != kt.kgroup)
     throw std::invalid_argument("weights packed for another bf16 kernel table");
   const int K = w.in_features, Kp = w.k_padded, N = w.out_features, nr = kt.nr, mr = kt.mr;
-  scratch.reserve(floats_for<bf16>(static_cast<size_t>(M) * Kp));
+  const int chunk = kt.a_pair_chunk;
+  const size_t a_values = static_cast<size_t>(activation_rows(chunk, M)) * Kp;
+  scratch.reserve(floats_for<bf16>(a_values));
   bf16* a = as<bf16>(scratch);
+  if (activation_rows(chunk, M) > M)  // the padding row, with the pair it completes
+    std::fill(a + a_values - 2 * Kp, a + a_values, bf16{0});
   for_each_row(M, [&](int i) {
-    kt.convert_row(A + static_cast<size_t>(i) * lda, K, Kp, a + static_cast<size_t>(i) * Kp);
+    kt.convert_row(A + static_cast<size_t>(i) * lda, K, Kp,
+                   a + activation_offset(chunk, Kp, i, 0));
   });
   const int panels = ceil_div(N, nr);
   const bf16* packed = as<bf16>(w.panels);
@@ -262,7 +271,7 @@ void linear_bf16(const Bf16Kernels& kt, const PackedLinearBf16& w, int M, const 
       // Row tile outer: its slice of A stays in L1 while the block's strips stream from L2.
       for (int i = m0; i < m1; i += mr) {
         for (int p = p0; p < p1; ++p) {
-          kt.gemm_micro(kc, a + static_cast<size_t>(i) * Kp + k0, Kp,
+          kt.gemm_micro(kc, a + activation_offset(chunk, Kp, i, k0), Kp,
                         packed + strip_offset(Kp, panels, nr, k0, p),
                         C + static_cast<size_t>(i) * ldc + p * nr, ldc, std::min(mr, m1 - i),
                         std::min(nr, N - p * nr), flags, (last && bias) ? bias + p * nr : nullptr,
@@ -346,14 +355,20 @@ void linear_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M, const 
   if (w.nr != kt.nr || w.kgroup != kt.kgroup)
     throw std::invalid_argument("weights packed for another int8 kernel table");
   const int K = w.in_features, Kp = w.k_padded, N = w.out_features, nr = kt.nr, mr = kt.mr;
+  const int chunk = kt.a_pair_chunk;
   const size_t row_bytes = static_cast<size_t>(Kp) * kt.a_bytes;
+  // Where quantized row i starts (its first chunk, when pair-interleaved).
+  auto row_at = [&](int i) { return activation_offset(chunk, Kp, i, 0) * kt.a_bytes; };
   // The row scales (M floats) and zero points (M int32) first, then the quantized rows from a
   // 64-byte boundary.
   const size_t head = static_cast<size_t>(ceil_div(2 * M, 16)) * 16;
-  scratch.reserve(head + floats_for<uint8_t>(M * row_bytes));
+  const size_t a_size = activation_rows(chunk, M) * row_bytes;
+  scratch.reserve(head + floats_for<uint8_t>(a_size));
   float* a_scale = scratch.data();
   int32_t* a_zero = reinterpret_cast<int32_t*>(scratch.data() + M);
   uint8_t* a = reinterpret_cast<uint8_t*>(scratch.data() + head);
+  if (activation_rows(chunk, M) > M)  // the padding row, with the pair it completes
+    std::memset(a + a_size - 2 * row_bytes, 0, 2 * row_bytes);
   const float* input_scale = w.input_scale.size() == 0 ? nullptr : w.input_scale.data();
   for_each_row(M, [&](int i) {
     const float* row = A + static_cast<size_t>(i) * lda;
@@ -363,7 +378,7 @@ void linear_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M, const 
       for (int k = 0; k < K; ++k) scaled[k] = row[k] * input_scale[k];
       row = scaled.data();
     }
-    a_scale[i] = kt.quantize_row(row, K, Kp, a + i * row_bytes, a_zero + i);
+    a_scale[i] = kt.quantize_row(row, K, Kp, a + row_at(i), a_zero + i);
   });
   const int panels = ceil_div(N, nr);
   const size_t panel_bytes = static_cast<size_t>(Kp) * nr;
@@ -376,7 +391,7 @@ void linear_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M, const 
     for (int i = m0; i < m1; i += mr) {
       for (int p = p0; p < p1; ++p) {
         const int n = std::min(nr, N - p * nr);
-        kt.gemm_micro(Kp, a + i * row_bytes, static_cast<int>(row_bytes), packed + p * panel_bytes,
+        kt.gemm_micro(Kp, a + row_at(i), static_cast<int>(row_bytes), packed + p * panel_bytes,
                       comp + p * nr, a_scale + i, a_zero + i, w.scales.data() + p * nr,
                       bias ? bias + p * nr : nullptr, C + static_cast<size_t>(i) * ldc + p * nr,
                       ldc, std::min(mr, m1 - i), n, act);
