@@ -39,15 +39,14 @@ inline uint16x4_t to_bf16x4(float32x4_t x) {
 // is a multiple of 4, so the last values, zero-padded, make whole chunks.
 void convert_row(const float* x, int n, int np, bf16* out) {
   static_assert(kGroup == 4, "a chunk is one vector of 4 lanes");
+  auto chunk = [&](int i) { return out + activation_offset(kGroup, 0, 0, i); };
   int i = 0;
-  for (; i + 4 <= n; i += 4)
-    vst1_u16(out + activation_offset(kGroup, 0, 0, i), to_bf16x4(vld1q_f32(x + i)));
+  for (; i + 4 <= n; i += 4) vst1_u16(chunk(i), to_bf16x4(vld1q_f32(x + i)));
   if (i < n) {  // to_bf16x4(0.0f) is 0
-    vst1_u16(out + activation_offset(kGroup, 0, 0, i),
-             to_bf16x4(VecNeon::load_partial(x + i, n - i, 0.0f).v));
+    vst1_u16(chunk(i), to_bf16x4(VecNeon::load_partial(x + i, n - i, 0.0f).v));
     i += 4;
   }
-  for (; i < np; i += 4) vst1_u16(out + activation_offset(kGroup, 0, 0, i), vdup_n_u16(0));
+  for (; i < np; i += 4) vst1_u16(chunk(i), vdup_n_u16(0));
 }
 
 template <int M>

@@ -94,9 +94,9 @@ struct Int8Kernels {
 // (c = 8 int8) or BFMMLA (c = 4 bf16) rather than two 8-byte loads and an insert. row_values is a
 // multiple of c, and a micro-kernel given an odd count m of rows reads row m too, the other half of
 // the last pair (the drivers write it as zeros; the products of its values are dropped).
-inline size_t activation_offset(int c, size_t row_values, int i, int k) {
+inline size_t activation_offset(int c, size_t row_values, size_t i, size_t k) {
   if (c == 0) return i * row_values + k;
-  return (i - i % 2) * row_values + static_cast<size_t>(k / c) * 2 * c + i % 2 * c + k % c;
+  return (i - i % 2) * row_values + k / c * 2 * c + i % 2 * c + k % c;
 }
 
 // Defined in the per-path translation units; gemm_lowp.h picks one after checking the CPU.
