@@ -4,10 +4,10 @@
 // each pair of columns is one 16-byte operand, and convert_row writes the activation rows
 // pair-interleaved in chunks of 4 (Bf16Kernels::a_pair_chunk), so each pair of rows is one 16-byte
 // load too: no insert takes a vector-pipe slot from the BFMMLAs. 24 accumulators hold 4 row pairs
-// x 6 column pairs. BFMMLA sums its four products in its
-// own rounding (the Arm ARM's BFMMLA; round-to-odd without FEAT_EBF16), so its results are not bit
-// for bit the pair order of the other paths, only as accurate (tests/test_kernels_lowp.py).
-// Offered on the i8mm path of CPUs whose OS reports FEAT_BF16 (every such CPU so far has I8MM).
+// x 6 column pairs. BFMMLA sums its four products in its own rounding (the Arm ARM's BFMMLA;
+// round-to-odd without FEAT_EBF16), so its results are not bit for bit the pair order of the other
+// paths, only as accurate (tests/test_kernels_lowp.py). Offered on the i8mm path of CPUs whose OS
+// reports FEAT_BF16 (every such CPU so far has I8MM).
 #include "kernels/lowp_kernels.h"
 #include "kernels/vec_neon.h"
 #include "kernels/lowp_simd.h"

@@ -32,10 +32,9 @@ struct Bf16Kernels {
 
   // C[m x n] (=|+=) A[m x kc] * Bp[kc x nr], m <= mr, n <= nr, kc even. A holds bf16 rows of lda
   // values (A[i][k] at a + activation_offset(a_pair_chunk, lda, i, k)); Bp is a packed strip:
-  // kc / 2 rows of nr column pairs (B[k][j], B[k+1][j]). Every
-  // output sums in fp32, pair after pair, B[k+1] * A[k+1] first, then B[k] * A[k] (the order of
-  // vdpbf16ps; products of two bf16 are exact in fp32). Flags, bias and act as in
-  // KernelTable::gemm_micro.
+  // kc / 2 rows of nr column pairs (B[k][j], B[k+1][j]). Every output sums in fp32, pair after
+  // pair, B[k+1] * A[k+1] first, then B[k] * A[k] (the order of vdpbf16ps; products of two bf16
+  // are exact in fp32). Flags, bias and act as in KernelTable::gemm_micro.
   void (*gemm_micro)(int kc, const bf16* a, int lda, const bf16* bp, float* c, int ldc, int m,
                      int n, int flags, const float* bias, Activation act);
 
