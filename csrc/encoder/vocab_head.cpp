@@ -234,7 +234,9 @@ void VocabHead::pool_chunked(const float* y, int ld, const std::vector<int>& off
                              float* out) const {
   AlignedBuffer logits, scratch;
   const int column_tasks = ceil_div(vocab_, 1024);
-  for (const auto& [b0, b1] : sequence_blocks(lengths, kChunkRows)) {
+  for (const std::pair<int, int>& block : sequence_blocks(lengths, kChunkRows)) {
+    // Plain ints, not structured bindings: C++17 lets no lambda capture those (clang refuses).
+    const int b0 = block.first, b1 = block.second;
     const int first_row = offsets[b0];
     const int rows = offsets[b1 - 1] + lengths[b1 - 1] - first_row;
     logits.reserve(static_cast<size_t>(rows) * vocab_);
