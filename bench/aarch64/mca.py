@@ -3,8 +3,9 @@
     python bench/aarch64/mca.py > bench/aarch64/REPORT.md
 
 Compiles each aarch64 kernel file with the cross compiler and its setup.py flags, finds the loops
-in the assembly, and runs llvm-mca (Debian's LLVM) on them for three cores: neoverse-n1 (Graviton2,
-Ampere Altra), neoverse-v1 (Graviton3) and apple-m1.
+in the assembly, and runs llvm-mca (Debian's LLVM) on them for four cores: neoverse-n1 (Graviton2,
+Ampere Altra), neoverse-n2 (Azure Cobalt 100), neoverse-v1 (Graviton3) and apple-m1 (LLVM 19
+models every Apple core with its Cyclone model).
 
 Micro-kernels: the K loop of the full tile (the loop holding as many multiply-accumulates as the
 full tile does per iteration). Its pipe use = the cycles llvm-mca gives those
@@ -23,7 +24,7 @@ import subprocess
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CPUS = ["neoverse-n1", "neoverse-v1", "apple-m1"]
+CPUS = ["neoverse-n1", "neoverse-n2", "neoverse-v1", "apple-m1"]
 COMPILERS = {"gcc": ["aarch64-linux-gnu-g++"], "clang": ["clang", "--target=aarch64-linux-gnu"]}
 BASE = ["-O3", "-std=c++17", "-fno-math-errno", "-ffp-contract=off", "-DBERTCPU_ARM64=1",
         "-I" + os.path.join(ROOT, "csrc"), "-S", "-o", "-"]
@@ -41,6 +42,7 @@ HELPERS = [("kernels_neon.cpp", r"add_layernorm", "LayerNorm(x + residuals)"),
            ("kernels_neon.cpp", r"softmax", "softmax"),
            ("kernels_neon.cpp", r"activation", "activations (GELU erf / tanh, ReLU, tanh)"),
            ("lowp_dotprod.cpp", r"quantize_row_neon", "int8 activation quantization"),
+           ("lowp_i8mm.cpp", r"quantize_row_neon", "int8 activation quantization, row pairs"),
            ("lowp_bf16.cpp", r"convert_row", "fp32 -> bf16 activation rounding")]
 VECTOR = re.compile(r"\bv\d+\.(4s|2s|16b|8b|8h|4h|2d)\b|\bq\d+\b")
 SCALAR_FP = re.compile(r"^\s*f\w+\s+s\d+")

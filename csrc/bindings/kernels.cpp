@@ -216,7 +216,8 @@ void bind_kernels(py::module_& m) {
         const int M = x.shape(0), K = x.shape(1);
         if (K == 0) throw std::invalid_argument("rows must not be empty");
         const int Kp = ceil_div(K, kt.kgroup) * kt.kgroup;
-        std::vector<uint8_t> row(static_cast<size_t>(Kp) * kt.a_bytes);
+        // Room for a row of a pair-interleaved layout too: its chunks are a chunk apart.
+        std::vector<uint8_t> row(2 * static_cast<size_t>(Kp) * kt.a_bytes);
         py::array_t<int32_t> q({M, Kp});
         py::array_t<float> scales(M);
         py::array_t<int32_t> zero_points(M);
@@ -225,14 +226,16 @@ void bind_kernels(py::module_& m) {
                                                      row.data(), zero_points.mutable_data() + i);
           int32_t* out = q.mutable_data() + static_cast<size_t>(i) * Kp;
           for (int k = 0; k < Kp; ++k) {
+            const uint8_t* value = row.data() + activation_offset(kt.a_pair_chunk, 0, 0, k) *
+                                                    kt.a_bytes;
             if (kt.a_bytes == 2) {
               int16_t v;
-              std::memcpy(&v, row.data() + 2 * k, sizeof v);
+              std::memcpy(&v, value, sizeof v);
               out[k] = v;
             } else if (kt.a_offset != 0) {
-              out[k] = static_cast<int8_t>(row[k]) + kt.a_offset;
+              out[k] = static_cast<int8_t>(*value) + kt.a_offset;
             } else {
-              out[k] = row[k];
+              out[k] = *value;
             }
           }
         }

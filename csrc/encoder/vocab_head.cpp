@@ -196,10 +196,12 @@ void VocabHead::pool_fused(const float* y, int ld, const std::vector<int>& offse
   parallel_for(runs * row_blocks, [&](int task) {
     const auto [b0, b1] = blocks[task % row_blocks];
     const int run = task / row_blocks;
-    const int first_row = offsets[b0];
+    // From an even row: the kernels' pair-interleaved row layouts (activation_offset()) start
+    // blocks at pairs. The row before, if taken, is computed and ignored.
+    const int first_row = offsets[b0] - offsets[b0] % 2;
     const int block_rows = offsets[b1 - 1] + lengths[b1 - 1] - first_row;
     AlignedBuffer& tile = tiles[current_worker()];
-    tile.reserve(static_cast<size_t>(max_rows) * nr);
+    tile.reserve(static_cast<size_t>(max_rows + 1) * nr);
     for (int p = run * kPoolTaskPanels; p < std::min(panels, (run + 1) * kPoolTaskPanels); ++p) {
       const int n = std::min(nr, vocab_ - p * nr);
       decoder_.run_block(kt_, input, {first_row, first_row + block_rows, p, p + 1}, tile.data(),

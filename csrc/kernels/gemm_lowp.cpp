@@ -82,8 +82,9 @@ void run_blocks(const Table& kt, const Packed& w, int M, int max_threads, float*
 }
 
 // Rows of A a pre-pass allocates for M rows, those past M zero: a micro-kernel may read whole
-// groups of kLowpRowAlign rows (AMX's 16-row tiles) from any row a block starts at.
-int padded_rows(int M) { return M + kLowpRowAlign - 1; }
+// groups of kLowpRowAlign rows (AMX's 16-row tiles) from any row a block starts at, and a
+// pair-interleaved layout (activation_offset()) holds whole pairs.
+int padded_rows(int M) { return (M + kLowpRowAlign) / 2 * 2; }
 
 // Whether this CPU runs the fp32 path `isa`, which its low-precision kernels build on.
 bool runs_base(Isa isa) {
@@ -369,13 +370,15 @@ Bf16Rows convert_rows_bf16(const Bf16Kernels& kt, const PackedLinearBf16& w, int
                            int lda, AlignedBuffer& scratch, int max_threads) {
   if (w.nr != kt.nr || w.kgroup != kt.kgroup || w.k_padded % k_alignment(kt) != 0)
     throw std::invalid_argument("weights packed for another bf16 kernel table");
-  const int K = w.in_features, Kp = w.k_padded;
+  const int K = w.in_features, Kp = w.k_padded, chunk = kt.a_pair_chunk;
   const int rows = padded_rows(M);
   scratch.reserve(floats_for<bf16>(static_cast<size_t>(rows) * Kp));
   bf16* a = as<bf16>(scratch);
-  std::fill(a + static_cast<size_t>(M) * Kp, a + static_cast<size_t>(rows) * Kp, bf16{0});
+  // Zeros past row M first: in a pair-interleaved layout the last pair's chunks alternate with
+  // those of row M - 1, which the conversion then writes.
+  std::fill(a + static_cast<size_t>(M - M % 2) * Kp, a + static_cast<size_t>(rows) * Kp, bf16{0});
   for_each_row(M, max_threads, [&](int i) {
-    kt.convert_row(A + static_cast<size_t>(i) * lda, K, Kp, a + static_cast<size_t>(i) * Kp);
+    kt.convert_row(A + static_cast<size_t>(i) * lda, K, Kp, a + activation_offset(chunk, Kp, i, 0));
   });
   return {a, Kp};
 }
@@ -395,7 +398,7 @@ void gemm_bf16_block(const Bf16Kernels& kt, const PackedLinearBf16& w, const Bf1
     for (int i = b.m0; i < b.m1; i += mr) {
       for (int p = b.p0; p < b.p1; ++p) {
         const int col = (p - b.p0) * nr;
-        kt.gemm_micro(kc, a.rows + static_cast<size_t>(i) * Kp + k0, Kp,
+        kt.gemm_micro(kc, a.rows + activation_offset(kt.a_pair_chunk, Kp, i, k0), Kp,
                       packed + strip_offset(Kp, panels, nr, k0, p),
                       C + static_cast<size_t>(i - b.m0) * ldc + col, ldc, std::min(mr, b.m1 - i),
                       std::min(nr, N - p * nr), flags, (last && bias) ? bias + col : nullptr,
@@ -497,7 +500,10 @@ Int8Rows quantize_rows_int8(const Int8Kernels& kt, const PackedLinearInt8& w, in
   float* a_scale = scratch.data();
   int32_t* a_zero = reinterpret_cast<int32_t*>(scratch.data() + M);
   uint8_t* a = reinterpret_cast<uint8_t*>(scratch.data() + head);
-  std::fill(a + M * row_bytes, a + rows * row_bytes, uint8_t{0});
+  // Zeros past row M first (see convert_rows_bf16).
+  std::fill(a + (M - M % 2) * row_bytes, a + rows * row_bytes, uint8_t{0});
+  // Where quantized row i starts (its first chunk, when pair-interleaved).
+  auto row_at = [&](int i) { return activation_offset(kt.a_pair_chunk, Kp, i, 0) * kt.a_bytes; };
   const float* input_scale = w.input_scale.size() == 0 ? nullptr : w.input_scale.data();
   for_each_row(M, max_threads, [&](int i) {
     const float* row = A + static_cast<size_t>(i) * lda;
@@ -507,7 +513,7 @@ Int8Rows quantize_rows_int8(const Int8Kernels& kt, const PackedLinearInt8& w, in
       for (int k = 0; k < K; ++k) scaled[k] = row[k] * input_scale[k];
       row = scaled.data();
     }
-    a_scale[i] = kt.quantize_row(row, K, Kp, a + i * row_bytes, a_zero + i);
+    a_scale[i] = kt.quantize_row(row, K, Kp, a + row_at(i), a_zero + i);
   });
   return {a, row_bytes, a_scale, a_zero};
 }
@@ -522,10 +528,11 @@ void gemm_int8_block(const Int8Kernels& kt, const PackedLinearInt8& w, const Int
   const BlockScope scope(kt);
   // Row tile outer: its quantized rows stay in L1 while the block's panels stream from L2.
   for (int i = b.m0; i < b.m1; i += mr) {
+    const uint8_t* rows = a.rows + activation_offset(kt.a_pair_chunk, Kp, i, 0) * kt.a_bytes;
     for (int p = b.p0; p < b.p1; ++p) {
       const int col = (p - b.p0) * nr;
-      kt.gemm_micro(Kp, a.rows + i * a.row_bytes, lda, packed + p * panel_bytes, comp + p * nr,
-                    a.scale + i, a.zero + i, w.scales.data() + p * nr, bias ? bias + col : nullptr,
+      kt.gemm_micro(Kp, rows, lda, packed + p * panel_bytes, comp + p * nr, a.scale + i,
+                    a.zero + i, w.scales.data() + p * nr, bias ? bias + col : nullptr,
                     C + static_cast<size_t>(i - b.m0) * ldc + col, ldc, std::min(mr, b.m1 - i),
                     std::min(nr, N - p * nr), act);
     }

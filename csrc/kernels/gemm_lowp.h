@@ -8,6 +8,10 @@
 // kc / 4 rows of quads, Bf16Kernels::kgroup). K is zero-padded to the group, or to whole AMX
 // tiles (Bf16Kernels::k_align).
 //
+// The converted or quantized rows of A are laid out as the kernel table's a_pair_chunk says:
+// row after row, or (aarch64 BFMMLA and USMMLA) pairs of rows interleaved in K chunks, so that a
+// two-row operand is one load (lowp_kernels.h, activation_offset()).
+//
 // int8: W is quantized once per output channel (symmetric int8, scale = max|w| / 127), A per row
 // at each call, into scratch memory, asymmetrically: q in 0..255 with a zero point zp, x ~ (q - zp)
 // * scale_a, over [min(x, 0), max(x, 0)] (Int8Kernels::quantize_row), so that skewed rows such as

@@ -168,13 +168,13 @@ template <class T, class Finish>
 Bf16Kernels bf16_table(Isa isa, const char* name, const Bf16Kernels& rows_from) {
   return Bf16Kernels{isa,         name,         kMr,          kNr,
                      rows_from.convert_row,     bf16_micro<T, Finish>,     kBf16Group,
-                     kBf16KStep,  begin_block<T>, end_block<T>};
+                     0,           kBf16KStep,   begin_block<T>, end_block<T>};
 }
 
 template <class T, class Finish>
 Int8Kernels int8_table(Isa isa, const char* name, const Int8Kernels& rows_from) {
   return Int8Kernels{isa,        name, kMr, kNr, kInt8Group, 1, rows_from.quantize_row,
-                     int8_micro<T, Finish>,  0,   kInt8KStep, begin_block<T>, end_block<T>};
+                     int8_micro<T, Finish>,  0,   0,  kInt8KStep, begin_block<T>, end_block<T>};
 }
 
 }  // namespace

@@ -85,7 +85,7 @@ void gemm_micro(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32
 
 const Int8Kernels& dotprod_int8_kernels() {
   static const Int8Kernels table{Isa::dotprod, "dotprod",  kMr, kNr, kGroup, 1,
-                                 quantize_row_neon<kOffset>, gemm_micro, kOffset};
+                                 quantize_row_neon<kOffset, 0>, gemm_micro, kOffset};
   return table;
 }
 

@@ -1,8 +1,10 @@
 // The int8 kernels for aarch64 with the int8 matrix multiply instructions (FEAT_I8MM): an 8 x 12
 // micro-tile of USMMLA, which multiplies a 2 x 8 block of unsigned activations (two rows, 8 K
 // values each) by an 8 x 2 block of signed weights into a 2 x 2 block of int32 sums. The packed
-// panel (kgroup 8) already holds each pair of columns as one 16-byte operand; each pair of rows is
-// put together from two 8-byte loads. 24 accumulators hold 4 row pairs x 6 column pairs.
+// panel (kgroup 8) holds each pair of columns as one 16-byte operand, and the quantized activations
+// are pair-interleaved in chunks of 8 (Int8Kernels::a_pair_chunk), so each pair of rows is one
+// 16-byte load too: no insert takes a vector-pipe slot from the USMMLAs. 24 accumulators hold 4 row
+// pairs x 6 column pairs.
 // Called only when the OS reports the extension (csrc/cpu/cpu_isa_arm.cpp).
 #include "kernels/lowp_neon.h"
 
@@ -20,21 +22,22 @@ template <int M>
 inline void micro_rows(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32_t* colsum,
                        const float* a_scale, const int32_t* a_zero, const float* w_scale,
                        const float* bias, float* c, int ldc, int n, Activation act) {
-  constexpr int P = (M + 1) / 2;  // row pairs; an odd last row is paired with itself
+  constexpr int P = (M + 1) / 2;  // row pairs; an odd M's last pair holds the padding row M
   int32x4_t acc[kColumnPairs][P];
 #pragma GCC unroll 8
   for (int j = 0; j < kColumnPairs; ++j)
 #pragma GCC unroll 8
     for (int p = 0; p < P; ++p) acc[j][p] = vdupq_n_s32(0);
-  ptrdiff_t row_offset[2 * P];
-#pragma GCC unroll 16
-  for (int i = 0; i < 2 * P; ++i) row_offset[i] = static_cast<ptrdiff_t>(i < M ? i : M - 1) * lda;
+  ptrdiff_t pair_offset[P];
+#pragma GCC unroll 8
+  for (int p = 0; p < P; ++p) pair_offset[p] = static_cast<ptrdiff_t>(2 * p) * lda;
   const int8_t* b_k = bp;
-  for (const uint8_t *a_k = a, *a_end = a + kp; a_k != a_end; a_k += kGroup, b_k += kGroup * kNr) {
+  // A pair's K group: 8 values of its first row, then 8 of its second.
+  for (const uint8_t *a_k = a, *a_end = a + 2 * kp; a_k != a_end;
+       a_k += 2 * kGroup, b_k += kGroup * kNr) {
     uint8x16_t rows[P];
 #pragma GCC unroll 8
-    for (int p = 0; p < P; ++p)
-      rows[p] = vcombine_u8(vld1_u8(a_k + row_offset[2 * p]), vld1_u8(a_k + row_offset[2 * p + 1]));
+    for (int p = 0; p < P; ++p) rows[p] = vld1q_u8(a_k + pair_offset[p]);
 #pragma GCC unroll 8
     for (int j = 0; j < kColumnPairs; ++j) {
       const int8x16_t b = vld1q_s8(b_k + 16 * j);
@@ -66,8 +69,8 @@ void gemm_micro(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32
 }  // namespace
 
 const Int8Kernels& i8mm_int8_kernels() {
-  static const Int8Kernels table{Isa::i8mm, "i8mm", kMr, kNr, kGroup, 1, quantize_row_neon<0>,
-                                 gemm_micro, 0};
+  static const Int8Kernels table{Isa::i8mm, "i8mm", kMr, kNr, kGroup, 1,
+                                 quantize_row_neon<0, kGroup>, gemm_micro, 0, kGroup};
   return table;
 }
 

@@ -12,6 +12,7 @@
 // include it.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "kernels/kernels.h"
@@ -32,15 +33,16 @@ struct Bf16Kernels {
   int mr;  // rows of C one micro-kernel call computes at most
   int nr;  // columns of a packed panel (see gemm_lowp.h for the layout)
 
-  // out[0, n) = bf16(x[0, n)), out[n, np) = 0. Rounds like vcvtneps2bf16 (and to_bf16()): to
+  // Value k of the row = bf16(x[k]) for k < n, 0 for n <= k < np, written at
+  // out + activation_offset(a_pair_chunk, 0, 0, k). Rounds like vcvtneps2bf16 (and to_bf16()): to
   // nearest even, NaN stays a (quiet) NaN, denormals become signed zeros.
   void (*convert_row)(const float* x, int n, int np, bf16* out);
 
-  // C[m x n] (=|+=) A[m x kc] * Bp[kc x nr], m <= mr, n <= nr, kc even. A holds bf16 rows with
-  // stride lda; Bp is a packed strip: kc / 2 rows of nr column pairs (B[k][j], B[k+1][j]). Every
-  // output sums in fp32, pair after pair, B[k+1] * A[k+1] first, then B[k] * A[k] (the order of
-  // vdpbf16ps; products of two bf16 are exact in fp32). Flags, bias and act as in
-  // KernelTable::gemm_micro.
+  // C[m x n] (=|+=) A[m x kc] * Bp[kc x nr], m <= mr, n <= nr, kc even. A holds bf16 rows of lda
+  // values (A[i][k] at a + activation_offset(a_pair_chunk, lda, i, k)); Bp is a packed strip:
+  // kc / 2 rows of nr column pairs (B[k][j], B[k+1][j]). Every output sums in fp32, pair after
+  // pair, B[k+1] * A[k+1] first, then B[k] * A[k] (the order of vdpbf16ps; products of two bf16
+  // are exact in fp32). Flags, bias and act as in KernelTable::gemm_micro.
   void (*gemm_micro)(int kc, const bf16* a, int lda, const bf16* bp, float* c, int ldc, int m,
                      int n, int flags, const float* bias, Activation act);
 
@@ -48,6 +50,10 @@ struct Bf16Kernels {
   // hold kc / 4 rows of nr column quads (B[k..k+3][j]) and which sums each quad in its own
   // rounding (aarch64 lowp_bf16.cpp: not bit for bit the pair order). K is zero-padded to it.
   int kgroup = 2;
+
+  // The activation rows' layout: 0, row after row, or pairs of rows interleaved in chunks of this
+  // many values (see activation_offset()).
+  int a_pair_chunk = 0;
 
   // K is zero-padded to a multiple of this (a multiple of kgroup; 0 means kgroup): AMX multiplies
   // 32 K values per instruction. kGemmKc is a multiple of it, so every kc is too. The AMX tables
@@ -74,17 +80,19 @@ struct Int8Kernels {
   // With lo = min(min x, 0), hi = max(max x, 0): for hi == lo, scale = 0, zp = 0, q = 0; else
   // inv = 255 / (hi - lo), scale = (hi - lo) / 255, zp = clamp(rint(-lo * inv), 0, 255),
   // q = clamp(rint(x * inv) + zp, 0, 255), so x ~ (q - zp) * scale. Writes q in this path's format
-  // -- uint8 (generic, avxvnni, avx512) or int16 (avx2) -- then q = zp up to kp (the value 0);
-  // returns the scale and stores zp in *zero_point. Identical q, scale and zp on every path (fp32
-  // divisions and one fp32 product each, rounded to nearest even). Inputs must be finite.
+  // -- uint8 (generic, avxvnni, avx512, i8mm) or int16 (avx2) -- then q = zp up to kp (the value
+  // 0), value j at byte a_bytes * activation_offset(a_pair_chunk, 0, 0, j) of out; returns the
+  // scale and stores zp in *zero_point. Identical q, scale and zp on every path (fp32 divisions
+  // and one fp32 product each, rounded to nearest even). Inputs must be finite.
   float (*quantize_row)(const float* x, int k, int kp, uint8_t* out, int32_t* zero_point);
 
   // C[m x n] = act(float(acc - a_zero[i] * colsum[j]) * a_scale[i] * w_scale[j] + bias[j]),
   // evaluated left to right with no fused multiply-add, where acc[i][j] = sum over the kp (padded)
   // K of qa[i][k] * qw[k][j] and colsum[j] = sum over k of qw[k][j], all in int32, exactly. a: m
-  // quantized rows of stride lda bytes; bp: one packed panel (kp / kgroup groups of nr columns of
-  // kgroup int8); colsum: the panel's weight column sums, computed at pack time; bias may be null.
-  // m <= mr, n <= nr.
+  // quantized rows of lda bytes each (qa[i][k] at byte a_bytes * activation_offset(a_pair_chunk,
+  // lda / a_bytes, i, k)); bp: one packed panel (kp / kgroup groups of nr columns of kgroup int8);
+  // colsum: the panel's weight column sums, computed at pack time; bias may be null. m <= mr,
+  // n <= nr.
   void (*gemm_micro)(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32_t* colsum,
                      const float* a_scale, const int32_t* a_zero, const float* w_scale,
                      const float* bias, float* c, int ldc, int m, int n, Activation act);
@@ -92,6 +100,9 @@ struct Int8Kernels {
   // The quantized row format holds q - a_offset: 128 (as int8) where the products are signed x
   // signed (aarch64 SDOT), else 0.
   int a_offset = 0;
+
+  // The activation rows' layout, as Bf16Kernels::a_pair_chunk.
+  int a_pair_chunk = 0;
 
   // As in Bf16Kernels: K is zero-padded to a multiple of k_align (0: kgroup), A padded with zp;
   // begin_block / end_block bracket a run of gemm_micro calls on one thread.
@@ -104,6 +115,19 @@ struct Int8Kernels {
 template <class Table>
 inline int k_alignment(const Table& kt) {
   return kt.k_align ? kt.k_align : kt.kgroup;
+}
+
+// Where value k of activation row i sits, in values from row 0's value 0, in a block of rows of
+// row_values values each (K padded) laid out as a kernel table's a_pair_chunk says. 0: row after
+// row. c > 0: rows 2p and 2p + 1 interleaved in chunks of c values -- c of row 2p, c of row 2p + 1,
+// the next c of row 2p, ... -- so that one 16-byte load is a two-row operand of aarch64's USMMLA
+// (c = 8 int8) or BFMMLA (c = 4 bf16) rather than two 8-byte loads and an insert. row_values is a
+// multiple of c; a block of rows starts at an even row, and a micro-kernel given an odd count m
+// of rows reads row m too, the other half of the last pair (the drivers write rows past the last
+// as zeros; the products of its values are dropped).
+inline size_t activation_offset(int c, size_t row_values, size_t i, size_t k) {
+  if (c == 0) return i * row_values + k;
+  return (i - i % 2) * row_values + k / c * 2 * c + i % 2 * c + k % c;
 }
 
 // Defined in the per-path translation units; gemm_lowp.h picks one after checking the CPU.

@@ -10,10 +10,13 @@ namespace bertcpu {
 namespace {
 
 // Int8Kernels::quantize_row storing q - kOffset (kOffset 0: uint8 q; 128: int8 q - 128, which is
-// q with its top bit flipped). vcvtnq rounds to nearest even like the generic path; the two
-// saturating narrowings clamp to 0 (int32 -> uint16) and to 255 (uint16 -> uint8).
-template <int kOffset>
+// q with its top bit flipped) in the layout of a_pair_chunk kPairChunk (0 or 8). vcvtnq rounds to
+// nearest even like the generic path; the two saturating narrowings clamp to 0 (int32 -> uint16)
+// and to 255 (uint16 -> uint8).
+template <int kOffset, int kPairChunk>
 float quantize_row_neon(const float* x, int k, int kp, uint8_t* out, int32_t* zero_point) {
+  static_assert(kPairChunk == 0 || kPairChunk == 8, "16 values are one or two whole chunks");
+  auto at = [](int j) { return activation_offset(kPairChunk, 0, 0, j); };
   const RowQuant rq = row_quant_of<VecNeon>(x, k);
   const float32x4_t inv = vdupq_n_f32(rq.inv);
   const int32x4_t zp = vdupq_n_s32(rq.zero_point);
@@ -26,11 +29,17 @@ float quantize_row_neon(const float* x, int k, int kp, uint8_t* out, int32_t* ze
       q[j] = vaddq_s32(vcvtnq_s32_f32(vmulq_f32(vld1q_f32(x + i + 4 * j), inv)), zp);
     const uint16x8_t lo = vcombine_u16(vqmovun_s32(q[0]), vqmovun_s32(q[1]));
     const uint16x8_t hi = vcombine_u16(vqmovun_s32(q[2]), vqmovun_s32(q[3]));
-    vst1q_u8(out + i, veorq_u8(vcombine_u8(vqmovn_u16(lo), vqmovn_u16(hi)), flip));
+    const uint8x16_t q16 = veorq_u8(vcombine_u8(vqmovn_u16(lo), vqmovn_u16(hi)), flip);
+    if (kPairChunk == 0) {
+      vst1q_u8(out + i, q16);
+    } else {
+      vst1_u8(out + at(i), vget_low_u8(q16));
+      vst1_u8(out + at(i + 8), vget_high_u8(q16));
+    }
   }
   for (; i < k; ++i)
-    out[i] = static_cast<uint8_t>(quantize_scalar(x[i] * rq.inv, rq.zero_point) ^ kOffset);
-  for (i = k; i < kp; ++i) out[i] = static_cast<uint8_t>(rq.zero_point ^ kOffset);
+    out[at(i)] = static_cast<uint8_t>(quantize_scalar(x[i] * rq.inv, rq.zero_point) ^ kOffset);
+  for (i = k; i < kp; ++i) out[at(i)] = static_cast<uint8_t>(rq.zero_point ^ kOffset);
   *zero_point = rq.zero_point;
   return rq.scale;
 }
