@@ -249,3 +249,18 @@ def test_compare_builds_refuses_a_folder_without_a_build(tmp_path):
     result = _compare_builds(THIS_BUILD, tmp_path, "--rounds", "1")
     assert result.returncode != 0
     assert "build B" in result.stderr or "No module named 'bertcpu'" in result.stderr
+
+
+def test_docstring_sentences_do_not_depend_on_what_was_imported_before():
+    # In a fresh interpreter: the listed modules' submodules that nothing imported yet (and that
+    # add sentences of their own once imported) must not change the list.
+    script = (
+        "from bertcpu import benchmark\n"
+        "before = benchmark.docstring_sentences(300)\n"
+        "import email.mime.multipart, unittest.mock, xml.dom.pulldom, logging.handlers\n"
+        "import concurrent.futures.process, json.tool, http.cookies\n"
+        "after = benchmark.docstring_sentences(300)\n"
+        "print(len(before), sum(a == b for a, b in zip(before, after)))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd=THIS_BUILD, check=True)
+    assert result.stdout.split() == ["300", "300"]

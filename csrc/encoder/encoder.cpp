@@ -267,17 +267,20 @@ void Encoder::finalize() {
   if (count > 0)
     throw std::invalid_argument("missing " + std::to_string(count) + " tensor(s): " + missing +
                                 (count > 10 ? ", ..." : ""));
-  // An int8 model keeps the Q/K/V projections in bf16 (in fp32 without AVX512-BF16): their
-  // input, the LayerNorm output with its few large channels, loses the most to per-token int8
-  // (all-MiniLM-L6-v2 sentence vectors: cosine 0.99896 to fp32 all int8, 0.99942 so).
+  // An int8 model keeps the Q/K/V projections in bf16 (in fp32 without AVX512-BF16). Their int8
+  // error is V's (Q and K alone in int8 cost nothing measurable): rows such as [CLS] have one
+  // channel ~20x the row's rms, which sets the row's scale, and attention carries their V error
+  // into every token. all-MiniLM-L6-v2, 1000 sentences (bench/accuracy_lowp.py and the exact
+  // numpy model bench/int8_emulation.py): sentence cosine to fp32 0.99906 with Q/K/V in int8,
+  // 0.99955 so (bench/RESULTS.md, issue 14: what all-int8 would take).
   ModelKernels qkv_kernels = kernels_;
   if (kernels_.precision == Precision::int8)
     qkv_kernels.precision = kernels_.bf16 ? Precision::bfloat16 : Precision::float32;
-  // The feed-forward input is that LayerNorm's output too: its int8 quantization moves range from
-  // the large channels to the weights, estimating each channel's size as |gamma| + |beta|
-  // (all-MiniLM-L6-v2, 400 sentences, bench/accuracy_lowp.py: mean cosine to fp32 0.99944 ->
-  // 0.99956; same nearest neighbour 97.0% either way, 96.5-97.8% over the exponents 0.3-0.7 and
-  // ranges 3|gamma| + |beta| tried, i.e. within that figure's noise).
+  // The feed-forward input is a LayerNorm's output: its int8 quantization moves range from the
+  // large channels to the weights, estimating each channel's size as |gamma| + |beta|
+  // (all-MiniLM-L6-v2, 1000 sentences, this layer alone in int8: sentence cosine to fp32
+  // 0.99971 -> 0.99984). The same for Q/K/V makes them worse (0.99952 -> 0.99942): V's error
+  // is in the rows' own outliers, not in the channels gamma and beta point to.
   std::vector<float> ffn_input_range(config_.hidden);
   for (Layer& layer : layers_) {
     layer.qkv.convert(qkv_kernels);
