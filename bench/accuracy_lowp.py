@@ -73,12 +73,6 @@ def verdict(name, mean_cosine, same):
     return f"{'met' if met else 'NOT met'} ({bars})"
 
 
-def nearest_neighbours(vectors):
-    similarity = vectors @ vectors.T
-    np.fill_diagonal(similarity, -np.inf)
-    return similarity.argmax(axis=1)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sentences", type=int, default=400)
@@ -99,7 +93,7 @@ def main(argv=None):
         reference.prepare(folder, args.threads)
         expected = sentence_vectors(reference, tokenizer, sentences)
         reference.close()
-        expected_neighbours = nearest_neighbours(expected)
+        expected_neighbours = benchmark.nearest_neighbours(expected)
         similarity = expected @ expected.T
         np.fill_diagonal(similarity, -np.inf)
         top = np.sort(similarity, axis=1)[:, ::-1]
@@ -123,7 +117,8 @@ def main(argv=None):
                 vectors = sentence_vectors(runner, tokenizer, sentences)
                 runner.close()
                 cosines = (vectors * expected).sum(axis=1)
-                same = float(np.mean(nearest_neighbours(vectors) == expected_neighbours))
+                same = float(np.mean(benchmark.nearest_neighbours(vectors)
+                                     == expected_neighbours))
                 print(f"| {label} | {cosines.mean():.6f} | {cosines.min():.6f} | {same:.1%} | "
                       f"{verdict(name, cosines.mean(), same)} |", flush=True)
 

@@ -225,12 +225,6 @@ class MiniLM:
         return means / np.linalg.norm(means, axis=1, keepdims=True)
 
 
-def nearest_neighbours(vectors):
-    similarity = vectors @ vectors.T
-    np.fill_diagonal(similarity, -np.inf)
-    return similarity.argmax(axis=1)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sentences", type=int, default=400)
@@ -244,7 +238,7 @@ def main(argv=None):
         sequences.append(enc["input_ids"][0])
     model = MiniLM(folder)
     expected = model.sentence_vectors(sequences, lambda kind: fp32)
-    expected_neighbours = nearest_neighbours(expected)
+    expected_neighbours = benchmark.nearest_neighbours(expected)
     print(f"all-MiniLM-L6-v2, {len(sequences)} sentences, reference: this model in fp32")
     print()
     print("| scheme | mean cosine | min cosine | same nearest neighbour |")
@@ -252,7 +246,7 @@ def main(argv=None):
     for name in args.schemes.split(","):
         vectors = model.sentence_vectors(sequences, SCHEMES[name])
         cosines = (vectors * expected).sum(axis=1)
-        same = np.mean(nearest_neighbours(vectors) == expected_neighbours)
+        same = np.mean(benchmark.nearest_neighbours(vectors) == expected_neighbours)
         print(f"| {name} | {cosines.mean():.6f} | {cosines.min():.6f} | {same:.1%} |", flush=True)
 
 

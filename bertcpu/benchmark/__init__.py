@@ -18,7 +18,7 @@ One module per concern:
 from .data import MINILM_PACKAGE, MINILM_REQUIREMENT, docstring_sentences, minilm_folder
 from .peak import Peak, fp32_peak, measure_fp32_peak, nominal_fp32_peak
 from .report import BenchmarkReport, ShapeResult, SystemResult, format_report
-from .run import mean_row_cosine, run_benchmark, wait_until_idle
+from .run import mean_row_cosine, nearest_neighbours, run_benchmark, wait_until_idle
 from .systems import (PRECISIONS, SYSTEMS, BertcpuRunner, OnnxRuntimeRunner, OpenVinoRunner,
                       Runner, TorchRunner, export_onnx, installed_systems, make_runner,
                       system_precision)
@@ -31,6 +31,6 @@ __all__ = [
     "SYSTEMS", "Shape", "ShapeResult", "SystemResult", "TorchRunner", "docstring_sentences",
     "encoder_flop_counts", "encoder_flops", "export_onnx", "fp32_peak", "format_report",
     "installed_systems", "make_batch", "make_runner", "mean_row_cosine", "measure_fp32_peak",
-    "minilm_folder", "nominal_fp32_peak", "parse_shape", "rounds_for", "run_benchmark",
-    "system_precision", "wait_until_idle",
+    "minilm_folder", "nearest_neighbours", "nominal_fp32_peak", "parse_shape", "rounds_for",
+    "run_benchmark", "system_precision", "wait_until_idle",
 ]

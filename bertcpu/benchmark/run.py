@@ -57,6 +57,13 @@ def mean_row_cosine(output, reference, mask):
     return float(cosines.mean())
 
 
+def nearest_neighbours(vectors):
+    """For each row of `vectors` (L2-normalized), the index of the most similar other row."""
+    similarity = vectors @ vectors.T
+    np.fill_diagonal(similarity, -np.inf)
+    return similarity.argmax(axis=1)
+
+
 def _log_to_stderr(message):
     print(message, file=sys.stderr, flush=True)
 

@@ -158,6 +158,30 @@ std::vector<std::pair<const Int8Kernels*, bool>> int8_tables() {
   return out;
 }
 
+// The table called `name` in `tables` (its Bf16Kernels / Int8Kernels::name); a name no table has
+// is an fp32 path's (by_path gives that path's best table, or says why it has none) or unknown.
+template <class Table, class ByPath>
+const Table& table_named(const std::vector<std::pair<const Table*, bool>>& tables,
+                         const std::string& name, const char* precision, const ByPath& by_path) {
+  for (const auto& [table, runs] : tables) {
+    if (name != table->name) continue;
+    if (!runs)
+      throw std::invalid_argument("this CPU cannot run the " + name + " " + precision +
+                                  " kernels");
+    return *table;
+  }
+  return by_path(parse_isa(name));
+}
+
+// The names of the tables this CPU runs, lowest first.
+template <class Table>
+std::vector<std::string> runnable_names(const std::vector<std::pair<const Table*, bool>>& tables) {
+  std::vector<std::string> out;
+  for (const auto& [table, runs] : tables)
+    if (runs) out.push_back(table->name);
+  return out;
+}
+
 }  // namespace
 
 // ---- kernel tables ------------------------------------------------------------------------------
@@ -194,13 +218,9 @@ const Bf16Kernels& bf16_kernels(Isa isa) {
 }
 
 const Bf16Kernels& bf16_kernels(const std::string& name) {
-  for (const auto& [table, runs] : bf16_tables()) {
-    if (name != table->name) continue;
-    if (!runs)
-      throw std::invalid_argument("this CPU cannot run the " + name + " bf16 kernels");
-    return *table;
-  }
-  return bf16_kernels(parse_isa(name));
+  return table_named(bf16_tables(), name, "bf16", [](Isa isa) -> const Bf16Kernels& {
+    return bf16_kernels(isa);
+  });
 }
 
 const Int8Kernels& int8_kernels(Isa isa) {
@@ -235,29 +255,14 @@ const Int8Kernels& int8_kernels(Isa isa) {
 }
 
 const Int8Kernels& int8_kernels(const std::string& name) {
-  for (const auto& [table, runs] : int8_tables()) {
-    if (name != table->name) continue;
-    if (!runs)
-      throw std::invalid_argument("this CPU cannot run the " + name + " int8 kernels");
-    return *table;
-  }
-  // Not a table: an fp32 path's name (its best table, or why it has none) or an unknown name.
-  return int8_kernels(parse_isa(name));
+  return table_named(int8_tables(), name, "int8", [](Isa isa) -> const Int8Kernels& {
+    return int8_kernels(isa);
+  });
 }
 
-std::vector<std::string> bf16_kernel_names() {
-  std::vector<std::string> out;
-  for (const auto& [table, runs] : bf16_tables())
-    if (runs) out.push_back(table->name);
-  return out;
-}
+std::vector<std::string> bf16_kernel_names() { return runnable_names(bf16_tables()); }
 
-std::vector<std::string> int8_kernel_names() {
-  std::vector<std::string> out;
-  for (const auto& [table, runs] : int8_tables())
-    if (runs) out.push_back(table->name);
-  return out;
-}
+std::vector<std::string> int8_kernel_names() { return runnable_names(int8_tables()); }
 
 std::vector<Isa> bf16_isas() {
   std::vector<Isa> out;
