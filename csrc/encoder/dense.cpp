@@ -124,17 +124,24 @@ void DenseLayer::convert(const ModelKernels& kernels, const float* input_range) 
 
 void DenseLayer::run(const KernelTable& fp32, int M, const float* A, int lda, float* C, int ldc,
                      bool with_bias, Activation act, AlignedBuffer& scratch) const {
-  switch (precision_) {
-    case Precision::float32:
-      linear(fp32, fp32_, M, A, lda, C, ldc, with_bias, act);
-      break;
-    case Precision::bfloat16:
-      linear_bf16(*bf16_kernels_, bf16_, M, A, lda, C, ldc, with_bias, act, scratch);
-      break;
-    case Precision::int8:
-      linear_int8(*int8_kernels_, int8_, M, A, lda, C, ldc, with_bias, act, scratch);
-      break;
-  }
+  run_input(fp32, M, prepare(M, A, lda, scratch), C, ldc, with_bias, act);
+}
+
+DenseLayer::Input DenseLayer::begin_input(int M, const float* A, int lda,
+                                          AlignedBuffer& scratch) const {
+  Input in;
+  in.a = A;
+  in.lda = lda;
+  if (precision_ == Precision::bfloat16)
+    in.bf16 = begin_rows_bf16(*bf16_kernels_, bf16_, M, scratch);
+  if (precision_ == Precision::int8) in.int8 = begin_rows_int8(*int8_kernels_, int8_, M, scratch);
+  return in;
+}
+
+void DenseLayer::prepare_row(const Input& in, int i) const {
+  const float* row = in.a + static_cast<size_t>(i) * in.lda;
+  if (precision_ == Precision::bfloat16) convert_row_bf16(*bf16_kernels_, bf16_, in.bf16, i, row);
+  if (precision_ == Precision::int8) quantize_row_int8(*int8_kernels_, int8_, in.int8, i, row);
 }
 
 DenseLayer::Input DenseLayer::prepare(int M, const float* A, int lda,
@@ -147,6 +154,21 @@ DenseLayer::Input DenseLayer::prepare(int M, const float* A, int lda,
   if (precision_ == Precision::int8)
     in.int8 = quantize_rows_int8(*int8_kernels_, int8_, M, A, lda, scratch);
   return in;
+}
+
+void DenseLayer::run_input(const KernelTable& fp32, int M, const Input& in, float* C, int ldc,
+                           bool with_bias, Activation act) const {
+  switch (precision_) {
+    case Precision::float32:
+      linear(fp32, fp32_, M, in.a, in.lda, C, ldc, with_bias, act);
+      break;
+    case Precision::bfloat16:
+      linear_bf16(*bf16_kernels_, bf16_, M, in.bf16, C, ldc, with_bias, act);
+      break;
+    case Precision::int8:
+      linear_int8(*int8_kernels_, int8_, M, in.int8, C, ldc, with_bias, act);
+      break;
+  }
 }
 
 int DenseLayer::panel_width() const {

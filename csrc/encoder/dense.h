@@ -62,8 +62,10 @@ class DenseLayer {
   void run(const KernelTable& fp32, int M, const float* A, int lda, float* C, int ldc,
            bool with_bias, Activation act, AlignedBuffer& scratch) const;
 
-  // A made ready once for several products over parts of it (run_block): its low-precision copy
-  // (in `scratch`, which must outlive the Input) or, for a float32 layer, A itself.
+  // A made ready once for one product (run_input) or several over parts of it (run_block): its
+  // low-precision copy (in `scratch`, which must outlive the Input) or, for a float32 layer, A
+  // itself. prepare() does it for all rows; begin_input() + prepare_row() row by row, for a
+  // caller that writes A a row at a time (a LayerNorm: each row is converted while in L1).
   struct Input {
     const float* a = nullptr;
     int lda = 0;
@@ -71,6 +73,12 @@ class DenseLayer {
     Int8Rows int8{};
   };
   Input prepare(int M, const float* A, int lda, AlignedBuffer& scratch) const;
+  Input begin_input(int M, const float* A, int lda, AlignedBuffer& scratch) const;
+  // Row i of A (at in.a + i * in.lda, written already) into the copy; any thread, once per row.
+  void prepare_row(const Input& in, int i) const;
+  // C = act(A * W^T + bias) (bias only if with_bias) over the M prepared rows, threaded.
+  void run_input(const KernelTable& fp32, int M, const Input& in, float* C, int ldc,
+                 bool with_bias, Activation act) const;
   // Columns per packed panel: a block's column range is whole panels of this width.
   int panel_width() const;
   // One block of C = act(A * W^T + bias) on the calling thread (see gemm_int8_block): C at the

@@ -446,19 +446,23 @@ void Encoder::run_group(const Group& group, int seq, const std::vector<int>& tok
   const int* cols = columns.data() + group.first_token;
   const int* tys = types.data() + group.first_token;
 
+  // Each LayerNorm hands its rows to the next dense layer's low-precision copy (quantized or
+  // rounded) as it writes them, while they are in L1: the next layer's input, ready.
+  DenseLayer::Input qkv_in = layers_[0].qkv.begin_input(T, x, ldh, dense_scratch_);
   rowwise(T, threads, [&](int t) {
     kt_.add_layernorm(word_embeddings_.data() + static_cast<size_t>(ids[t]) * H,
                       position_embeddings_.data() + static_cast<size_t>(cols[t]) * H,
                       type_embeddings_.data() + static_cast<size_t>(tys[t]) * H,
                       embeddings_ln_gamma_.data(), embeddings_ln_beta_.data(), eps,
                       x + static_cast<size_t>(t) * ldh, H);
+    layers_[0].qkv.prepare_row(qkv_in, t);
   });
   if (!out.hidden_states.empty())
     scatter(x, ldh, group, columns, seq, out.hidden_states[0], threads);
 
   for (int l = 0; l < config_.layers; ++l) {
     const Layer& layer = layers_[l];
-    layer.qkv.run(kt_, T, x, ldh, qkv, ldq, true, Activation::none, dense_scratch_);
+    layer.qkv.run_input(kt_, T, qkv_in, qkv, ldq, true, Activation::none);
     AttentionProbsOut probs;
     if (!out.attentions.empty())
       probs = {out.attentions[l] + static_cast<size_t>(group.first_sequence) * heads * seq * seq,
@@ -467,18 +471,22 @@ void Encoder::run_group(const Group& group, int seq, const std::vector<int>& tok
                          attention_scratch_, threads);
     layer.attention_output.run(kt_, T, ctx, ldh, tmp, ldh, false, Activation::none,
                                dense_scratch_);
+    const DenseLayer::Input ffn_in = layer.intermediate.begin_input(T, x1, ldh, dense_scratch_);
     rowwise(T, threads, [&](int t) {
       const size_t at = static_cast<size_t>(t) * ldh;
       kt_.add_layernorm(tmp + at, layer.attention_output.bias(), x + at,
                         layer.ln1_gamma.data(), layer.ln1_beta.data(), eps, x1 + at, H);
+      layer.intermediate.prepare_row(ffn_in, t);
     });
-    layer.intermediate.run(kt_, T, x1, ldh, inter, ldi, true, config_.activation,
-                           dense_scratch_);
+    layer.intermediate.run_input(kt_, T, ffn_in, inter, ldi, true, config_.activation);
     layer.output.run(kt_, T, inter, ldi, tmp, ldh, false, Activation::none, dense_scratch_);
+    const DenseLayer* next_qkv = l + 1 < config_.layers ? &layers_[l + 1].qkv : nullptr;
+    if (next_qkv) qkv_in = next_qkv->begin_input(T, x, ldh, dense_scratch_);
     rowwise(T, threads, [&](int t) {
       const size_t at = static_cast<size_t>(t) * ldh;
       kt_.add_layernorm(tmp + at, layer.output.bias(), x1 + at, layer.ln2_gamma.data(),
                         layer.ln2_beta.data(), eps, x + at, H);
+      if (next_qkv) next_qkv->prepare_row(qkv_in, t);
     });
     if (!out.hidden_states.empty())
       scatter(x, ldh, group, columns, seq, out.hidden_states[l + 1], threads);

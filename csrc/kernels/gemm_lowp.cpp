@@ -371,21 +371,32 @@ void PackedLinearBf16::unpack_weight(float* weight) const {
           bf16_to_float(packed[bf16_index(k_padded, count, nr, kgroup, k, n / nr, n % nr)]);
 }
 
-Bf16Rows convert_rows_bf16(const Bf16Kernels& kt, const PackedLinearBf16& w, int M, const float* A,
-                           int lda, AlignedBuffer& scratch, int max_threads) {
+Bf16Rows begin_rows_bf16(const Bf16Kernels& kt, const PackedLinearBf16& w, int M,
+                         AlignedBuffer& scratch) {
   if (w.nr != kt.nr || w.kgroup != kt.kgroup || w.k_padded % k_alignment(kt) != 0)
     throw std::invalid_argument("weights packed for another bf16 kernel table");
-  const int K = w.in_features, Kp = w.k_padded, chunk = kt.a_pair_chunk;
-  const int rows = padded_rows(M);
+  const int Kp = w.k_padded, rows = padded_rows(M);
   scratch.reserve(floats_for<bf16>(static_cast<size_t>(rows) * Kp));
   bf16* a = as<bf16>(scratch);
   // Zeros past row M first: in a pair-interleaved layout the last pair's chunks alternate with
   // those of row M - 1, which the conversion then writes.
   std::fill(a + static_cast<size_t>(M - M % 2) * Kp, a + static_cast<size_t>(rows) * Kp, bf16{0});
-  for_each_row(M, max_threads, [&](int i) {
-    kt.convert_row(A + static_cast<size_t>(i) * lda, K, Kp, a + activation_offset(chunk, Kp, i, 0));
-  });
   return {a, Kp};
+}
+
+void convert_row_bf16(const Bf16Kernels& kt, const PackedLinearBf16& w, const Bf16Rows& a, int i,
+                      const float* row) {
+  kt.convert_row(row, w.in_features, a.k_padded,
+                 a.rows + activation_offset(kt.a_pair_chunk, a.k_padded, i, 0));
+}
+
+Bf16Rows convert_rows_bf16(const Bf16Kernels& kt, const PackedLinearBf16& w, int M, const float* A,
+                           int lda, AlignedBuffer& scratch, int max_threads) {
+  const Bf16Rows a = begin_rows_bf16(kt, w, M, scratch);
+  for_each_row(M, max_threads, [&](int i) {
+    convert_row_bf16(kt, w, a, i, A + static_cast<size_t>(i) * lda);
+  });
+  return a;
 }
 
 void gemm_bf16_block(const Bf16Kernels& kt, const PackedLinearBf16& w, const Bf16Rows& a,
@@ -413,14 +424,19 @@ void gemm_bf16_block(const Bf16Kernels& kt, const PackedLinearBf16& w, const Bf1
   }
 }
 
-void linear_bf16(const Bf16Kernels& kt, const PackedLinearBf16& w, int M, const float* A, int lda,
-                 float* C, int ldc, bool with_bias, Activation act, AlignedBuffer& scratch,
-                 int max_threads) {
-  const Bf16Rows a = convert_rows_bf16(kt, w, M, A, lda, scratch, max_threads);
+void linear_bf16(const Bf16Kernels& kt, const PackedLinearBf16& w, int M, const Bf16Rows& a,
+                 float* C, int ldc, bool with_bias, Activation act, int max_threads) {
   run_blocks(kt, w, M, max_threads, C, ldc, with_bias, [&](const GemmBlock& b, float* c,
                                                            const float* bias) {
     gemm_bf16_block(kt, w, a, b, c, ldc, bias, act);
   });
+}
+
+void linear_bf16(const Bf16Kernels& kt, const PackedLinearBf16& w, int M, const float* A, int lda,
+                 float* C, int ldc, bool with_bias, Activation act, AlignedBuffer& scratch,
+                 int max_threads) {
+  linear_bf16(kt, w, M, convert_rows_bf16(kt, w, M, A, lda, scratch, max_threads), C, ldc,
+              with_bias, act, max_threads);
 }
 
 // ---- int8 ---------------------------------------------------------------------------------------
@@ -491,36 +507,43 @@ void PackedLinearInt8::unpack_weight(int8_t* weight, float* channel_scales) cons
   }
 }
 
-Int8Rows quantize_rows_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M, const float* A,
-                            int lda, AlignedBuffer& scratch, int max_threads) {
+Int8Rows begin_rows_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M,
+                         AlignedBuffer& scratch) {
   if (w.nr != kt.nr || w.kgroup != kt.kgroup || w.k_padded % k_alignment(kt) != 0)
     throw std::invalid_argument("weights packed for another int8 kernel table");
-  const int K = w.in_features, Kp = w.k_padded;
-  const size_t row_bytes = static_cast<size_t>(Kp) * kt.a_bytes;
+  const size_t row_bytes = static_cast<size_t>(w.k_padded) * kt.a_bytes;
   const int rows = padded_rows(M);
   // The row scales (M floats) and zero points (M int32) first, then the quantized rows from a
   // 64-byte boundary.
   const size_t head = static_cast<size_t>(ceil_div(2 * M, 16)) * 16;
   scratch.reserve(head + floats_for<uint8_t>(rows * row_bytes));
-  float* a_scale = scratch.data();
-  int32_t* a_zero = reinterpret_cast<int32_t*>(scratch.data() + M);
   uint8_t* a = reinterpret_cast<uint8_t*>(scratch.data() + head);
-  // Zeros past row M first (see convert_rows_bf16).
+  // Zeros past row M first (see begin_rows_bf16).
   std::fill(a + (M - M % 2) * row_bytes, a + rows * row_bytes, uint8_t{0});
-  // Where quantized row i starts (its first chunk, when pair-interleaved).
-  auto row_at = [&](int i) { return activation_offset(kt.a_pair_chunk, Kp, i, 0) * kt.a_bytes; };
-  const float* input_scale = w.input_scale.size() == 0 ? nullptr : w.input_scale.data();
+  return {a, row_bytes, scratch.data(), reinterpret_cast<int32_t*>(scratch.data() + M)};
+}
+
+void quantize_row_int8(const Int8Kernels& kt, const PackedLinearInt8& w, const Int8Rows& a, int i,
+                       const float* row) {
+  const int K = w.in_features, Kp = w.k_padded;
+  if (w.input_scale.size() != 0) {  // quantize row * input_scale (a copy: the input stays as it is)
+    thread_local std::vector<float> scaled;
+    scaled.resize(K);
+    const float* t = w.input_scale.data();
+    for (int k = 0; k < K; ++k) scaled[k] = row[k] * t[k];
+    row = scaled.data();
+  }
+  a.scale[i] = kt.quantize_row(
+      row, K, Kp, a.rows + activation_offset(kt.a_pair_chunk, Kp, i, 0) * kt.a_bytes, a.zero + i);
+}
+
+Int8Rows quantize_rows_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M, const float* A,
+                            int lda, AlignedBuffer& scratch, int max_threads) {
+  const Int8Rows a = begin_rows_int8(kt, w, M, scratch);
   for_each_row(M, max_threads, [&](int i) {
-    const float* row = A + static_cast<size_t>(i) * lda;
-    if (input_scale) {  // quantize row * input_scale (a copy: the input stays as it is)
-      thread_local std::vector<float> scaled;
-      scaled.resize(K);
-      for (int k = 0; k < K; ++k) scaled[k] = row[k] * input_scale[k];
-      row = scaled.data();
-    }
-    a_scale[i] = kt.quantize_row(row, K, Kp, a + row_at(i), a_zero + i);
+    quantize_row_int8(kt, w, a, i, A + static_cast<size_t>(i) * lda);
   });
-  return {a, row_bytes, a_scale, a_zero};
+  return a;
 }
 
 void gemm_int8_block(const Int8Kernels& kt, const PackedLinearInt8& w, const Int8Rows& a,
@@ -544,14 +567,19 @@ void gemm_int8_block(const Int8Kernels& kt, const PackedLinearInt8& w, const Int
   }
 }
 
-void linear_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M, const float* A, int lda,
-                 float* C, int ldc, bool with_bias, Activation act, AlignedBuffer& scratch,
-                 int max_threads) {
-  const Int8Rows a = quantize_rows_int8(kt, w, M, A, lda, scratch, max_threads);
+void linear_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M, const Int8Rows& a,
+                 float* C, int ldc, bool with_bias, Activation act, int max_threads) {
   run_blocks(kt, w, M, max_threads, C, ldc, with_bias, [&](const GemmBlock& b, float* c,
                                                            const float* bias) {
     gemm_int8_block(kt, w, a, b, c, ldc, bias, act);
   });
+}
+
+void linear_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M, const float* A, int lda,
+                 float* C, int ldc, bool with_bias, Activation act, AlignedBuffer& scratch,
+                 int max_threads) {
+  linear_int8(kt, w, M, quantize_rows_int8(kt, w, M, A, lda, scratch, max_threads), C, ldc,
+              with_bias, act, max_threads);
 }
 
 }  // namespace bertcpu

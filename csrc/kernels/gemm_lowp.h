@@ -143,20 +143,32 @@ struct PackedLinearInt8 {
 // 0 meaning get_num_threads(); into `scratch`, which is grown as needed: reuse it across calls)
 // for any number of products over parts of them. Rows past M are zeros (kLowpRowAlign).
 struct Bf16Rows {
-  const bf16* rows;  // M rows of k_padded values
+  bf16* rows;  // M rows of k_padded values
   int k_padded;
 };
 struct Int8Rows {
-  const uint8_t* rows;   // M rows of row_bytes
+  uint8_t* rows;   // M rows of row_bytes
   size_t row_bytes;
-  const float* scale;    // per row
-  const int32_t* zero;   // per row
+  float* scale;    // per row
+  int32_t* zero;   // per row
 };
 
 Bf16Rows convert_rows_bf16(const Bf16Kernels& kt, const PackedLinearBf16& w, int M, const float* A,
                            int lda, AlignedBuffer& scratch, int max_threads = 0);
 Int8Rows quantize_rows_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M, const float* A,
                             int lda, AlignedBuffer& scratch, int max_threads = 0);
+
+// The same, row by row, for a caller that makes A a row at a time (a LayerNorm) and converts each
+// row while it is still in L1: begin_rows_* sizes `scratch` for M rows (and writes the zeros past
+// them), then *_row_* writes row i, on any thread, once per row.
+Bf16Rows begin_rows_bf16(const Bf16Kernels& kt, const PackedLinearBf16& w, int M,
+                         AlignedBuffer& scratch);
+void convert_row_bf16(const Bf16Kernels& kt, const PackedLinearBf16& w, const Bf16Rows& a, int i,
+                      const float* row);
+Int8Rows begin_rows_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M,
+                         AlignedBuffer& scratch);
+void quantize_row_int8(const Int8Kernels& kt, const PackedLinearInt8& w, const Int8Rows& a, int i,
+                       const float* row);
 
 // One block of C = act(A * W^T + bias), on the calling thread (within the table's begin_block /
 // end_block): rows [b.m0, b.m1) of the prepared A times panels [b.p0, b.p1) of W. C points at the
@@ -176,5 +188,11 @@ void linear_bf16(const Bf16Kernels& kt, const PackedLinearBf16& w, int M, const 
 void linear_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M, const float* A, int lda,
                  float* C, int ldc, bool with_bias, Activation act, AlignedBuffer& scratch,
                  int max_threads = 0);
+
+// The products of linear_bf16 / linear_int8 over rows prepared already.
+void linear_bf16(const Bf16Kernels& kt, const PackedLinearBf16& w, int M, const Bf16Rows& a,
+                 float* C, int ldc, bool with_bias, Activation act, int max_threads = 0);
+void linear_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M, const Int8Rows& a,
+                 float* C, int ldc, bool with_bias, Activation act, int max_threads = 0);
 
 }  // namespace bertcpu
