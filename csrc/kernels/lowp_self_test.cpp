@@ -83,39 +83,38 @@ std::string lowp_self_test(const Bf16Kernels& bf16, const Int8Kernels& int8, boo
       w[n * kK + k] = std::cos(0.23f * n - 0.07f * k);
     }
   }
-  // The expected answers, from the generic tables.
-  const Bf16Kernels& bf16_ref = generic_bf16_kernels();
-  const Int8Kernels& int8_ref = generic_int8_kernels();
-  PackedLinearBf16 bf16_ref_w;
-  PackedLinearInt8 int8_ref_w;
-  bf16_ref_w.init(bf16_ref, kN, kK);
-  bf16_ref_w.pack_weight(w_small.data());
-  bf16_ref_w.set_bias(bias.data());
-  int8_ref_w.init(int8_ref, kN, kK);
-  int8_ref_w.pack_weight(w.data());
-  int8_ref_w.set_bias(bias.data());
-  std::vector<float> bf16_expected(kM * kN), int8_expected(kM * kN);
+  // Both products on one pair of tables, on this thread, with the weights packed for them first:
+  // nothing is allocated under the SIGILL guard, whose jump out would skip destructors.
+  struct Packed {
+    PackedLinearBf16 bf16;
+    PackedLinearInt8 int8;
+  };
+  auto pack = [&](const Bf16Kernels& bf16_kt, const Int8Kernels& int8_kt, Packed& p) {
+    p.bf16.init(bf16_kt, kN, kK);
+    p.bf16.pack_weight(w_small.data());
+    p.bf16.set_bias(bias.data());
+    p.int8.init(int8_kt, kN, kK);
+    p.int8.pack_weight(w.data());
+    p.int8.set_bias(bias.data());
+  };
   AlignedBuffer scratch;
-  linear_bf16(bf16_ref, bf16_ref_w, kM, x_small.data(), kK, bf16_expected.data(), kN, true,
-              Activation::none, scratch, 1);
-  linear_int8(int8_ref, int8_ref_w, kM, x.data(), kK, int8_expected.data(), kN, true,
-              Activation::none, scratch, 1);
-
-  PackedLinearBf16 bf16_w;
-  PackedLinearInt8 int8_w;
-  bf16_w.init(bf16, kN, kK);
-  bf16_w.pack_weight(w_small.data());
-  bf16_w.set_bias(bias.data());
-  int8_w.init(int8, kN, kK);
-  int8_w.pack_weight(w.data());
-  int8_w.set_bias(bias.data());
-  std::vector<float> bf16_got(kM * kN), int8_got(kM * kN);
-  const bool returned = runs_without_sigill([&] {
-    linear_bf16(bf16, bf16_w, kM, x_small.data(), kK, bf16_got.data(), kN, true,
+  auto products = [&](const Bf16Kernels& bf16_kt, const Int8Kernels& int8_kt, const Packed& p,
+                      std::vector<float>& bf16_out, std::vector<float>& int8_out) {
+    linear_bf16(bf16_kt, p.bf16, kM, x_small.data(), kK, bf16_out.data(), kN, true,
                 Activation::none, scratch, 1);
-    linear_int8(int8, int8_w, kM, x.data(), kK, int8_got.data(), kN, true, Activation::none,
+    linear_int8(int8_kt, p.int8, kM, x.data(), kK, int8_out.data(), kN, true, Activation::none,
                 scratch, 1);
-  });
+  };
+  // The expected answers, from the generic tables (which also size `scratch`).
+  Packed reference, candidate;
+  pack(generic_bf16_kernels(), generic_int8_kernels(), reference);
+  pack(bf16, int8, candidate);
+  std::vector<float> bf16_expected(kM * kN), int8_expected(kM * kN);
+  products(generic_bf16_kernels(), generic_int8_kernels(), reference, bf16_expected,
+           int8_expected);
+  std::vector<float> bf16_got(kM * kN), int8_got(kM * kN);
+  const bool returned =
+      runs_without_sigill([&] { products(bf16, int8, candidate, bf16_got, int8_got); });
   if (!returned) return "illegal instruction (SIGILL) in the kernels";
   if (corrupt) bf16_got[0] += 1.0f;
   std::string error = compare("bf16", bf16_got, bf16_expected);
