@@ -96,21 +96,27 @@ def activations_only(x, w, b, ln):
     return (((q - zp[:, None]) * scale[:, None]) @ w.astype(np.float64).T).astype(F) + b
 
 
-def int8_top1_apart(x, w, b, ln, smooth=False):
-    """Each row's largest |x| leaves the row before it is quantized (the range is the rest's), and
-    comes back as rint(x * inv), an integer in units of the row scale without the 0..255 limit,
-    times its int8 weight column: exact integers, only a row-dependent rank-1 term more."""
+def top1_apart_rows(x, w, ln, smooth):
+    """The activation side of the top1-apart schemes: x and w (smoothed if asked), the row indices,
+    each row's largest-|x| column, the rest of the row quantized (q, zp, scale), and that largest
+    value as rint(x * inv), an integer in units of the row scale."""
     if smooth:
         t = smoothing(w, np.abs(ln[0]) + np.abs(ln[1]))
         x, w = (x * t).astype(F), (w / t).astype(F)
-    qw, sw = quantize_weight(w)
     rows = np.arange(len(x))
     top = np.abs(x).argmax(1)
     rest = x.copy()
     rest[rows, top] = 0
-    q, zp, scale = quantize_rows(rest)
     inv, _, _ = row_parameters(rest)
-    extra = np.rint(x[rows, top] * inv)
+    return x, w, rows, top, quantize_rows(rest), np.rint(x[rows, top] * inv)
+
+
+def int8_top1_apart(x, w, b, ln, smooth=False):
+    """Each row's largest |x| leaves the row before it is quantized (the range is the rest's), and
+    comes back as rint(x * inv), an integer in units of the row scale without the 0..255 limit,
+    times its int8 weight column: exact integers, only a row-dependent rank-1 term more."""
+    x, w, rows, top, (q, zp, scale), extra = top1_apart_rows(x, w, ln, smooth)
+    qw, sw = quantize_weight(w)
     return int8_product(q, zp, scale, qw, sw, b) + (
         (extra * scale).astype(F)[:, None] * sw[None, :] * qw[:, top].T.astype(F)).astype(F)
 
@@ -132,17 +138,9 @@ def grouped_weight(w, group):
 def top1_apart_group128(x, w, b, ln, smooth=False):
     """int8_top1_apart's activations times grouped_weight(w, 128): dequantized products in
     float64."""
-    if smooth:
-        t = smoothing(w, np.abs(ln[0]) + np.abs(ln[1]))
-        x, w = (x * t).astype(F), (w / t).astype(F)
-    rows = np.arange(len(x))
-    top = np.abs(x).argmax(1)
-    rest = x.copy()
-    rest[rows, top] = 0
-    q, zp, scale = quantize_rows(rest)
-    inv, _, _ = row_parameters(rest)
+    x, w, rows, top, (q, zp, scale), extra = top1_apart_rows(x, w, ln, smooth)
     values = (q - zp[:, None]) * scale[:, None]
-    values[rows, top] = np.rint(x[rows, top] * inv) * scale
+    values[rows, top] = extra * scale
     return (values @ grouped_weight(w, 128).T).astype(F) + b
 
 
