@@ -88,8 +88,8 @@ class BertModel:
         dtype: what the dense layers (Q/K/V, attention output, feed-forward) compute in:
             "float32" (default; the reference), "bfloat16" (weights rounded to bf16 once,
             activations at each product, fp32 accumulation) or "int8" (weights quantized per
-            output channel, symmetric; activations per token, asymmetric; int32 accumulation;
-            the Q/K/V projections stay bfloat16, or float32 without bf16 kernels). Attention,
+            output channel, symmetric; activations per token, asymmetric, each token's largest
+            value kept apart and multiplied exactly; int32 accumulation). Attention,
             LayerNorm, GELU, residuals and the pooler stay float32. On a CPU without instructions
             for the mode (bertcpu.cpu_info()["bfloat16_isas"] / ["int8_isas"] hold only
             "generic") the model warns and runs float32.

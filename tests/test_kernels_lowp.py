@@ -119,15 +119,31 @@ def quantize_activations(x, clamp=True):
     return (np.clip(q, 0, 255) if clamp else q), scale, zp
 
 
+def top1_apart(x):
+    """Each row split as the int8 paths split it before quantizing: (the row without its largest
+    |x|, that value's column -- the first, in a tie --, that value)."""
+    x = np.asarray(x, np.float32)
+    rows = np.arange(len(x))
+    top = np.abs(x).argmax(axis=1)
+    value = x[rows, top]
+    rest = x.copy()
+    rest[rows, top] = 0
+    return rest, top, value
+
+
 def int8_same_math(x, w, b):
-    """The int8 kernels' result before the activation: exact integer sums, then
-    float32(acc - zp_x * colsum_w) * scale_x * scale_w + bias, left to right in float32."""
-    qx, sx, zx = quantize_activations(x)
+    """The int8 kernels' result before the activation: each row's largest |x| kept apart
+    (top1_apart), the rest quantized, exact integer sums, then
+    (float32(acc - zp_x * colsum_w) * scale_x + top_value * q_w[top]) * scale_w + bias, left to
+    right in float32."""
+    rest, top, value = top1_apart(x)
+    qx, sx, zx = quantize_activations(rest)
     qw, sw = quantize_weights(w)
     qw = qw.astype(np.int64)
     centered = qx @ qw.T - zx[:, None] * qw.sum(axis=1)[None, :]
     assert np.abs(centered).max(initial=0) < 2**31
-    c = centered.astype(np.float32) * sx[:, None] * sw[None, :]
+    c = centered.astype(np.float32) * sx[:, None]
+    c = (c + value[:, None] * qw[:, top].T.astype(np.float32)) * sw[None, :]
     return c if b is None else c + b
 
 
@@ -148,8 +164,9 @@ def int8_bound(x, w):
     """|int8 GEMM - exact|: x = sx (q - zp) + e with |e| <= sx / 2 (the clamp to 255 only takes
     rint(x * inv) down to within 1/2 of x * inv), likewise w = sw q + e' with |e'| <= sw / 2, so the
     error is at most sx/2 sum|w| + sw/2 sum(|x| + sx/2), plus float32 rounding (also of scale and
-    inv, which are not exact reciprocals)."""
-    _, sx, _ = quantize_activations(x)
+    inv, which are not exact reciprocals). sx is the scale of the row without its largest |x|, which
+    is kept apart exact (top1_apart)."""
+    _, sx, _ = quantize_activations(top1_apart(x)[0])
     _, sw = quantize_weights(w)
     ax, aw = np.abs(x).astype(np.float64), np.abs(w).astype(np.float64)
     k = x.shape[1]
@@ -344,6 +361,27 @@ def test_int8_zero_rows_and_extremes(isa, rng):
     assert np.all(np.abs(out - exact(x, w, b)) <= int8_bound(x, w) + np.abs(b))
     np.testing.assert_array_equal(out[2], b)
     np.testing.assert_array_equal(out[:, 4], np.full(len(x), b[4]))
+
+
+@pytest.mark.parametrize("isa", LOWP["int8"])
+@pytest.mark.parametrize("activation", ["none", "gelu"])
+def test_int8_row_outlier_kept_apart(isa, rng, activation):
+    """A row with one value 10^4 times the rest (a [CLS] row's outlier channel, exaggerated): the
+    outlier is multiplied exactly, and the rest keep the resolution of their own range, so the
+    result is as close to the exact product as without the outlier -- quantized with the outlier,
+    the rest would be a few levels of 39 each."""
+    x, w, b = inputs(rng, 9, 200, 70)
+    spiked = x.copy()
+    columns = [0, 7, 50, 111, 199, 3, 64, 128, 150]
+    spiked[np.arange(9), columns] = np.float32(1e4) * np.where(np.arange(9) % 2, 1, -1)
+    packed = K.PackedWeight(w, b, "int8", isa)
+    plain_error = np.abs(packed.run(x) - exact(x, w, b)).max()
+    error = np.abs(packed.run(spiked) - exact(spiked, w, b)) - (
+        np.abs(spiked[np.arange(9), columns])[:, None] * quantize_weights(w)[1][None, :] / 2)
+    assert error.max() <= 2 * plain_error
+    pre = int8_same_math(spiked, w, b).astype(np.float64)
+    np.testing.assert_allclose(packed.run(spiked, activation), reference_activation(pre, activation),
+                               rtol=1e-6, atol=1e-5)
 
 
 def test_int8_asymmetric_resolution():

@@ -163,40 +163,29 @@ def test_low_precision_outputs_and_memory(minilm_dir, minilm_fp32):
     np.testing.assert_allclose(rows[mask.astype(bool)], 1.0, atol=1e-5)
     assert mean_row_cosine(out.pooler_output[:, None, :], reference.pooler_output[:, None, :],
                            np.ones((3, 1))) > 0.998
-    # The dense weights shrink to a quarter of their float32 size (Q/K/V to a half; embeddings
-    # stay float32).
+    # Every dense weight shrinks to a quarter of its float32 size (embeddings stay float32).
     sizes = dict(model._encoder.expected_weights())
-    qkv = sum(np.prod(shape) for name, shape in sizes.items() if ".self." in name
-              and name.endswith(".weight"))
-    other = sum(np.prod(shape) for name, shape in sizes.items() if name.startswith("encoder.")
-                and name.endswith("dense.weight"))
+    dense = sum(np.prod(shape) for name, shape in sizes.items() if name.startswith("encoder.")
+                and name.endswith(".weight") and "LayerNorm" not in name)
     saved = minilm_fp32._encoder.packed_bytes - model._encoder.packed_bytes
-    assert saved >= 0.9 * (qkv * 2 + other * 3)
+    assert saved >= 0.9 * dense * 3
 
 
 @needs_int8
-def test_int8_keeps_qkv_in_bf16():
-    """Q/K/V stay bf16 in an int8 model (float32 without bf16 kernels); the other dense layers
-    hold int8 values times a per-channel scale, the feed-forward input's after moving range
-    between the LayerNorm output and the weight columns (t = sqrt(column max / (|gamma| + |beta|)),
-    weight / t quantized, times t again)."""
+def test_int8_dense_weights():
+    """Every dense layer of an int8 model, Q/K/V included, holds int8 values times a per-channel
+    scale, the feed-forward input's after moving range between the LayerNorm output and the weight
+    columns (t = sqrt(column max / (|gamma| + |beta|)), weight / t quantized, times t again)."""
     config = dict(hidden_size=96, num_hidden_layers=1, num_attention_heads=3, intermediate_size=200)
     fp32_model = BertModel.from_config(config, seed=6)
     fp32 = fp32_model._encoder
     int8 = BertModel.from_config(config, seed=6, dtype="int8")._encoder
-    query = fp32.get_weight("encoder.layer.0.attention.self.query.weight")
-    if INFO["bfloat16_isa"] != "generic":
-        bits = query.view(np.uint32).astype(np.uint64)
-        rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16 << 16).astype(np.uint32)
-        expected = rounded.view(np.float32)
-    else:
-        expected = query
-    np.testing.assert_array_equal(int8.get_weight("encoder.layer.0.attention.self.query.weight"),
-                                  expected)
-    weight = fp32.get_weight("encoder.layer.0.output.dense.weight")
-    scale = np.abs(weight).max(axis=1, keepdims=True) / 127
-    np.testing.assert_allclose(int8.get_weight("encoder.layer.0.output.dense.weight"),
-                               np.rint(weight / scale) * scale, rtol=1e-6, atol=1e-9)
+    for name in ("attention.self.query", "attention.self.value", "attention.output.dense",
+                 "output.dense"):
+        weight = fp32.get_weight(f"encoder.layer.0.{name}.weight")
+        scale = np.abs(weight).max(axis=1, keepdims=True) / 127
+        np.testing.assert_allclose(int8.get_weight(f"encoder.layer.0.{name}.weight"),
+                                   np.rint(weight / scale) * scale, rtol=1e-6, atol=1e-9)
     ln = "encoder.layer.0.attention.output.LayerNorm."
     # A LayerNorm with unequal channels, so that the input scale differs per channel.
     rng = np.random.default_rng(2)

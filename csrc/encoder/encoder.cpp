@@ -116,8 +116,6 @@ Encoder::Encoder(const EncoderConfig& config, Isa isa, Precision precision, Isa 
   if (precision == Precision::bfloat16) kernels_.bf16 = &bf16_kernels(dense_isa);
   if (precision == Precision::int8) {
     kernels_.int8 = &int8_kernels(dense_isa);
-    const Isa bf16_isa = best_bf16_isa(isa);  // for the Q/K/V projections (see finalize)
-    if (bf16_isa != Isa::generic) kernels_.bf16 = &bf16_kernels(bf16_isa);
     if (std::max(config_.hidden, config_.intermediate) > kInt8MaxK)
       throw std::invalid_argument("int8 supports dense layers of at most " +
                                   std::to_string(kInt8MaxK) + " inputs");
@@ -267,15 +265,6 @@ void Encoder::finalize() {
   if (count > 0)
     throw std::invalid_argument("missing " + std::to_string(count) + " tensor(s): " + missing +
                                 (count > 10 ? ", ..." : ""));
-  // An int8 model keeps the Q/K/V projections in bf16 (in fp32 without AVX512-BF16). Their int8
-  // error is V's (Q and K alone in int8 cost nothing measurable): rows such as [CLS] have one
-  // channel ~20x the row's rms, which sets the row's scale, and attention carries their V error
-  // into every token. all-MiniLM-L6-v2, 1000 sentences (bench/accuracy_lowp.py and the exact
-  // numpy model bench/int8_emulation.py): sentence cosine to fp32 0.99906 with Q/K/V in int8,
-  // 0.99955 so (bench/RESULTS.md, issue 14: what all-int8 would take).
-  ModelKernels qkv_kernels = kernels_;
-  if (kernels_.precision == Precision::int8)
-    qkv_kernels.precision = kernels_.bf16 ? Precision::bfloat16 : Precision::float32;
   // The feed-forward input is a LayerNorm's output: its int8 quantization moves range from the
   // large channels to the weights, estimating each channel's size as |gamma| + |beta|
   // (all-MiniLM-L6-v2, 1000 sentences, this layer alone in int8: sentence cosine to fp32
@@ -283,7 +272,7 @@ void Encoder::finalize() {
   // is in the rows' own outliers, not in the channels gamma and beta point to.
   std::vector<float> ffn_input_range(config_.hidden);
   for (Layer& layer : layers_) {
-    layer.qkv.convert(qkv_kernels);
+    layer.qkv.convert(kernels_);
     layer.attention_output.convert(kernels_);
     for (int j = 0; j < config_.hidden; ++j)
       ffn_input_range[j] =

@@ -484,7 +484,7 @@ void PackedLinearInt8::pack_weight(const float* weight, const float* input_range
     int8_t* column = out + n / nr * panel_bytes + n % nr * kgroup;
     int32_t sum = 0;
     for (int k = 0; k < in_features; ++k) {
-      column[k / kgroup * nr * kgroup + k % kgroup] = q[k];
+      column[packed_int8_offset(nr, kgroup, k)] = q[k];
       sum += q[k];
     }
     comp[n] = sum;
@@ -501,8 +501,7 @@ void PackedLinearInt8::unpack_weight(int8_t* weight, float* channel_scales) cons
   for (int n = 0; n < out_features; ++n) {
     const int8_t* column = packed + n / nr * panel_bytes + n % nr * kgroup;
     for (int k = 0; k < in_features; ++k)
-      weight[static_cast<size_t>(n) * in_features + k] =
-          column[k / kgroup * nr * kgroup + k % kgroup];
+      weight[static_cast<size_t>(n) * in_features + k] = column[packed_int8_offset(nr, kgroup, k)];
     channel_scales[n] = scales.data()[n];
   }
 }
@@ -513,28 +512,76 @@ Int8Rows begin_rows_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M
     throw std::invalid_argument("weights packed for another int8 kernel table");
   const size_t row_bytes = static_cast<size_t>(w.k_padded) * kt.a_bytes;
   const int rows = padded_rows(M);
-  // The row scales (M floats) and zero points (M int32) first, then the quantized rows from a
-  // 64-byte boundary.
-  const size_t head = static_cast<size_t>(ceil_div(2 * M, 16)) * 16;
+  // The row scales, zero points, top inputs and top values (M floats or int32 each) first, then
+  // the quantized rows from a 64-byte boundary.
+  const size_t head = static_cast<size_t>(ceil_div(4 * M, 16)) * 16;
   scratch.reserve(head + floats_for<uint8_t>(rows * row_bytes));
-  uint8_t* a = reinterpret_cast<uint8_t*>(scratch.data() + head);
+  float* h = scratch.data();
+  uint8_t* a = reinterpret_cast<uint8_t*>(h + head);
   // Zeros past row M first (see begin_rows_bf16).
   std::fill(a + (M - M % 2) * row_bytes, a + rows * row_bytes, uint8_t{0});
-  return {a, row_bytes, scratch.data(), reinterpret_cast<int32_t*>(scratch.data() + M)};
+  return {a, row_bytes, h, reinterpret_cast<int32_t*>(h + M), reinterpret_cast<int32_t*>(h + 2 * M),
+          h + 3 * M};
 }
+
+namespace {
+
+// The first index of the largest |x[k]|, k < n (0 for n = 0). Compares the bits of |x| as
+// integers, which order finite floats as their values do: unlike a float maximum, that
+// vectorizes without -ffast-math. One pass over chunks of 16, then a scan of the best chunk.
+int index_of_largest_magnitude(const float* x, int n) {
+  constexpr int kChunk = 16;
+  auto bits_at = [x](int i) {
+    int32_t bits;
+    std::memcpy(&bits, x + i, sizeof bits);
+    return bits & 0x7fffffff;
+  };
+  int32_t best = -1;
+  int best_chunk = 0;
+  int k = 0;
+  for (; k + kChunk <= n; k += kChunk) {
+    int32_t chunk_max = 0;
+    for (int i = 0; i < kChunk; ++i) chunk_max = std::max(chunk_max, bits_at(k + i));
+    if (chunk_max > best) {
+      best = chunk_max;
+      best_chunk = k;
+    }
+  }
+  int top = 0;
+  if (best >= 0) {  // the first index of the best chunk's maximum
+    top = best_chunk;
+    while (bits_at(top) != best) ++top;
+  }
+  for (int i = k; i < n; ++i) {  // the tail wins only with a larger value: the first index in a tie
+    if (bits_at(i) > best) {
+      best = bits_at(i);
+      top = i;
+    }
+  }
+  return top;
+}
+
+}  // namespace
 
 void quantize_row_int8(const Int8Kernels& kt, const PackedLinearInt8& w, const Int8Rows& a, int i,
                        const float* row) {
   const int K = w.in_features, Kp = w.k_padded;
-  if (w.input_scale.size() != 0) {  // quantize row * input_scale (a copy: the input stays as it is)
-    thread_local std::vector<float> scaled;
-    scaled.resize(K);
+  // A copy (the input stays as it is): row * input_scale, if set, without its top value.
+  thread_local std::vector<float> rest;
+  rest.resize(K);
+  if (w.input_scale.size() != 0) {
     const float* t = w.input_scale.data();
-    for (int k = 0; k < K; ++k) scaled[k] = row[k] * t[k];
-    row = scaled.data();
+    for (int k = 0; k < K; ++k) rest[k] = row[k] * t[k];
+  } else if (K > 0) {
+    std::memcpy(rest.data(), row, K * sizeof(float));
   }
-  a.scale[i] = kt.quantize_row(
-      row, K, Kp, a.rows + activation_offset(kt.a_pair_chunk, Kp, i, 0) * kt.a_bytes, a.zero + i);
+  const int top = index_of_largest_magnitude(rest.data(), K);
+  a.top[i] = top;
+  a.top_value[i] = K > 0 ? rest[top] : 0.0f;
+  if (K > 0) rest[top] = 0.0f;
+  a.scale[i] = kt.quantize_row(rest.data(), K, Kp,
+                               a.rows + activation_offset(kt.a_pair_chunk, Kp, i, 0) * kt.a_bytes,
+                               a.zero + i);
 }
 
 Int8Rows quantize_rows_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M, const float* A,
@@ -560,7 +607,8 @@ void gemm_int8_block(const Int8Kernels& kt, const PackedLinearInt8& w, const Int
     for (int p = b.p0; p < b.p1; ++p) {
       const int col = (p - b.p0) * nr;
       kt.gemm_micro(Kp, rows, lda, packed + p * panel_bytes, comp + p * nr, a.scale + i,
-                    a.zero + i, w.scales.data() + p * nr, bias ? bias + col : nullptr,
+                    a.zero + i, a.top + i, a.top_value + i, w.scales.data() + p * nr,
+                    bias ? bias + col : nullptr,
                     C + static_cast<size_t>(i - b.m0) * ldc + col, ldc, std::min(mr, b.m1 - i),
                     std::min(nr, N - p * nr), act);
     }

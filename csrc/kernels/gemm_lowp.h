@@ -18,7 +18,12 @@
 // GELU outputs get the full 256 levels. Products accumulate in int32 over the whole K (no K chunks:
 // a 4x denser panel stays in cache without them, and the integers stay exact), then C =
 // act(float(acc - zp[row] * colsum_w[col]) * scale_a[row] * scale_w[col] + bias), colsum_w being
-// the column sums of the int8 weights. Panel-major: panel p holds K / kgroup groups of nr columns
+// the column sums of the int8 weights. Each row's largest |x| is kept out of its quantization
+// ("top1-apart"): the rest of the row sets the scale, and that one value comes back in the epilogue
+// as the exact float times its input's int8 weights (Int8Kernels::gemm_micro). A row of
+// transformer activations often has one channel ~20x its rms (all-MiniLM-L6-v2's [CLS] rows),
+// which would otherwise set the scale of the whole row and leave the rest a few levels
+// (bench/int8_emulation.py, bench/RESULTS.md). Panel-major: panel p holds K / kgroup groups of nr columns
 // of kgroup consecutive int8 weights; K is zero-padded to kgroup or k_align (A is padded with zp).
 #pragma once
 
@@ -147,10 +152,12 @@ struct Bf16Rows {
   int k_padded;
 };
 struct Int8Rows {
-  uint8_t* rows;   // M rows of row_bytes
+  uint8_t* rows;     // M rows of row_bytes
   size_t row_bytes;
-  float* scale;    // per row
-  int32_t* zero;   // per row
+  float* scale;      // per row
+  int32_t* zero;     // per row
+  int32_t* top;      // per row: the input of the row's largest |x| (the first, in a tie)
+  float* top_value;  // per row: that x, kept out of the quantized row
 };
 
 Bf16Rows convert_rows_bf16(const Bf16Kernels& kt, const PackedLinearBf16& w, int M, const float* A,

@@ -47,9 +47,11 @@ struct Avx512Finish {
     finish_row<VecAvx512, 2>(r, row, n, accumulate, bias, act);
   }
   static void int8_row(const int32_t* acc, const int32_t* colsum, float a_scale, int32_t a_zero,
-                       const float* w_scale, const float* bias, float* row, int n,
-                       Activation act) {
-    finish_int8_row_avx512<2>(acc, colsum, a_scale, a_zero, w_scale, bias, row, n, act);
+                       int top, float top_value, const int8_t* panel, const float* w_scale,
+                       const float* bias, float* row, int n, Activation act) {
+    static_assert(amx::kInt8Group == 4 && amx::kNr == 32, "finish_int8_row_avx512<2>'s panel");
+    finish_int8_row_avx512<2>(acc, colsum, a_scale, a_zero, top, top_value, panel, amx::kNr,
+                              w_scale, bias, row, n, act);
   }
 };
 

@@ -132,20 +132,22 @@ void bf16_micro(int kc, const bf16* a, int lda, const bf16* bp, float* c, int ld
                      bias, act);
 }
 
-// Int8Kernels::gemm_micro for mr = nr = 32 and kp a multiple of 64. Finish::int8_row does what
-// finish_int8_row_scalar() does.
+// Int8Kernels::gemm_micro for mr = nr = 32 and kp a multiple of 64. Finish::int8_row(acc, colsum,
+// a_scale, a_zero, top, top_value, panel, w_scale, bias, row, n, act) does what
+// finish_int8_row_scalar() does (the panel: kNr columns in groups of kInt8Group K values).
 template <class T, class Finish>
 void int8_micro(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32_t* colsum,
-                const float* a_scale, const int32_t* a_zero, const float* w_scale,
-                const float* bias, float* c, int ldc, int m, int n, Activation act) {
+                const float* a_scale, const int32_t* a_zero, const int32_t* a_top,
+                const float* a_top_value, const float* w_scale, const float* bias, float* c,
+                int ldc, int m, int n, Activation act) {
   alignas(64) int32_t acc[kMr][kNr];
   if (m > kTileRows)
     tile_product<T, 2, Int8Dot<T>>(kp, a, lda, bp, acc);
   else
     tile_product<T, 1, Int8Dot<T>>(kp, a, lda, bp, acc);
   for (int i = 0; i < m; ++i)
-    Finish::int8_row(acc[i], colsum, a_scale[i], a_zero[i], w_scale, bias,
-                     c + static_cast<ptrdiff_t>(i) * ldc, n, act);
+    Finish::int8_row(acc[i], colsum, a_scale[i], a_zero[i], a_top[i], a_top_value[i], bp, w_scale,
+                     bias, c + static_cast<ptrdiff_t>(i) * ldc, n, act);
 }
 
 // The tile configuration is per thread: loaded before a run of micro-kernel calls and released

@@ -191,9 +191,11 @@ struct ScalarFinish {
     finish_bf16_row_scalar(acc, row, n, accumulate, bias, act);
   }
   static void int8_row(const int32_t* acc, const int32_t* colsum, float a_scale, int32_t a_zero,
-                       const float* w_scale, const float* bias, float* row, int n,
-                       Activation act) {
-    finish_int8_row_scalar(acc, colsum, a_scale, a_zero, w_scale, bias, row, n, act);
+                       int top, float top_value, const int8_t* panel, const float* w_scale,
+                       const float* bias, float* row, int n, Activation act) {
+    finish_int8_row_scalar(acc, colsum, a_scale, a_zero, top_value,
+                           panel + packed_int8_offset(amx::kNr, amx::kInt8Group, top),
+                           amx::kInt8Group, w_scale, bias, row, n, act);
   }
 };
 

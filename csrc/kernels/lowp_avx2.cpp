@@ -15,6 +15,7 @@
 #include "kernels/lowp_kernels.h"
 #include "kernels/vec_avx2.h"
 #include "kernels/lowp_simd.h"
+#include "kernels/lowp_int8_finish_ymm.h"
 
 namespace bertcpu {
 
@@ -53,8 +54,9 @@ float quantize_row(const float* x, int k, int kp, uint8_t* out, int32_t* zero_po
 
 template <int M>
 inline void micro_rows(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32_t* colsum,
-                       const float* a_scale, const int32_t* a_zero, const float* w_scale,
-                       const float* bias, float* c, int ldc, int n, Activation act) {
+                       const float* a_scale, const int32_t* a_zero, const int32_t* a_top,
+                       const float* a_top_value, const float* w_scale, const float* bias, float* c,
+                       int ldc, int n, Activation act) {
   __m256i acc[M][kNv];
 #pragma GCC unroll 16
   for (int i = 0; i < M; ++i)
@@ -81,28 +83,17 @@ inline void micro_rows(int kp, const uint8_t* a, int lda, const int8_t* bp, cons
 #pragma GCC unroll 4
     for (int j = 0; j < kNv; ++j)
       _mm256_store_si256(reinterpret_cast<__m256i*>(tile[i] + 8 * j), acc[i][j]);
-  for (int i = 0; i < M; ++i) {
-    const __m256 sa = _mm256_set1_ps(a_scale[i]);
-    const __m256i zp = _mm256_set1_epi32(a_zero[i]);
-    VecAvx2 r[kNv];
-#pragma GCC unroll 4
-    for (int j = 0; j < kNv; ++j) {
-      const __m256i zp_colsum = _mm256_mullo_epi32(
-          zp, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(colsum + 8 * j)));
-      const __m256 v = _mm256_cvtepi32_ps(_mm256_sub_epi32(
-          _mm256_load_si256(reinterpret_cast<const __m256i*>(tile[i] + 8 * j)), zp_colsum));
-      r[j].v = rounded(_mm256_mul_ps(_mm256_mul_ps(v, sa), _mm256_loadu_ps(w_scale + 8 * j)));
-    }
-    finish_row<VecAvx2, kNv>(r, c + i * ldc, n, false, bias, act);
-  }
+  finish_int8_tile_ymm<M, kNv, kGroup>(tile, colsum, a_scale, a_zero, a_top, a_top_value, bp,
+                                       w_scale, bias, c, ldc, n, act);
 }
 
 void gemm_micro(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32_t* colsum,
-                const float* a_scale, const int32_t* a_zero, const float* w_scale,
-                const float* bias, float* c, int ldc, int m, int n, Activation act) {
+                const float* a_scale, const int32_t* a_zero, const int32_t* a_top,
+                const float* a_top_value, const float* w_scale, const float* bias, float* c,
+                int ldc, int m, int n, Activation act) {
   with_rows<kMr>(m, [&](auto rows) {
-    micro_rows<decltype(rows)::value>(kp, a, lda, bp, colsum, a_scale, a_zero, w_scale, bias, c,
-                                      ldc, n, act);
+    micro_rows<decltype(rows)::value>(kp, a, lda, bp, colsum, a_scale, a_zero, a_top, a_top_value,
+                                      w_scale, bias, c, ldc, n, act);
   });
 }
 

@@ -44,8 +44,9 @@ float quantize_row(const float* x, int k, int kp, uint8_t* out, int32_t* zero_po
 
 template <int M>
 inline void micro_rows(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32_t* colsum,
-                       const float* a_scale, const int32_t* a_zero, const float* w_scale,
-                       const float* bias, float* c, int ldc, int n, Activation act) {
+                       const float* a_scale, const int32_t* a_zero, const int32_t* a_top,
+                       const float* a_top_value, const float* w_scale, const float* bias, float* c,
+                       int ldc, int n, Activation act) {
   __m512i acc[M][kNv];
 #pragma GCC unroll 16
   for (int i = 0; i < M; ++i)
@@ -76,16 +77,17 @@ inline void micro_rows(int kp, const uint8_t* a, int lda, const int8_t* bp, cons
 #pragma GCC unroll 4
     for (int j = 0; j < kNv; ++j) _mm512_store_si512(tile[i] + 16 * j, acc[i][j]);
   for (int i = 0; i < M; ++i)
-    finish_int8_row_avx512<kNv>(tile[i], colsum, a_scale[i], a_zero[i], w_scale, bias,
-                                c + i * ldc, n, act);
+    finish_int8_row_avx512<kNv>(tile[i], colsum, a_scale[i], a_zero[i], a_top[i], a_top_value[i],
+                                bp, kNr, w_scale, bias, c + i * ldc, n, act);
 }
 
 void gemm_micro(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32_t* colsum,
-                const float* a_scale, const int32_t* a_zero, const float* w_scale,
-                const float* bias, float* c, int ldc, int m, int n, Activation act) {
+                const float* a_scale, const int32_t* a_zero, const int32_t* a_top,
+                const float* a_top_value, const float* w_scale, const float* bias, float* c,
+                int ldc, int m, int n, Activation act) {
   with_rows<kMr>(m, [&](auto rows) {
-    micro_rows<decltype(rows)::value>(kp, a, lda, bp, colsum, a_scale, a_zero, w_scale, bias, c,
-                                      ldc, n, act);
+    micro_rows<decltype(rows)::value>(kp, a, lda, bp, colsum, a_scale, a_zero, a_top, a_top_value,
+                                      w_scale, bias, c, ldc, n, act);
   });
 }
 

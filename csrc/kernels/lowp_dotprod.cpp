@@ -18,8 +18,9 @@ constexpr int kOffset = 128;
 
 template <int M>
 inline void micro_rows(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32_t* colsum,
-                       const float* a_scale, const int32_t* a_zero, const float* w_scale,
-                       const float* bias, float* c, int ldc, int n, Activation act) {
+                       const float* a_scale, const int32_t* a_zero, const int32_t* a_top,
+                       const float* a_top_value, const float* w_scale, const float* bias, float* c,
+                       int ldc, int n, Activation act) {
   int32x4_t acc[kNv][M];
 #pragma GCC unroll 4
   for (int j = 0; j < kNv; ++j)
@@ -69,15 +70,17 @@ inline void micro_rows(int kp, const uint8_t* a, int lda, const int8_t* bp, cons
   for (int i = 0; i < M; ++i)
 #pragma GCC unroll 4
     for (int j = 0; j < kNv; ++j) vst1q_s32(tile[i] + 4 * j, acc[j][i]);
-  finish_int8_tile<M, kNv, kOffset>(tile, colsum, a_scale, a_zero, w_scale, bias, c, ldc, n, act);
+  finish_int8_tile<M, kNv, kOffset, kGroup>(tile, colsum, a_scale, a_zero, a_top, a_top_value, bp,
+                                       w_scale, bias, c, ldc, n, act);
 }
 
 void gemm_micro(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32_t* colsum,
-                const float* a_scale, const int32_t* a_zero, const float* w_scale,
-                const float* bias, float* c, int ldc, int m, int n, Activation act) {
+                const float* a_scale, const int32_t* a_zero, const int32_t* a_top,
+                const float* a_top_value, const float* w_scale, const float* bias, float* c,
+                int ldc, int m, int n, Activation act) {
   with_rows<kMr>(m, [&](auto rows) {
-    micro_rows<decltype(rows)::value>(kp, a, lda, bp, colsum, a_scale, a_zero, w_scale, bias, c,
-                                      ldc, n, act);
+    micro_rows<decltype(rows)::value>(kp, a, lda, bp, colsum, a_scale, a_zero, a_top, a_top_value,
+                                      w_scale, bias, c, ldc, n, act);
   });
 }
 

@@ -66,11 +66,14 @@ void finish_bf16_row_scalar(const float* acc, float* row, int n, bool accumulate
 }
 
 void finish_int8_row_scalar(const int32_t* acc, const int32_t* colsum, float a_scale,
-                            int32_t a_zero, const float* w_scale, const float* bias, float* row,
-                            int n, Activation act) {
+                            int32_t a_zero, float top_value, const int8_t* top_weights, int kgroup,
+                            const float* w_scale, const float* bias, float* row, int n,
+                            Activation act) {
   for (int j = 0; j < n; ++j) {
     const int32_t centered = acc[j] - a_zero * colsum[j];
-    float v = static_cast<float>(centered) * a_scale * w_scale[j];
+    float v = static_cast<float>(centered) * a_scale;
+    if (top_value != 0.0f) v += top_value * static_cast<float>(top_weights[j * kgroup]);
+    v *= w_scale[j];
     if (bias) v += bias[j];
     row[j] = v;
   }
@@ -112,8 +115,9 @@ float quantize_row(const float* x, int k, int kp, uint8_t* out, int32_t* zero_po
 
 // kgroup 1: the panel holds kp rows of kNr int8; A is uint8.
 void int8_micro(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32_t* colsum,
-                const float* a_scale, const int32_t* a_zero, const float* w_scale,
-                const float* bias, float* c, int ldc, int m, int n, Activation act) {
+                const float* a_scale, const int32_t* a_zero, const int32_t* a_top,
+                const float* a_top_value, const float* w_scale, const float* bias, float* c,
+                int ldc, int m, int n, Activation act) {
   int32_t acc[kMr][kNr] = {};
   for (int k = 0; k < kp; ++k) {
     const int8_t* b = bp + k * kNr;
@@ -123,8 +127,9 @@ void int8_micro(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32
     }
   }
   for (int i = 0; i < m; ++i)
-    finish_int8_row_scalar(acc[i], colsum, a_scale[i], a_zero[i], w_scale, bias, c + i * ldc, n,
-                           act);
+    finish_int8_row_scalar(acc[i], colsum, a_scale[i], a_zero[i], a_top_value[i],
+                           bp + packed_int8_offset(kNr, 1, a_top[i]), 1, w_scale, bias,
+                           c + i * ldc, n, act);
 }
 
 }  // namespace

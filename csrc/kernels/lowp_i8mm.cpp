@@ -20,8 +20,9 @@ constexpr int kGroup = 8;
 
 template <int M>
 inline void micro_rows(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32_t* colsum,
-                       const float* a_scale, const int32_t* a_zero, const float* w_scale,
-                       const float* bias, float* c, int ldc, int n, Activation act) {
+                       const float* a_scale, const int32_t* a_zero, const int32_t* a_top,
+                       const float* a_top_value, const float* w_scale, const float* bias, float* c,
+                       int ldc, int n, Activation act) {
   constexpr int P = (M + 1) / 2;  // row pairs; an odd M's last pair holds the padding row M
   int32x4_t acc[kColumnPairs][P];
 #pragma GCC unroll 8
@@ -54,15 +55,17 @@ inline void micro_rows(int kp, const uint8_t* a, int lda, const int8_t* bp, cons
       vst1_s32(tile[2 * p] + 2 * j, vget_low_s32(acc[j][p]));
       vst1_s32(tile[2 * p + 1] + 2 * j, vget_high_s32(acc[j][p]));
     }
-  finish_int8_tile<M, kNv, 0>(tile, colsum, a_scale, a_zero, w_scale, bias, c, ldc, n, act);
+  finish_int8_tile<M, kNv, 0, kGroup>(tile, colsum, a_scale, a_zero, a_top, a_top_value, bp,
+                                       w_scale, bias, c, ldc, n, act);
 }
 
 void gemm_micro(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32_t* colsum,
-                const float* a_scale, const int32_t* a_zero, const float* w_scale,
-                const float* bias, float* c, int ldc, int m, int n, Activation act) {
+                const float* a_scale, const int32_t* a_zero, const int32_t* a_top,
+                const float* a_top_value, const float* w_scale, const float* bias, float* c,
+                int ldc, int m, int n, Activation act) {
   with_rows<kMr>(m, [&](auto rows) {
-    micro_rows<decltype(rows)::value>(kp, a, lda, bp, colsum, a_scale, a_zero, w_scale, bias, c,
-                                      ldc, n, act);
+    micro_rows<decltype(rows)::value>(kp, a, lda, bp, colsum, a_scale, a_zero, a_top, a_top_value,
+                                      w_scale, bias, c, ldc, n, act);
   });
 }
 

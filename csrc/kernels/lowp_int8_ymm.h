@@ -11,6 +11,7 @@
 #include "kernels/lowp_kernels.h"
 #include "kernels/vec_avx2.h"
 #include "kernels/lowp_simd.h"
+#include "kernels/lowp_int8_finish_ymm.h"
 
 namespace bertcpu {
 namespace {
@@ -48,8 +49,8 @@ float quantize_row_ymm(const float* x, int k, int kp, uint8_t* out, int32_t* zer
 template <class Dot4, int M, int NV>
 inline void int8_ymm_rows(int kp, const uint8_t* a, int lda, const int8_t* bp,
                           const int32_t* colsum, const float* a_scale, const int32_t* a_zero,
-                          const float* w_scale, const float* bias, float* c, int ldc, int n,
-                          Activation act) {
+                          const int32_t* a_top, const float* a_top_value, const float* w_scale,
+                          const float* bias, float* c, int ldc, int n, Activation act) {
   constexpr int kNr = 8 * NV;
   __m256i acc[M][NV];
 #pragma GCC unroll 16
@@ -81,29 +82,18 @@ inline void int8_ymm_rows(int kp, const uint8_t* a, int lda, const int8_t* bp,
 #pragma GCC unroll 4
     for (int j = 0; j < NV; ++j)
       _mm256_store_si256(reinterpret_cast<__m256i*>(tile[i] + 8 * j), acc[i][j]);
-  for (int i = 0; i < M; ++i) {
-    const __m256 sa = _mm256_set1_ps(a_scale[i]);
-    const __m256i zp = _mm256_set1_epi32(a_zero[i]);
-    VecAvx2 r[NV];
-#pragma GCC unroll 4
-    for (int j = 0; j < NV; ++j) {
-      const __m256i zp_colsum = _mm256_mullo_epi32(
-          zp, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(colsum + 8 * j)));
-      const __m256 v = _mm256_cvtepi32_ps(_mm256_sub_epi32(
-          _mm256_load_si256(reinterpret_cast<const __m256i*>(tile[i] + 8 * j)), zp_colsum));
-      r[j].v = rounded(_mm256_mul_ps(_mm256_mul_ps(v, sa), _mm256_loadu_ps(w_scale + 8 * j)));
-    }
-    finish_row<VecAvx2, NV>(r, c + i * ldc, n, false, bias, act);
-  }
+  finish_int8_tile_ymm<M, NV, kYmmGroup>(tile, colsum, a_scale, a_zero, a_top, a_top_value, bp,
+                                         w_scale, bias, c, ldc, n, act);
 }
 
 template <class Dot4, int MR, int NV>
 void int8_ymm_micro(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32_t* colsum,
-                    const float* a_scale, const int32_t* a_zero, const float* w_scale,
-                    const float* bias, float* c, int ldc, int m, int n, Activation act) {
+                    const float* a_scale, const int32_t* a_zero, const int32_t* a_top,
+                    const float* a_top_value, const float* w_scale, const float* bias, float* c,
+                    int ldc, int m, int n, Activation act) {
   with_rows<MR>(m, [&](auto rows) {
-    int8_ymm_rows<Dot4, decltype(rows)::value, NV>(kp, a, lda, bp, colsum, a_scale, a_zero,
-                                                   w_scale, bias, c, ldc, n, act);
+    int8_ymm_rows<Dot4, decltype(rows)::value, NV>(kp, a, lda, bp, colsum, a_scale, a_zero, a_top,
+                                                   a_top_value, w_scale, bias, c, ldc, n, act);
   });
 }
 

@@ -86,16 +86,23 @@ struct Int8Kernels {
   // and one fp32 product each, rounded to nearest even). Inputs must be finite.
   float (*quantize_row)(const float* x, int k, int kp, uint8_t* out, int32_t* zero_point);
 
-  // C[m x n] = act(float(acc - a_zero[i] * colsum[j]) * a_scale[i] * w_scale[j] + bias[j]),
-  // evaluated left to right with no fused multiply-add, where acc[i][j] = sum over the kp (padded)
-  // K of qa[i][k] * qw[k][j] and colsum[j] = sum over k of qw[k][j], all in int32, exactly. a: m
-  // quantized rows of lda bytes each (qa[i][k] at byte a_bytes * activation_offset(a_pair_chunk,
-  // lda / a_bytes, i, k)); bp: one packed panel (kp / kgroup groups of nr columns of kgroup int8);
-  // colsum: the panel's weight column sums, computed at pack time; bias may be null. m <= mr,
-  // n <= nr.
+  // C[m x n] = act((float(acc - a_zero[i] * colsum[j]) * a_scale[i] + a_top_value[i] *
+  // float(qw[a_top[i]][j])) * w_scale[j] + bias[j]), evaluated left to right with no fused
+  // multiply-add, where acc[i][j] = sum over the kp (padded) K of qa[i][k] * qw[k][j] and colsum[j]
+  // = sum over k of qw[k][j], all in int32, exactly. a: m quantized rows of lda bytes each
+  // (qa[i][k] at byte a_bytes * activation_offset(a_pair_chunk, lda / a_bytes, i, k)); bp: one
+  // packed panel (kp / kgroup groups of nr columns of kgroup int8; qw[k][j] at bp +
+  // packed_int8_offset(nr, kgroup, k) + j * kgroup); colsum: the panel's weight column sums,
+  // computed at pack time; bias may be null. m <= mr, n <= nr.
+  //
+  // a_top / a_top_value: each row's largest |x|, which quantize_row_int8() (gemm_lowp.h) keeps out
+  // of the row's quantization (its q is the zero point) and which comes back here as the exact
+  // float times its input's int8 weights. A kernel may skip the term of a row whose a_top_value is
+  // 0 (it adds 0).
   void (*gemm_micro)(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32_t* colsum,
-                     const float* a_scale, const int32_t* a_zero, const float* w_scale,
-                     const float* bias, float* c, int ldc, int m, int n, Activation act);
+                     const float* a_scale, const int32_t* a_zero, const int32_t* a_top,
+                     const float* a_top_value, const float* w_scale, const float* bias, float* c,
+                     int ldc, int m, int n, Activation act);
 
   // The quantized row format holds q - a_offset: 128 (as int8) where the products are signed x
   // signed (aarch64 SDOT), else 0.
@@ -115,6 +122,12 @@ struct Int8Kernels {
 template <class Table>
 inline int k_alignment(const Table& kt) {
   return kt.k_align ? kt.k_align : kt.kgroup;
+}
+
+// Where the int8 weights of input k sit in a packed panel of nr columns in groups of kgroup K
+// values: column j's at this offset + j * kgroup (every int8 table packs so).
+inline size_t packed_int8_offset(int nr, int kgroup, int k) {
+  return static_cast<size_t>(k / kgroup) * kgroup * nr + k % kgroup;
 }
 
 // Where value k of activation row i sits, in values from row 0's value 0, in a block of rows of
@@ -142,9 +155,11 @@ const Int8Kernels& amx_model_int8_kernels(Isa isa = Isa::generic);
 // Int8Kernels::gemm_micro for the int32 sums acc.
 void finish_bf16_row_scalar(const float* acc, float* row, int n, bool accumulate,
                             const float* bias, Activation act);
+// top_weights: the row's top input's weights, column j's at top_weights[j * kgroup].
 void finish_int8_row_scalar(const int32_t* acc, const int32_t* colsum, float a_scale,
-                            int32_t a_zero, const float* w_scale, const float* bias, float* row,
-                            int n, Activation act);
+                            int32_t a_zero, float top_value, const int8_t* top_weights, int kgroup,
+                            const float* w_scale, const float* bias, float* row, int n,
+                            Activation act);
 #if defined(BERTCPU_X86)
 const Bf16Kernels& avx512_bf16_kernels();
 const Int8Kernels& avx2_int8_kernels();

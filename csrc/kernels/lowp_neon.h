@@ -45,13 +45,15 @@ float quantize_row_neon(const float* x, int k, int kp, uint8_t* out, int32_t* ze
 }
 
 // The epilogue of an M x (NV * 4) tile of exact int32 sums of (q - kOffset) * w:
-// act(float(acc - (zp - kOffset) * colsum) * a_scale * w_scale + bias), the order of the generic
-// kernel (acc - zp * colsum is the same integer).
-template <int M, int NV, int kOffset>
+// act((float(acc - (zp - kOffset) * colsum) * a_scale + a_top_value * float(qw[a_top])) * w_scale
+// + bias), the order of the generic kernel (acc - zp * colsum is the same integer). bp: the panel
+// (NV * 4 columns in groups of KG K values).
+template <int M, int NV, int kOffset, int KG>
 __attribute__((always_inline)) inline void finish_int8_tile(
     const int32_t (*tile)[NV * 4], const int32_t* colsum, const float* a_scale,
-    const int32_t* a_zero, const float* w_scale, const float* bias, float* c, int ldc, int n,
-    Activation act) {
+    const int32_t* a_zero, const int32_t* a_top, const float* a_top_value, const int8_t* bp,
+    const float* w_scale, const float* bias, float* c, int ldc, int n, Activation act) {
+  constexpr int kNr = NV * 4;
   for (int i = 0; i < M; ++i) {
     const float32x4_t sa = vdupq_n_f32(a_scale[i]);
     const int32x4_t zp = vdupq_n_s32(a_zero[i] - kOffset);
@@ -60,9 +62,21 @@ __attribute__((always_inline)) inline void finish_int8_tile(
     for (int j = 0; j < NV; ++j) {
       const int32x4_t centered =
           vsubq_s32(vld1q_s32(tile[i] + 4 * j), vmulq_s32(zp, vld1q_s32(colsum + 4 * j)));
-      r[j].v = rounded(vmulq_f32(vmulq_f32(vcvtq_f32_s32(centered), sa),
-                                 vld1q_f32(w_scale + 4 * j)));
+      r[j].v = rounded(vmulq_f32(vcvtq_f32_s32(centered), sa));
     }
+    if (a_top_value[i] != 0.0f) {
+      // The top input's weights, one byte in each column's K group, gathered (a few per tile row).
+      const int8_t* top = bp + packed_int8_offset(kNr, KG, a_top[i]);
+      alignas(16) float weights[kNr];
+#pragma GCC unroll 16
+      for (int j = 0; j < kNr; ++j) weights[j] = static_cast<float>(top[j * KG]);
+      const float32x4_t tv = vdupq_n_f32(a_top_value[i]);
+#pragma GCC unroll 4
+      for (int j = 0; j < NV; ++j)
+        r[j].v = vaddq_f32(r[j].v, rounded(vmulq_f32(tv, vld1q_f32(weights + 4 * j))));
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) r[j].v = rounded(vmulq_f32(r[j].v, vld1q_f32(w_scale + 4 * j)));
     finish_row<VecNeon, NV>(r, c + i * ldc, n, false, bias, act);
   }
 }
