@@ -308,20 +308,23 @@ def test_int8_weight_quantization(isa, rng):
 
 def extreme_rows(rng, k):
     """Rows that stress the activation quantization: zero, one-signed, a single nonzero, an
-    outlier, tiny, and rows whose rint(x * inv) + zp reaches 256 before the clamp."""
+    outlier, tiny, and rows whose rint(x * inv) + zp reaches 256 before the clamp -- in the rest of
+    the row, without its largest |x| (top1_apart)."""
     x = rng.standard_normal((16, k)).astype(np.float32)
     x[2] = 0.0  # zero row: scale 0, zp 0, output = bias
-    x[5, 7 % k] = 1e4  # one outlier swamps its row
-    x[8] = np.where(np.arange(k) % 2, 127.0, -127.0)  # q = 0 and 255 (after the clamp)
+    x[5, 7 % k] = 1e4  # one outlier, kept apart
+    x[8] = np.where(np.arange(k) % 2, 127.0, -127.0)  # ties for the top; q = 0 and 255 for the rest
     x[9] = np.abs(x[9]) + 0.25  # all positive: zp 0
     x[10] = -np.abs(x[10]) - 0.25  # all negative: zp 255
     x[11] = 0.0
-    x[11, k // 2] = 3.0  # a single (positive) nonzero: q = 255 there, zp 0
+    x[11, k // 2] = 3.0  # a single nonzero: the top, and a zero rest
     x[12] = 0.0
-    x[12, 0] = -2.0  # a single negative nonzero: q = 0 there, zp 255
-    # Ties with inv = 64 exactly: zp = rint(153.5) = 154, rint(101.5) + 154 = 256 -> 255.
+    x[12, 0] = -2.0  # the top, then a single negative nonzero: q = 0 there, zp 255
+    x[12, -1] = -1.0 if k > 1 else x[12, -1]
+    # Ties with inv = 64 exactly: zp = rint(153.5) = 154, rint(101.5) + 154 = 256 -> 255; the top
+    # (10) leaves the range as it is.
     x[13] = np.resize(np.arange(-153.5, 102.0, dtype=np.float32) / 64, k)
-    x[13, :2] = np.float32([-153.5 / 64, 101.5 / 64])[:k]
+    x[13, :3] = np.float32([-153.5 / 64, 101.5 / 64, 10.0])[:k]
     x[14] = 0.5 * x[14] * (1 + erf(x[14] / np.sqrt(2)))  # GELU output: skewed, >= -0.17
     x[15] *= np.float32(1e-20)
     return x
@@ -331,8 +334,13 @@ def extreme_rows(rng, k):
 @pytest.mark.parametrize("k", [1, 2, 3, 5, 8, 15, 16, 17, 31, 33, 64, 100, 301])
 def test_int8_activation_quantization(isa, rng, k):
     x = np.concatenate([extreme_rows(rng, k), 3 * inputs(rng, 5, k, 1)[0]])
-    q, scale, zp = K.quantize_activations(x, isa)
-    q_ref, scale_ref, zp_ref = quantize_activations(x)
+    q, scale, zp, top, value = K.quantize_activations(x, isa)
+    rest, top_ref, value_ref = top1_apart(x)
+    np.testing.assert_array_equal(top, top_ref)
+    np.testing.assert_array_equal(value, value_ref)
+    assert top[5] == 7 % k and value[5] == 1e4 and top[8] == 0 and value[8] == -127
+    assert top[11] == k // 2 and value[11] == 3 and scale[11] == 0 and not q[11].any()
+    q_ref, scale_ref, zp_ref = quantize_activations(rest)
     kp = q.shape[1]
     assert kp >= k and kp - k < 8 and q.shape[0] == len(x)  # K groups: up to 8 (aarch64 i8mm)
     np.testing.assert_array_equal(q[:, :k], q_ref)
@@ -340,15 +348,17 @@ def test_int8_activation_quantization(isa, rng, k):
     np.testing.assert_array_equal(scale, scale_ref)
     np.testing.assert_array_equal(zp, zp_ref)
     assert scale[2] == 0 and zp[2] == 0 and not q[2].any()
-    assert zp[9] == 0 and zp[10] == 255
-    assert zp[11] == 0 and q[11, k // 2] == 255 and zp[12] == 255 and q[12, 0] == 0
+    assert zp[9] == 0
     if k > 1:
+        assert zp[10] == 255 and zp[12] == 255 and q[12, k - 1] == 0
+    if k > 3:
         assert q_ref[8].min() == 0 and q_ref[8].max() == 255
-        assert quantize_activations(x[13:14], clamp=False)[0].max() == 256  # the clamp matters
-        assert zp[13] == 154 and q[13, 1] == 255
-    # (q - zp) * scale is within half a step of x, except for float32 rounding of scale and inv.
-    err = np.abs((q[:, :k] - zp[:, None]) * scale[:, None].astype(np.float64) - x)
-    assert np.all(err <= scale[:, None] * 0.5 * (1 + 1e-5) + np.abs(x) * 2.0**-21)
+        assert quantize_activations(rest[13:14], clamp=False)[0].max() == 256  # the clamp matters
+        assert zp[13] == 154 and q[13, 1] == 255 and q[13, 2] == 154
+    # (q - zp) * scale is within half a step of the rest, except for float32 rounding of scale and
+    # inv.
+    err = np.abs((q[:, :k] - zp[:, None]) * scale[:, None].astype(np.float64) - rest)
+    assert np.all(err <= scale[:, None] * 0.5 * (1 + 1e-5) + np.abs(rest) * 2.0**-21)
 
 
 @pytest.mark.parametrize("isa", LOWP["int8"])
@@ -387,10 +397,11 @@ def test_int8_row_outlier_kept_apart(isa, rng, activation):
 def test_int8_asymmetric_resolution():
     """A one-signed row spends all 256 levels on its range: half the step of symmetric int8."""
     x = np.linspace(0, 2, 101, dtype=np.float32)[None, :]
+    x[0, 0] = 3.0  # the top, kept apart
     for isa in LOWP["int8"]:
-        q, scale, zp = K.quantize_activations(x, isa)
+        q, scale, zp, _, _ = K.quantize_activations(x, isa)
         assert zp[0] == 0 and q.max() == 255 and scale[0] == np.float32(2) / np.float32(255)
-        q, scale, zp = K.quantize_activations(-x, isa)
+        q, scale, zp, _, _ = K.quantize_activations(-x, isa)
         assert zp[0] == 255 and q[0, :101].min() == 0
 
 

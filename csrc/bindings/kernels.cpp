@@ -220,10 +220,12 @@ void bind_kernels(py::module_& m) {
         std::vector<uint8_t> row(2 * static_cast<size_t>(Kp) * kt.a_bytes);
         py::array_t<int32_t> q({M, Kp});
         py::array_t<float> scales(M);
-        py::array_t<int32_t> zero_points(M);
+        py::array_t<int32_t> zero_points(M), tops(M);
+        py::array_t<float> top_values(M);
         for (int i = 0; i < M; ++i) {
-          scales.mutable_data()[i] = kt.quantize_row(x.data() + static_cast<size_t>(i) * K, K, Kp,
-                                                     row.data(), zero_points.mutable_data() + i);
+          scales.mutable_data()[i] = kt.quantize_row(
+              x.data() + static_cast<size_t>(i) * K, K, Kp, row.data(),
+              zero_points.mutable_data() + i, tops.mutable_data() + i, top_values.mutable_data() + i);
           int32_t* out = q.mutable_data() + static_cast<size_t>(i) * Kp;
           for (int k = 0; k < Kp; ++k) {
             const uint8_t* value = row.data() + activation_offset(kt.a_pair_chunk, 0, 0, k) *
@@ -239,11 +241,12 @@ void bind_kernels(py::module_& m) {
             }
           }
         }
-        return py::make_tuple(q, scales, zero_points);
+        return py::make_tuple(q, scales, zero_points, tops, top_values);
       },
       py::arg("x"), py::arg("isa") = py::none(),
-      "(q [M, Kp] as int32, scales [M], zero points [M]): the int8 path's per-row activation "
-      "quantization of x [M, K] (Int8Kernels::quantize_row), K padded to the path's K group.");
+      "(q [M, Kp] as int32, scales [M], zero points [M], top inputs [M], top values [M]): the "
+      "int8 path's per-row activation quantization of x [M, K] (Int8Kernels::quantize_row: each "
+      "row's largest |x| kept out), K padded to the path's K group.");
 
   for (const char* precision : {"bf16", "int8"}) {
     m.def(

@@ -524,64 +524,19 @@ Int8Rows begin_rows_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M
           h + 3 * M};
 }
 
-namespace {
-
-// The first index of the largest |x[k]|, k < n (0 for n = 0). Compares the bits of |x| as
-// integers, which order finite floats as their values do: unlike a float maximum, that
-// vectorizes without -ffast-math. One pass over chunks of 16, then a scan of the best chunk.
-int index_of_largest_magnitude(const float* x, int n) {
-  constexpr int kChunk = 16;
-  auto bits_at = [x](int i) {
-    int32_t bits;
-    std::memcpy(&bits, x + i, sizeof bits);
-    return bits & 0x7fffffff;
-  };
-  int32_t best = -1;
-  int best_chunk = 0;
-  int k = 0;
-  for (; k + kChunk <= n; k += kChunk) {
-    int32_t chunk_max = 0;
-    for (int i = 0; i < kChunk; ++i) chunk_max = std::max(chunk_max, bits_at(k + i));
-    if (chunk_max > best) {
-      best = chunk_max;
-      best_chunk = k;
-    }
-  }
-  int top = 0;
-  if (best >= 0) {  // the first index of the best chunk's maximum
-    top = best_chunk;
-    while (bits_at(top) != best) ++top;
-  }
-  for (int i = k; i < n; ++i) {  // the tail wins only with a larger value: the first index in a tie
-    if (bits_at(i) > best) {
-      best = bits_at(i);
-      top = i;
-    }
-  }
-  return top;
-}
-
-}  // namespace
-
 void quantize_row_int8(const Int8Kernels& kt, const PackedLinearInt8& w, const Int8Rows& a, int i,
                        const float* row) {
   const int K = w.in_features, Kp = w.k_padded;
-  // A copy (the input stays as it is): row * input_scale, if set, without its top value.
-  thread_local std::vector<float> rest;
-  rest.resize(K);
-  if (w.input_scale.size() != 0) {
+  if (w.input_scale.size() != 0) {  // quantize row * input_scale (a copy: the input stays as it is)
+    thread_local std::vector<float> scaled;
+    scaled.resize(K);
     const float* t = w.input_scale.data();
-    for (int k = 0; k < K; ++k) rest[k] = row[k] * t[k];
-  } else if (K > 0) {
-    std::memcpy(rest.data(), row, K * sizeof(float));
+    for (int k = 0; k < K; ++k) scaled[k] = row[k] * t[k];
+    row = scaled.data();
   }
-  const int top = index_of_largest_magnitude(rest.data(), K);
-  a.top[i] = top;
-  a.top_value[i] = K > 0 ? rest[top] : 0.0f;
-  if (K > 0) rest[top] = 0.0f;
-  a.scale[i] = kt.quantize_row(rest.data(), K, Kp,
+  a.scale[i] = kt.quantize_row(row, K, Kp,
                                a.rows + activation_offset(kt.a_pair_chunk, Kp, i, 0) * kt.a_bytes,
-                               a.zero + i);
+                               a.zero + i, a.top + i, a.top_value + i);
 }
 
 Int8Rows quantize_rows_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M, const float* A,

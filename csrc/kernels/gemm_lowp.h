@@ -42,9 +42,6 @@ float bf16_to_float(bf16 x);
 // Symmetric int8 quantization of n floats, the rule of the weights (one output channel): returns
 // max|x| / 127 and writes rint(x * (127 / max|x|)) into q (all 0 for a zero channel).
 float quantize_int8(const float* x, int n, int8_t* q);
-// Asymmetric 0..255 quantization of n floats, the rule of the activations (one row; see
-// Int8Kernels::quantize_row): returns the scale, writes q and *zero_point.
-float quantize_uint8(const float* x, int n, uint8_t* q, int32_t* zero_point);
 
 // Largest K an int8 GEMM accepts: every int32 sum of q * w (q in 0..255, |w| <= 127) stays below
 // 2^31, and so do zp * colsum_w and their difference.

@@ -31,12 +31,14 @@ inline __m256i quantize8(__m256 x, __m256 inv, __m256i zp) {
   return _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(x, inv)), zp);
 }
 
-float quantize_row(const float* x, int k, int kp, uint8_t* out, int32_t* zero_point) {
+float quantize_row(const float* x, int k, int kp, uint8_t* out, int32_t* zero_point,
+                   int32_t* top, float* top_value) {
   int16_t* q = reinterpret_cast<int16_t*>(out);
-  const RowQuant rq = row_quant_of<VecAvx2>(x, k);
+  const RowQuantTop row = row_quant_without_top<VecAvx2>(x, k);
+  const RowQuant& rq = row.rq;
   const __m256 inv = _mm256_set1_ps(rq.inv);
   const __m256i zp = _mm256_set1_epi32(rq.zero_point);
-  const __m256i top = _mm256_set1_epi16(255);
+  const __m256i q_max = _mm256_set1_epi16(255);
   int i = 0;
   for (; i + 16 <= k; i += 16) {
     // packus_epi32 clamps at 0 (the values stay far below its upper limit) and interleaves the
@@ -44,11 +46,14 @@ float quantize_row(const float* x, int k, int kp, uint8_t* out, int32_t* zero_po
     const __m256i packed = _mm256_packus_epi32(quantize8(_mm256_loadu_ps(x + i), inv, zp),
                                                quantize8(_mm256_loadu_ps(x + i + 8), inv, zp));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i),
-                        _mm256_min_epi16(_mm256_permute4x64_epi64(packed, 0xd8), top));
+                        _mm256_min_epi16(_mm256_permute4x64_epi64(packed, 0xd8), q_max));
   }
   for (; i < k; ++i) q[i] = static_cast<int16_t>(quantize_scalar(x[i] * rq.inv, rq.zero_point));
   for (i = k; i < kp; ++i) q[i] = static_cast<int16_t>(rq.zero_point);
+  if (k > 0) q[row.top] = static_cast<int16_t>(rq.zero_point);
   *zero_point = rq.zero_point;
+  *top = row.top;
+  *top_value = row.value;
   return rq.scale;
 }
 

@@ -24,8 +24,10 @@ inline __m512i quantize16(__m512 x, __m512 inv, __m512i zp) {
   return _mm512_max_epi32(q, _mm512_setzero_si512());
 }
 
-float quantize_row(const float* x, int k, int kp, uint8_t* out, int32_t* zero_point) {
-  const RowQuant rq = row_quant_of<VecAvx512>(x, k);
+float quantize_row(const float* x, int k, int kp, uint8_t* out, int32_t* zero_point,
+                   int32_t* top, float* top_value) {
+  const RowQuantTop row = row_quant_without_top<VecAvx512>(x, k);
+  const RowQuant& rq = row.rq;
   const __m512 inv = _mm512_set1_ps(rq.inv);
   const __m512i zp = _mm512_set1_epi32(rq.zero_point);
   int i = 0;
@@ -38,7 +40,10 @@ float quantize_row(const float* x, int k, int kp, uint8_t* out, int32_t* zero_po
         out + i, mask, quantize16(_mm512_maskz_loadu_ps(mask, x + i), inv, zp));
   }
   for (i = k; i < kp; ++i) out[i] = static_cast<uint8_t>(rq.zero_point);
+  if (k > 0) out[row.top] = static_cast<uint8_t>(rq.zero_point);
   *zero_point = rq.zero_point;
+  *top = row.top;
+  *top_value = row.value;
   return rq.scale;
 }
 

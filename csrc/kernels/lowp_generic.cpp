@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "kernels/gemm_lowp.h"
 
@@ -31,27 +32,6 @@ float quantize_int8(const float* x, int n, int8_t* q) {
   // |x * inv| <= 127 up to rounding, so the rounded value is within [-127, 127].
   for (int i = 0; i < n; ++i) q[i] = static_cast<int8_t>(std::nearbyint(x[i] * inv));
   return amax / 127.0f;
-}
-
-float quantize_uint8(const float* x, int n, uint8_t* q, int32_t* zero_point) {
-  float lo = 0.0f, hi = 0.0f;
-  for (int i = 0; i < n; ++i) {
-    lo = std::min(lo, x[i]);
-    hi = std::max(hi, x[i]);
-  }
-  if (hi == lo) {  // all zero
-    std::fill(q, q + n, 0);
-    *zero_point = 0;
-    return 0.0f;
-  }
-  const float range = hi - lo;
-  const float inv = 255.0f / range;
-  const int32_t zp = std::clamp(static_cast<int32_t>(std::nearbyint(-lo * inv)), 0, 255);
-  for (int i = 0; i < n; ++i)
-    q[i] = static_cast<uint8_t>(
-        std::clamp(static_cast<int32_t>(std::nearbyint(x[i] * inv)) + zp, 0, 255));
-  *zero_point = zp;
-  return range / 255.0f;
 }
 
 void finish_bf16_row_scalar(const float* acc, float* row, int n, bool accumulate,
@@ -107,9 +87,40 @@ void bf16_micro(int kc, const bf16* a, int lda, const bf16* bp, float* c, int ld
     finish_bf16_row_scalar(acc[i], c + i * ldc, n, flags & kGemmAccumulate, bias, act);
 }
 
-float quantize_row(const float* x, int k, int kp, uint8_t* out, int32_t* zero_point) {
-  const float scale = quantize_uint8(x, k, out, zero_point);
+// Asymmetric 0..255 quantization of n floats (Int8Kernels::quantize_row's rule for the rest of a
+// row): returns the scale, writes q and *zero_point.
+float quantize_uint8(const float* x, int n, uint8_t* q, int32_t* zero_point) {
+  float lo = 0.0f, hi = 0.0f;
+  for (int i = 0; i < n; ++i) {
+    lo = std::min(lo, x[i]);
+    hi = std::max(hi, x[i]);
+  }
+  if (hi == lo) {  // all zero
+    std::fill(q, q + n, 0);
+    *zero_point = 0;
+    return 0.0f;
+  }
+  const float range = hi - lo;
+  const float inv = 255.0f / range;
+  const int32_t zp = std::clamp(static_cast<int32_t>(std::nearbyint(-lo * inv)), 0, 255);
+  for (int i = 0; i < n; ++i)
+    q[i] = static_cast<uint8_t>(
+        std::clamp(static_cast<int32_t>(std::nearbyint(x[i] * inv)) + zp, 0, 255));
+  *zero_point = zp;
+  return range / 255.0f;
+}
+
+float quantize_row(const float* x, int k, int kp, uint8_t* out, int32_t* zero_point,
+                   int32_t* top, float* top_value) {
+  int t = 0;
+  for (int i = 1; i < k; ++i)
+    if (std::fabs(x[i]) > std::fabs(x[t])) t = i;
+  std::vector<float> rest(x, x + k);
+  if (k > 0) rest[t] = 0.0f;
+  const float scale = quantize_uint8(rest.data(), k, out, zero_point);
   std::fill(out + k, out + kp, static_cast<uint8_t>(*zero_point));
+  *top = t;
+  *top_value = k > 0 ? x[t] : 0.0f;
   return scale;
 }
 

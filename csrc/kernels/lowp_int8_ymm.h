@@ -31,8 +31,10 @@ inline __m256i quantize32(const float* x, __m256 inv, __m256i zp) {
   return _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
-float quantize_row_ymm(const float* x, int k, int kp, uint8_t* out, int32_t* zero_point) {
-  const RowQuant rq = row_quant_of<VecAvx2>(x, k);
+float quantize_row_ymm(const float* x, int k, int kp, uint8_t* out, int32_t* zero_point,
+                       int32_t* top, float* top_value) {
+  const RowQuantTop row = row_quant_without_top<VecAvx2>(x, k);
+  const RowQuant& rq = row.rq;
   const __m256 inv = _mm256_set1_ps(rq.inv);
   const __m256i zp = _mm256_set1_epi32(rq.zero_point);
   int i = 0;
@@ -40,7 +42,10 @@ float quantize_row_ymm(const float* x, int k, int kp, uint8_t* out, int32_t* zer
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), quantize32(x + i, inv, zp));
   for (; i < k; ++i) out[i] = static_cast<uint8_t>(quantize_scalar(x[i] * rq.inv, rq.zero_point));
   for (i = k; i < kp; ++i) out[i] = static_cast<uint8_t>(rq.zero_point);
+  if (k > 0) out[row.top] = static_cast<uint8_t>(rq.zero_point);
   *zero_point = rq.zero_point;
+  *top = row.top;
+  *top_value = row.value;
   return rq.scale;
 }
 

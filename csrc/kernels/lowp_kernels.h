@@ -75,16 +75,21 @@ struct Int8Kernels {
   int kgroup;        // consecutive K values a packed column holds together; K is zero-padded to it
   int a_bytes;       // bytes per activation in this path's quantized row format
 
-  // Quantizes one row of k floats to 0..255 with a zero point: asymmetric, unlike the weights, so
-  // that a skewed row (a GELU output is >= -0.17) gets all 256 levels instead of about half.
-  // With lo = min(min x, 0), hi = max(max x, 0): for hi == lo, scale = 0, zp = 0, q = 0; else
-  // inv = 255 / (hi - lo), scale = (hi - lo) / 255, zp = clamp(rint(-lo * inv), 0, 255),
-  // q = clamp(rint(x * inv) + zp, 0, 255), so x ~ (q - zp) * scale. Writes q in this path's format
-  // -- uint8 (generic, avxvnni, avx512, i8mm) or int16 (avx2) -- then q = zp up to kp (the value
-  // 0), value j at byte a_bytes * activation_offset(a_pair_chunk, 0, 0, j) of out; returns the
-  // scale and stores zp in *zero_point. Identical q, scale and zp on every path (fp32 divisions
-  // and one fp32 product each, rounded to nearest even). Inputs must be finite.
-  float (*quantize_row)(const float* x, int k, int kp, uint8_t* out, int32_t* zero_point);
+  // Quantizes one row of k floats, but for its largest |x|, to 0..255 with a zero point:
+  // asymmetric, unlike the weights, so that a skewed row (a GELU output is >= -0.17) gets all 256
+  // levels instead of about half. The largest |x| -- x[t], t the first index of it, 0 for a zero
+  // row -- stays out: *top = t, *top_value = x[t], and the rest is quantized as if x[t] were 0
+  // (gemm_micro adds x[t]'s product back exactly). A row often has one value ~20x its rms, which
+  // would otherwise set the scale of all the others. With r the row with x[t] = 0, lo = min(min r,
+  // 0), hi = max(max r, 0): for hi == lo, scale = 0, zp = 0, q = 0; else inv = 255 / (hi - lo),
+  // scale = (hi - lo) / 255, zp = clamp(rint(-lo * inv), 0, 255), q = clamp(rint(r * inv) + zp, 0,
+  // 255), so r ~ (q - zp) * scale. Writes q in this path's format -- uint8 (generic, avxvnni,
+  // avx512, i8mm) or int16 (avx2) -- then q = zp up to kp (the value 0), value j at byte a_bytes *
+  // activation_offset(a_pair_chunk, 0, 0, j) of out; returns the scale and stores zp in
+  // *zero_point. Identical q, scale, zp, top on every path (fp32 divisions and one fp32 product
+  // each, rounded to nearest even). Inputs must be finite.
+  float (*quantize_row)(const float* x, int k, int kp, uint8_t* out, int32_t* zero_point,
+                        int32_t* top, float* top_value);
 
   // C[m x n] = act((float(acc - a_zero[i] * colsum[j]) * a_scale[i] + a_top_value[i] *
   // float(qw[a_top[i]][j])) * w_scale[j] + bias[j]), evaluated left to right with no fused
@@ -95,10 +100,9 @@ struct Int8Kernels {
   // packed_int8_offset(nr, kgroup, k) + j * kgroup); colsum: the panel's weight column sums,
   // computed at pack time; bias may be null. m <= mr, n <= nr.
   //
-  // a_top / a_top_value: each row's largest |x|, which quantize_row_int8() (gemm_lowp.h) keeps out
-  // of the row's quantization (its q is the zero point) and which comes back here as the exact
-  // float times its input's int8 weights. A kernel may skip the term of a row whose a_top_value is
-  // 0 (it adds 0).
+  // a_top / a_top_value: each row's largest |x|, which quantize_row kept out of the row (its q is
+  // the zero point) and which comes back here as the exact float times its input's int8 weights.
+  // A kernel may skip the term of a row whose a_top_value is 0 (it adds 0).
   void (*gemm_micro)(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32_t* colsum,
                      const float* a_scale, const int32_t* a_zero, const int32_t* a_top,
                      const float* a_top_value, const float* w_scale, const float* bias, float* c,

@@ -14,10 +14,12 @@ namespace {
 // nearest even like the generic path; the two saturating narrowings clamp to 0 (int32 -> uint16)
 // and to 255 (uint16 -> uint8).
 template <int kOffset, int kPairChunk>
-float quantize_row_neon(const float* x, int k, int kp, uint8_t* out, int32_t* zero_point) {
+float quantize_row_neon(const float* x, int k, int kp, uint8_t* out, int32_t* zero_point,
+                        int32_t* top, float* top_value) {
   static_assert(kPairChunk == 0 || kPairChunk == 8, "16 values are one or two whole chunks");
   auto at = [](int j) { return activation_offset(kPairChunk, 0, 0, j); };
-  const RowQuant rq = row_quant_of<VecNeon>(x, k);
+  const RowQuantTop row = row_quant_without_top<VecNeon>(x, k);
+  const RowQuant& rq = row.rq;
   const float32x4_t inv = vdupq_n_f32(rq.inv);
   const int32x4_t zp = vdupq_n_s32(rq.zero_point);
   const uint8x16_t flip = vdupq_n_u8(static_cast<uint8_t>(kOffset));
@@ -40,7 +42,10 @@ float quantize_row_neon(const float* x, int k, int kp, uint8_t* out, int32_t* ze
   for (; i < k; ++i)
     out[at(i)] = static_cast<uint8_t>(quantize_scalar(x[i] * rq.inv, rq.zero_point) ^ kOffset);
   for (i = k; i < kp; ++i) out[at(i)] = static_cast<uint8_t>(rq.zero_point ^ kOffset);
+  if (k > 0) out[at(row.top)] = static_cast<uint8_t>(rq.zero_point ^ kOffset);
   *zero_point = rq.zero_point;
+  *top = row.top;
+  *top_value = row.value;
   return rq.scale;
 }
 

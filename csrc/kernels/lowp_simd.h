@@ -53,22 +53,69 @@ inline RowQuant row_quant(float lo, float hi) {
   return {inv, range / 255.0f, zp < 0 ? 0 : zp > 255 ? 255 : zp};
 }
 
-// row_quant() of x[0:k]: one pass for its minimum and maximum, both widened to include 0.
+// A row's quantization without its largest |x| (Int8Kernels::quantize_row): the parameters of the
+// rest, the index of that value (the first, in a tie; 0 for a zero row) and the value.
+struct RowQuantTop {
+  RowQuant rq;
+  int top;
+  float value;
+};
+
+// Adds v to a running pair of the two largest values seen (a multiset: a repeated maximum is also
+// the second).
+inline void keep_two_largest(float v, float& first, float& second) {
+  if (v > first) {
+    second = first;
+    first = v;
+  } else if (v > second) {
+    second = v;
+  }
+}
+
+// RowQuantTop of x[0:k]: one pass keeping the two smallest and the two largest values per lane
+// (all widened with 0, as row_quant() wants), the lanes merged, a scan for the first value of the
+// largest magnitude (whole vectors first), and the rest's range: the row's minus that value's side.
 template <class V>
-inline RowQuant row_quant_of(const float* x, int k) {
-  V lo = V::zero(), hi = V::zero();
+inline RowQuantTop row_quant_without_top(const float* x, int k) {
+  constexpr int W = V::width;
+  V lo1 = V::zero(), lo2 = V::zero(), hi1 = V::zero(), hi2 = V::zero();
+  auto add = [&](V v) {
+    hi2 = V::max(hi2, V::min(hi1, v));
+    hi1 = V::max(hi1, v);
+    lo2 = V::min(lo2, V::max(lo1, v));
+    lo1 = V::min(lo1, v);
+  };
   int i = 0;
-  for (; i + V::width <= k; i += V::width) {
-    const V v = V::load(x + i);
-    lo = V::min(lo, v);
-    hi = V::max(hi, v);
+  for (; i + W <= k; i += W) add(V::load(x + i));
+  if (i < k) add(V::load_partial(x + i, k - i, 0.0f));
+  float lanes[4][W];
+  hi1.store(lanes[0]);
+  hi2.store(lanes[1]);
+  lo1.store(lanes[2]);
+  lo2.store(lanes[3]);
+  float hi_first = 0.0f, hi_second = 0.0f, lo_first = 0.0f, lo_second = 0.0f;  // lo: negated
+  for (int j = 0; j < W; ++j) {
+    keep_two_largest(lanes[0][j], hi_first, hi_second);
+    keep_two_largest(lanes[1][j], hi_first, hi_second);
+    keep_two_largest(-lanes[2][j], lo_first, lo_second);
+    keep_two_largest(-lanes[3][j], lo_first, lo_second);
   }
-  if (i < k) {
-    const V v = V::load_partial(x + i, k - i, 0.0f);
-    lo = V::min(lo, v);
-    hi = V::max(hi, v);
+  const float magnitude = hi_first > lo_first ? hi_first : lo_first;
+  int top = 0;
+  if (magnitude > 0.0f) {
+    // Four vectors per reduction, then the first value in the block (or in the tail) that has it.
+    while (top + 4 * W <= k &&
+           V::max(V::max(V::abs(V::load(x + top)), V::abs(V::load(x + top + W))),
+                  V::max(V::abs(V::load(x + top + 2 * W)), V::abs(V::load(x + top + 3 * W))))
+                   .reduce_max() != magnitude)
+      top += 4 * W;
+    while (__builtin_fabsf(x[top]) != magnitude) ++top;
   }
-  return row_quant(lo.reduce_min(), hi.reduce_max());
+  const float value = k > 0 ? x[top] : 0.0f;
+  const RowQuant rq = value > 0.0f   ? row_quant(-lo_first, hi_second)
+                      : value < 0.0f ? row_quant(-lo_second, hi_first)
+                                     : row_quant(0.0f, 0.0f);
+  return {rq, top, value};
 }
 
 // clamp(rint(x) + zp, 0, 255) of one scalar, as in quantize_uint8().
