@@ -108,6 +108,8 @@ class BuildExt(build_ext):
 core = Extension(
     "bertcpu._core",
     sources=core_sources(),
+    # Without it, a change to a header alone would not rebuild the extension.
+    depends=sorted(glob.glob("csrc/**/*.h", recursive=True)),
     include_dirs=["csrc", pybind11.get_include()],
     language="c++",
     extra_compile_args=BASE_FLAGS + EXTRA,

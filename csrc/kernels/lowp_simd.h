@@ -61,61 +61,60 @@ struct RowQuantTop {
   float value;
 };
 
-// Adds v to a running pair of the two largest values seen (a multiset: a repeated maximum is also
-// the second).
-inline void keep_two_largest(float v, float& first, float& second) {
-  if (v > first) {
-    second = first;
-    first = v;
-  } else if (v > second) {
-    second = v;
+// min(min x[0:n], 0) (Largest false) or max(max x[0:n], 0) (Largest true).
+template <class V, bool Largest>
+inline float extreme_with_zero(const float* x, int n) {
+  constexpr int W = V::width;
+  V m = V::zero();
+  int i = 0;
+  for (; i + W <= n; i += W) m = Largest ? V::max(m, V::load(x + i)) : V::min(m, V::load(x + i));
+  if (i < n) {
+    const V v = V::load_partial(x + i, n - i, 0.0f);
+    m = Largest ? V::max(m, v) : V::min(m, v);
   }
+  return Largest ? m.reduce_max() : m.reduce_min();
 }
 
-// RowQuantTop of x[0:k]: one pass keeping the two smallest and the two largest values per lane
-// (all widened with 0, as row_quant() wants), the lanes merged, a scan for the first value of the
-// largest magnitude (whole vectors first), and the rest's range: the row's minus that value's side.
+// RowQuantTop of x[0:k]: one pass for the row's range (widened with 0, as row_quant() wants), a
+// scan for the first value of the largest magnitude (four vectors per reduction), and the range
+// of the rest: the row's on one side, on the top's side the extreme of the values before and
+// after it.
 template <class V>
 inline RowQuantTop row_quant_without_top(const float* x, int k) {
   constexpr int W = V::width;
-  V lo1 = V::zero(), lo2 = V::zero(), hi1 = V::zero(), hi2 = V::zero();
-  auto add = [&](V v) {
-    hi2 = V::max(hi2, V::min(hi1, v));
-    hi1 = V::max(hi1, v);
-    lo2 = V::min(lo2, V::max(lo1, v));
-    lo1 = V::min(lo1, v);
-  };
+  V lo = V::zero(), hi = V::zero();
   int i = 0;
-  for (; i + W <= k; i += W) add(V::load(x + i));
-  if (i < k) add(V::load_partial(x + i, k - i, 0.0f));
-  float lanes[4][W];
-  hi1.store(lanes[0]);
-  hi2.store(lanes[1]);
-  lo1.store(lanes[2]);
-  lo2.store(lanes[3]);
-  float hi_first = 0.0f, hi_second = 0.0f, lo_first = 0.0f, lo_second = 0.0f;  // lo: negated
-  for (int j = 0; j < W; ++j) {
-    keep_two_largest(lanes[0][j], hi_first, hi_second);
-    keep_two_largest(lanes[1][j], hi_first, hi_second);
-    keep_two_largest(-lanes[2][j], lo_first, lo_second);
-    keep_two_largest(-lanes[3][j], lo_first, lo_second);
+  for (; i + W <= k; i += W) {
+    const V v = V::load(x + i);
+    lo = V::min(lo, v);
+    hi = V::max(hi, v);
   }
-  const float magnitude = hi_first > lo_first ? hi_first : lo_first;
+  if (i < k) {
+    const V v = V::load_partial(x + i, k - i, 0.0f);
+    lo = V::min(lo, v);
+    hi = V::max(hi, v);
+  }
+  const float row_lo = lo.reduce_min(), row_hi = hi.reduce_max();
+  const float magnitude = row_hi > -row_lo ? row_hi : -row_lo;
+  if (magnitude == 0.0f) return {row_quant(0.0f, 0.0f), 0, 0.0f};  // also k = 0
   int top = 0;
-  if (magnitude > 0.0f) {
-    // Four vectors per reduction, then the first value in the block (or in the tail) that has it.
-    while (top + 4 * W <= k &&
-           V::max(V::max(V::abs(V::load(x + top)), V::abs(V::load(x + top + W))),
-                  V::max(V::abs(V::load(x + top + 2 * W)), V::abs(V::load(x + top + 3 * W))))
-                   .reduce_max() != magnitude)
-      top += 4 * W;
-    while (__builtin_fabsf(x[top]) != magnitude) ++top;
+  while (top + 4 * W <= k &&
+         V::max(V::max(V::abs(V::load(x + top)), V::abs(V::load(x + top + W))),
+                V::max(V::abs(V::load(x + top + 2 * W)), V::abs(V::load(x + top + 3 * W))))
+                 .reduce_max() != magnitude)
+    top += 4 * W;
+  while (__builtin_fabsf(x[top]) != magnitude) ++top;
+  const float value = x[top];
+  const float* after = x + top + 1;
+  const int after_count = k - top - 1;
+  if (value > 0.0f) {
+    const float before_hi = extreme_with_zero<V, true>(x, top);
+    const float after_hi = extreme_with_zero<V, true>(after, after_count);
+    return {row_quant(row_lo, before_hi > after_hi ? before_hi : after_hi), top, value};
   }
-  const float value = k > 0 ? x[top] : 0.0f;
-  const RowQuant rq = value > 0.0f   ? row_quant(-lo_first, hi_second)
-                      : value < 0.0f ? row_quant(-lo_second, hi_first)
-                                     : row_quant(0.0f, 0.0f);
-  return {rq, top, value};
+  const float before_lo = extreme_with_zero<V, false>(x, top);
+  const float after_lo = extreme_with_zero<V, false>(after, after_count);
+  return {row_quant(before_lo < after_lo ? before_lo : after_lo, row_hi), top, value};
 }
 
 // clamp(rint(x) + zp, 0, 255) of one scalar, as in quantize_uint8().
