@@ -89,7 +89,8 @@ class BertModel:
             "float32" (default; the reference), "bfloat16" (weights rounded to bf16 once,
             activations at each product, fp32 accumulation) or "int8" (weights quantized per
             output channel, symmetric; activations per token, asymmetric, each token's largest
-            value kept apart and multiplied exactly; int32 accumulation). Attention,
+            value kept apart and multiplied exactly; int32 accumulation). Both modes run
+            attention's products in bf16 where the CPU has bf16 instructions; the softmax,
             LayerNorm, GELU, residuals and the pooler stay float32. On a CPU without instructions
             for the mode (bertcpu.cpu_info()["bfloat16_isas"] / ["int8_isas"] hold only
             "generic") the model warns and runs float32.

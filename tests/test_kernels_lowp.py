@@ -17,9 +17,11 @@ import numpy as np
 import pytest
 from scipy.special import erf
 
+import bertcpu
 from bertcpu import _core
 
 from conftest import reference_activation
+from test_kernels import reference_attention
 
 K = _core.kernels
 LOWP = K.lowp_isas()
@@ -403,6 +405,55 @@ def test_int8_asymmetric_resolution():
         assert zp[0] == 0 and q.max() == 255 and scale[0] == np.float32(2) / np.float32(255)
         q, scale, zp, _, _ = K.quantize_activations(-x, isa)
         assert zp[0] == 255 and q[0, :101].min() == 0
+
+
+def bf16_reference_attention(qkv, lengths, heads):
+    """Attention with q, k, v rounded to bf16 and the probabilities rounded to bf16 after the
+    softmax, the rest in float64: what the bf16 attention computes, up to fp32 summation and the
+    rounding of probabilities that sit at a bf16 boundary."""
+    hidden = qkv.shape[1] // 3
+    d = hidden // heads
+    rows_all = to_bf16(qkv).astype(np.float64)
+    out = np.zeros((qkv.shape[0], hidden))
+    start = 0
+    for length in lengths:
+        rows = rows_all[start:start + length]
+        for h in range(heads):
+            q, k, v = (rows[:, part * hidden + h * d:part * hidden + (h + 1) * d] for part in range(3))
+            s = q @ k.T / np.sqrt(d)
+            p = np.exp(s - s.max(1, keepdims=True))
+            p = to_bf16((p / p.sum(1, keepdims=True)).astype(np.float32)).astype(np.float64)
+            out[start:start + length, h * d:(h + 1) * d] = p @ v
+        start += length
+    return out
+
+
+# Head dims 32 / 64 / 8 / 20 (a partial pair group with AMX's 32-value K tiles), keys past a
+# micro-tile and past one 256-key chunk of the values (600).
+BF16_ATTENTION = [(96, 3, [5, 17, 1, 70]), (768, 12, [128, 3]), (40, 5, [65, 64, 63]),
+                  (60, 3, [33, 7]), (64, 1, [600])]
+
+
+@pytest.mark.parametrize("table", LOWP["bf16"])
+@pytest.mark.parametrize("hidden,heads,lengths", BF16_ATTENTION)
+def test_bf16_attention(table, rng, hidden, heads, lengths):
+    """Q K^T and P V on a bf16 kernel table (bfloat16 and int8 models): against the same rounding
+    in float64 (a packing or chunking slip would be off by O(1)), and within bf16's error of the
+    exact attention."""
+    isa = "generic" if table == "generic" else bertcpu.cpu_info()["isa"]
+    qkv = rng.standard_normal((sum(lengths), 3 * hidden)).astype(np.float32)
+    if isa not in ("generic", "avx512", "amx"):
+        # aarch64's BFMMLA quads, or 32-column tables beside the narrower AVX2 / NEON fp32 panels
+        # whose key packer the bf16 keys borrow: those models keep fp32 attention.
+        with pytest.raises(ValueError, match="attention cannot run on the"):
+            K.attention(qkv, lengths, heads, isa, table)
+        return
+    qkv0 = qkv.copy()
+    out = K.attention(qkv, lengths, heads, isa, table)
+    np.testing.assert_allclose(out, bf16_reference_attention(qkv, lengths, heads), rtol=0,
+                               atol=2e-3)
+    np.testing.assert_allclose(out, reference_attention(qkv, lengths, heads), rtol=0, atol=3e-2)
+    np.testing.assert_array_equal(qkv, qkv0)
 
 
 def test_empty_batch():

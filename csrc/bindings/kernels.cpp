@@ -341,7 +341,7 @@ void bind_kernels(py::module_& m) {
   m.def(
       "attention",
       [](FloatArray qkv, const std::vector<int>& lengths, int heads,
-         std::optional<std::string> isa) {
+         std::optional<std::string> isa, std::optional<std::string> bf16) {
         require_2d(qkv, "qkv");
         if (qkv.shape(1) % 3 != 0) throw std::invalid_argument("qkv must be [tokens, 3 * hidden]");
         const int hidden = qkv.shape(1) / 3;
@@ -358,18 +358,25 @@ void bind_kernels(py::module_& m) {
         }
         if (total != qkv.shape(0)) throw std::invalid_argument("lengths must sum to qkv rows");
         const KernelTable& kt = table(isa);
+        const Bf16Kernels* bt = bf16 ? &bf16_kernels(*bf16) : nullptr;
+        if (bt && !attention_runs_on(*bt, kt))
+          throw std::invalid_argument("attention cannot run on the " + *bf16 +
+                                      " bf16 kernels beside the " + std::string(isa_name(kt.isa)) +
+                                      " path");
         py::array_t<float> ctx({total, hidden});
         {
           py::gil_scoped_release release;
           const int threads = get_num_threads();
           std::vector<AttentionScratch> scratch(threads);
-          multi_head_attention(kt, qkv.data(), 3 * hidden, hidden, heads, layout,
+          multi_head_attention(kt, bt, qkv.data(), 3 * hidden, hidden, heads, layout,
                                ctx.mutable_data(), hidden, {}, scratch, threads);
         }
         return ctx;
       },
       py::arg("qkv"), py::arg("lengths"), py::arg("heads"), py::arg("isa") = py::none(),
-      "Per-sequence multi-head attention over token-major [q | k | v] rows.");
+      py::arg("bf16") = py::none(),
+      "Per-sequence multi-head attention over token-major [q | k | v] rows; bf16 names a bf16 "
+      "kernel table for its two products (as bfloat16 and int8 models run them).");
 }
 
 }  // namespace bertcpu

@@ -5,6 +5,7 @@
 
 #include "cpu/aligned_buffer.h"
 #include "kernels/kernels.h"
+#include "kernels/lowp_kernels.h"
 
 namespace bertcpu {
 
@@ -27,15 +28,26 @@ struct AttentionProbsOut {
 // Per-thread scratch memory of attention, grown on demand.
 struct AttentionScratch {
   AlignedBuffer packed_keys, packed_values, scores;
+  AlignedBuffer rows;  // bf16 attention: keys or values rounded to bf16, then queries, probabilities
 };
+
+// Whether multi_head_attention can run its two products on bf16 table `bf16` beside fp32 table
+// `kt`: pairs of K values (not BFMMLA's quads), rows one after another, and the fp32 table's panel
+// width (whose key packer it borrows).
+bool attention_runs_on(const Bf16Kernels& bf16, const KernelTable& kt);
 
 // ctx[t, h*d:(h+1)*d] = softmax(q_h k_h^T / sqrt(d)) v_h within each sequence, where qkv rows are
 // [q | k | v] of width 3 * hidden, ld_qkv floats apart (ctx rows ld_ctx apart). One task per
 // (sequence, head), on up to `threads` threads with scratch[current_worker()] (scratch must hold
 // `threads` entries).
-void multi_head_attention(const KernelTable& kt, const float* qkv, int ld_qkv, int hidden,
-                          int heads, const SequenceLayout& layout, float* ctx, int ld_ctx,
-                          const AttentionProbsOut& probs, std::vector<AttentionScratch>& scratch,
-                          int threads);
+//
+// bf16: null, or a table attention_runs_on() accepts, for the products Q K^T and P V: queries,
+// keys, values and the probabilities are rounded to bf16 and the products summed in fp32 (twice
+// the products per instruction of fp32 FMA; the score scaling and the softmax stay fp32). What a
+// bfloat16 or int8 model uses: at length 512 the fp32 products took ~25% of an int8 BERT-base.
+void multi_head_attention(const KernelTable& kt, const Bf16Kernels* bf16, const float* qkv,
+                          int ld_qkv, int hidden, int heads, const SequenceLayout& layout,
+                          float* ctx, int ld_ctx, const AttentionProbsOut& probs,
+                          std::vector<AttentionScratch>& scratch, int threads);
 
 }  // namespace bertcpu

@@ -116,6 +116,8 @@ Encoder::Encoder(const EncoderConfig& config, Isa isa, Precision precision, Isa 
   if (precision == Precision::bfloat16) kernels_.bf16 = &bf16_kernels(dense_isa);
   if (precision == Precision::int8) {
     kernels_.int8 = &int8_kernels(dense_isa);
+    const Isa bf16_isa = best_bf16_isa(isa);  // for attention's products
+    if (bf16_isa != Isa::generic) kernels_.bf16 = &bf16_kernels(bf16_isa);
     if (std::max(config_.hidden, config_.intermediate) > kInt8MaxK)
       throw std::invalid_argument("int8 supports dense layers of at most " +
                                   std::to_string(kInt8MaxK) + " inputs");
@@ -456,8 +458,8 @@ void Encoder::run_group(const Group& group, int seq, const std::vector<int>& tok
     if (!out.attentions.empty())
       probs = {out.attentions[l] + static_cast<size_t>(group.first_sequence) * heads * seq * seq,
                seq, cols};
-    multi_head_attention(kt_, qkv, ldq, H, heads, group.layout, ctx, ldh, probs,
-                         attention_scratch_, threads);
+    multi_head_attention(kt_, precision() == Precision::float32 ? nullptr : kernels_.bf16, qkv,
+                         ldq, H, heads, group.layout, ctx, ldh, probs, attention_scratch_, threads);
     layer.attention_output.run(kt_, T, ctx, ldh, tmp, ldh, false, Activation::none,
                                dense_scratch_);
     const DenseLayer::Input ffn_in = layer.intermediate.begin_input(T, x1, ldh, dense_scratch_);
