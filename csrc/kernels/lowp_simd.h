@@ -103,7 +103,7 @@ inline RowQuantTop row_quant_without_top(const float* x, int k) {
                 V::max(V::abs(V::load(x + top + 2 * W)), V::abs(V::load(x + top + 3 * W))))
                  .reduce_max() != magnitude)
     top += 4 * W;
-  while (__builtin_fabsf(x[top]) != magnitude) ++top;
+  while (top < k - 1 && __builtin_fabsf(x[top]) != magnitude) ++top;  // bounded for NaN input
   const float value = x[top];
   const float* after = x + top + 1;
   const int after_count = k - top - 1;
