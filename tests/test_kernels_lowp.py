@@ -392,8 +392,8 @@ def test_int8_row_outlier_kept_apart(isa, rng, activation):
         np.abs(spiked[np.arange(9), columns])[:, None] * quantize_weights(w)[1][None, :] / 2)
     assert error.max() <= 2 * plain_error
     pre = int8_same_math(spiked, w, b).astype(np.float64)
-    np.testing.assert_allclose(packed.run(spiked, activation), reference_activation(pre, activation),
-                               rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(packed.run(spiked, activation),
+                               reference_activation(pre, activation), rtol=1e-6, atol=1e-5)
 
 
 def test_int8_asymmetric_resolution():
@@ -419,7 +419,8 @@ def bf16_reference_attention(qkv, lengths, heads):
     for length in lengths:
         rows = rows_all[start:start + length]
         for h in range(heads):
-            q, k, v = (rows[:, part * hidden + h * d:part * hidden + (h + 1) * d] for part in range(3))
+            q, k, v = (rows[:, part * hidden + h * d:part * hidden + (h + 1) * d]
+                       for part in range(3))
             s = q @ k.T / np.sqrt(d)
             p = np.exp(s - s.max(1, keepdims=True))
             p = to_bf16((p / p.sum(1, keepdims=True)).astype(np.float32)).astype(np.float64)

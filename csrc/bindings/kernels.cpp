@@ -225,7 +225,8 @@ void bind_kernels(py::module_& m) {
         for (int i = 0; i < M; ++i) {
           scales.mutable_data()[i] = kt.quantize_row(
               x.data() + static_cast<size_t>(i) * K, K, Kp, row.data(),
-              zero_points.mutable_data() + i, tops.mutable_data() + i, top_values.mutable_data() + i);
+              zero_points.mutable_data() + i, tops.mutable_data() + i,
+              top_values.mutable_data() + i);
           int32_t* out = q.mutable_data() + static_cast<size_t>(i) * Kp;
           for (int k = 0; k < Kp; ++k) {
             const uint8_t* value = row.data() + activation_offset(kt.a_pair_chunk, 0, 0, k) *

@@ -54,7 +54,8 @@ void attend_fp32(const KernelTable& kt, const Head& h, AttentionScratch& s,
     gemm_serial(kt, rows, length, d, h.q + static_cast<size_t>(i0) * h.ld, h.ld,
                 s.packed_keys.data(), ceil_div(length, nr), 0, scores, length, nullptr,
                 Activation::none);
-    for (int i = 0; i < rows; ++i) kt.softmax(scores + static_cast<size_t>(i) * length, length, h.scale);
+    for (int i = 0; i < rows; ++i)
+      kt.softmax(scores + static_cast<size_t>(i) * length, length, h.scale);
     store_probs(i0, rows, scores);
     gemm_serial(kt, rows, d, length, scores, length, s.packed_values.data(), ceil_div(d, nr), 0,
                 h.ctx + static_cast<size_t>(i0) * h.ld_ctx, h.ld_ctx, nullptr, Activation::none);

@@ -28,7 +28,8 @@ struct AttentionProbsOut {
 // Per-thread scratch memory of attention, grown on demand.
 struct AttentionScratch {
   AlignedBuffer packed_keys, packed_values, scores;
-  AlignedBuffer rows;  // bf16 attention: keys or values rounded to bf16, then queries, probabilities
+  // bf16 attention: keys or values rounded to bf16, then queries and probabilities.
+  AlignedBuffer rows;
 };
 
 // Whether multi_head_attention can run its two products on bf16 table `bf16` beside fp32 table

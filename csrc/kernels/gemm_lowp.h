@@ -15,16 +15,16 @@
 // int8: W is quantized once per output channel (symmetric int8, scale = max|w| / 127), A per row
 // at each call, into scratch memory, asymmetrically: q in 0..255 with a zero point zp, x ~ (q - zp)
 // * scale_a, over [min(x, 0), max(x, 0)] (Int8Kernels::quantize_row), so that skewed rows such as
-// GELU outputs get the full 256 levels. Products accumulate in int32 over the whole K (no K chunks:
-// a 4x denser panel stays in cache without them, and the integers stay exact), then C =
-// act(float(acc - zp[row] * colsum_w[col]) * scale_a[row] * scale_w[col] + bias), colsum_w being
-// the column sums of the int8 weights. Each row's largest |x| is kept out of its quantization
-// ("top1-apart"): the rest of the row sets the scale, and that one value comes back in the epilogue
-// as the exact float times its input's int8 weights (Int8Kernels::gemm_micro). A row of
-// transformer activations often has one channel ~20x its rms (all-MiniLM-L6-v2's [CLS] rows),
-// which would otherwise set the scale of the whole row and leave the rest a few levels
-// (bench/int8_emulation.py, bench/RESULTS.md). Panel-major: panel p holds K / kgroup groups of nr columns
-// of kgroup consecutive int8 weights; K is zero-padded to kgroup or k_align (A is padded with zp).
+// GELU outputs get the full 256 levels -- all but each row's largest |x| ("top1-apart"), which is
+// kept out of the quantization so that the rest of the row sets the scale: a row of transformer
+// activations often has one channel ~20x its rms (all-MiniLM-L6-v2's [CLS] rows), which would
+// otherwise leave the others a few levels (bench/int8_emulation.py, bench/RESULTS.md). Products
+// accumulate in int32 over the whole K (no K chunks: a 4x denser panel stays in cache without
+// them, and the integers stay exact), then C = act((float(acc - zp[row] * colsum_w[col]) *
+// scale_a[row] + top_value[row] * w[top[row]][col]) * scale_w[col] + bias), colsum_w being the
+// column sums of the int8 weights and w the int8 weights (Int8Kernels::gemm_micro). Panel-major:
+// panel p holds K / kgroup groups of nr columns of kgroup consecutive int8 weights; K is
+// zero-padded to kgroup or k_align (A is padded with zp).
 #pragma once
 
 #include <string>
