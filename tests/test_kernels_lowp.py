@@ -6,10 +6,11 @@ which the kernels must match bit for bit before the activation; (b) the float64 
 unrounded inputs, within a bound derived from the rounding / quantization steps.
 
 int8 quantizes weights symmetrically per output channel (int8) and activations asymmetrically per
-row (0..255 with a zero point). The paths are kernel tables: generic, avx2, avxvnni (AVX-VNNI,
-VEX), avx512vnni_ymm (the avxvnni source with the EVEX instruction: how that kernel is tested on
-AVX-512 CPUs), avx512, amx (AMX tiles) and amx_model (the AMX kernels over a scalar model of the
-tile instructions: how their packing and loops are tested on every CPU).
+row (0..255 with a zero point; 0..127 on avx2, K.int8_activation_max). The paths are kernel
+tables: generic, avx2, avxvnni (AVX-VNNI, VEX), avx512vnni_ymm (the avxvnni source with the EVEX
+instruction: how that kernel is tested on AVX-512 CPUs), avx512, amx (AMX tiles) and amx_model
+(the AMX kernels over a scalar model of the tile instructions: how their packing and loops are
+tested on every CPU).
 """
 import platform
 
@@ -104,21 +105,23 @@ def quantize_weights(w):
     return q, (amax / np.float32(127)).astype(np.float32)
 
 
-def quantize_activations(x, clamp=True):
-    """Per-row asymmetric 0..255, as every path computes it in float32: lo = min(min x, 0),
-    hi = max(max x, 0); inv = 255 / (hi - lo), scale = (hi - lo) / 255, zp = clamp(rint(-lo * inv)),
-    q = clamp(rint(x * inv) + zp) to [0, 255]; a zero row has scale 0, zp 0, q 0. Returns
-    (q int64, scale float32, zp int64); clamp=False leaves q unclamped."""
+def quantize_activations(x, clamp=True, q_max=255):
+    """Per-row asymmetric 0..q_max, as every path of that int8_activation_max computes it in
+    float32: lo = min(min x, 0), hi = max(max x, 0); inv = q_max / (hi - lo), scale = (hi - lo) /
+    q_max, zp = clamp(rint(-lo * inv)), q = clamp(rint(x * inv) + zp) to [0, q_max]; a zero row has
+    scale 0, zp 0, q 0. Returns (q int64, scale float32, zp int64); clamp=False leaves q
+    unclamped."""
+    levels = np.float32(q_max)
     x = np.asarray(x, np.float32)
     lo = np.minimum(x.min(axis=1), np.float32(0))
     hi = np.maximum(x.max(axis=1), np.float32(0))
     span = hi - lo
     nonzero = hi > lo
-    inv = np.divide(np.float32(255), span, out=np.zeros_like(span), where=nonzero)
-    scale = np.divide(span, np.float32(255), out=np.zeros_like(span), where=nonzero)
-    zp = np.clip(np.rint(-lo * inv), 0, 255).astype(np.int64)
+    inv = np.divide(levels, span, out=np.zeros_like(span), where=nonzero)
+    scale = np.divide(span, levels, out=np.zeros_like(span), where=nonzero)
+    zp = np.clip(np.rint(-lo * inv), 0, q_max).astype(np.int64)
     q = np.rint(x * inv[:, None]).astype(np.int64) + zp[:, None]
-    return (np.clip(q, 0, 255) if clamp else q), scale, zp
+    return (np.clip(q, 0, q_max) if clamp else q), scale, zp
 
 
 def top1_apart(x):
@@ -133,13 +136,18 @@ def top1_apart(x):
     return rest, top, value
 
 
-def int8_same_math(x, w, b):
+def activation_max(isa):
+    """The largest activation code of int8 path isa."""
+    return K.int8_activation_max(isa)
+
+
+def int8_same_math(x, w, b, q_max=255):
     """The int8 kernels' result before the activation: each row's largest |x| kept apart
-    (top1_apart), the rest quantized, exact integer sums, then
+    (top1_apart), the rest quantized to 0..q_max, exact integer sums, then
     (float32(acc - zp_x * colsum_w) * scale_x + top_value * q_w[top]) * scale_w + bias, left to
     right in float32."""
     rest, top, value = top1_apart(x)
-    qx, sx, zx = quantize_activations(rest)
+    qx, sx, zx = quantize_activations(rest, q_max=q_max)
     qw, sw = quantize_weights(w)
     qw = qw.astype(np.int64)
     centered = qx @ qw.T - zx[:, None] * qw.sum(axis=1)[None, :]
@@ -162,13 +170,13 @@ def bf16_bound(x, w):
         2.0**-7 + 2.0**-16 + (k + 2) * 2.0**-23) + 1e-6
 
 
-def int8_bound(x, w):
-    """|int8 GEMM - exact|: x = sx (q - zp) + e with |e| <= sx / 2 (the clamp to 255 only takes
+def int8_bound(x, w, q_max=255):
+    """|int8 GEMM - exact|: x = sx (q - zp) + e with |e| <= sx / 2 (the clamp to q_max only takes
     rint(x * inv) down to within 1/2 of x * inv), likewise w = sw q + e' with |e'| <= sw / 2, so the
     error is at most sx/2 sum|w| + sw/2 sum(|x| + sx/2), plus float32 rounding (also of scale and
     inv, which are not exact reciprocals). sx is the scale of the row without its largest |x|, which
     is kept apart exact (top1_apart)."""
-    _, sx, _ = quantize_activations(top1_apart(x)[0])
+    _, sx, _ = quantize_activations(top1_apart(x)[0], q_max=q_max)
     _, sw = quantize_weights(w)
     ax, aw = np.abs(x).astype(np.float64), np.abs(w).astype(np.float64)
     k = x.shape[1]
@@ -213,23 +221,23 @@ def test_int8_matches_numpy(isa, rng, shape):
     x, w, b = inputs(rng, *shape)
     out = K.linear_int8(x, w, b, "none", isa)
     assert out.shape == (shape[0], shape[2]) and out.dtype == np.float32
-    np.testing.assert_array_equal(out, int8_same_math(x, w, b))
-    assert np.all(np.abs(out - exact(x, w, b)) <= int8_bound(x, w))
+    np.testing.assert_array_equal(out, int8_same_math(x, w, b, activation_max(isa)))
+    assert np.all(np.abs(out - exact(x, w, b)) <= int8_bound(x, w, activation_max(isa)))
 
 
 @pytest.mark.parametrize("isa", LOWP["int8"])
 def test_int8_largest_products_are_exact(isa):
-    """Every product at its largest magnitude, all of one sign within a row: q = 255 and q = 0
-    against weights of +-127, the operands an int16 pair sum of vpmaddubsw could not hold
-    (2 * 255 * 127): every path sums them exactly."""
+    """Every product at its largest magnitude, all of one sign within a row: q = q_max and q = 0
+    against weights of +-127 (for q_max 255 the operands an int16 pair sum of vpmaddubsw could
+    not hold, 2 * 255 * 127; for avx2's 127, its largest pairs): every path sums them exactly."""
     k, n = 67, 20
-    x = np.full((3, k), 2.0, np.float32)  # zp 0, q 255 everywhere
-    x[1] = -2.0  # zp 255, q 0 everywhere
-    x[2, ::2] = -2.0  # q alternating 0 and 255
+    x = np.full((3, k), 2.0, np.float32)  # zp 0, q q_max everywhere
+    x[1] = -2.0  # zp q_max, q 0 everywhere
+    x[2, ::2] = -2.0  # q alternating 0 and q_max
     w = np.where(np.arange(n)[:, None] % 2, 1.0, -1.0) * np.ones((n, k), np.float32)
     w[3, ::3] *= -1  # mixed signs in one channel
     out = K.linear_int8(x, w.astype(np.float32), None, "none", isa)
-    np.testing.assert_array_equal(out, int8_same_math(x, w, None))
+    np.testing.assert_array_equal(out, int8_same_math(x, w, None, activation_max(isa)))
     np.testing.assert_allclose(out[:2], exact(x[:2], w, None), rtol=1e-5)  # q - zp is exact
 
 
@@ -238,9 +246,9 @@ def test_int8_largest_products_are_exact(isa):
 @pytest.mark.parametrize("shape", [(13, 257, 97), (37, 64, 200)])
 def test_epilogue_activation(precision, rng, activation, shape):
     x, w, b = inputs(rng, *shape)
-    same_math = {"bf16": bf16_same_math, "int8": int8_same_math}[precision]
-    pre = same_math(x, w, b).astype(np.float64)
     for isa in LOWP[precision]:
+        pre = (bf16_same_math(x, w, b) if precision == "bf16"
+               else int8_same_math(x, w, b, activation_max(isa))).astype(np.float64)
         out = K.PackedWeight(w, b, precision, isa).run(x, activation)
         np.testing.assert_allclose(out, reference_activation(pre, activation), rtol=0,
                                    atol=1e-5 + 1e-6 * np.abs(pre).max())
@@ -250,14 +258,14 @@ def test_epilogue_activation(precision, rng, activation, shape):
 def test_without_bias_inputs_untouched_and_repeatable(precision, rng):
     x, w, _ = inputs(rng, 21, 77, 45)
     x0, w0 = x.copy(), w.copy()
-    same_math = {"bf16": bf16_same_math, "int8": int8_same_math}[precision]
     for isa in LOWP[precision]:
         packed = K.PackedWeight(w, None, precision, isa)
         assert packed.isa == isa and packed.precision == precision
         if precision == "bf16":
             assert_bf16_same_math(isa, packed.run(x), x, w, None)
         else:
-            np.testing.assert_array_equal(packed.run(x), same_math(x, w, None))
+            np.testing.assert_array_equal(packed.run(x),
+                                          int8_same_math(x, w, None, activation_max(isa)))
         np.testing.assert_array_equal(packed.run(x, "none", 3), packed.run(x))
     assert np.array_equal(x, x0) and np.array_equal(w, w0)
 
@@ -308,25 +316,32 @@ def test_int8_weight_quantization(isa, rng):
     np.testing.assert_array_equal(packed.weight(), q.astype(np.float32) * scales[:, None])
 
 
-def extreme_rows(rng, k):
+# Per q_max: a row of ties with inv = q_max / (hi - lo) a power of two, whose lo's zero point
+# rounds up (to even) and whose hi's rint(hi * inv) + zp then reaches q_max + 1 before the clamp.
+# (-lo * inv, hi * inv, inv, zp): 255 -> zp rint(153.5) = 154, rint(101.5) + 154 = 256; 127 -> zp
+# rint(77.5) = 78, rint(49.5) + 78 = 128.
+CLAMP_TIES = {255: (153.5, 101.5, 64, 154), 127: (77.5, 49.5, 32, 78)}
+
+
+def extreme_rows(rng, k, q_max=255):
     """Rows that stress the activation quantization: zero, one-signed, a single nonzero, an
-    outlier, tiny, and rows whose rint(x * inv) + zp reaches 256 before the clamp -- in the rest of
-    the row, without its largest |x| (top1_apart)."""
+    outlier, tiny, and rows whose rint(x * inv) + zp reaches q_max + 1 before the clamp -- in the
+    rest of the row, without its largest |x| (top1_apart)."""
     x = rng.standard_normal((16, k)).astype(np.float32)
     x[2] = 0.0  # zero row: scale 0, zp 0, output = bias
     x[5, 7 % k] = 1e4  # one outlier, kept apart
-    x[8] = np.where(np.arange(k) % 2, 127.0, -127.0)  # ties for the top; q = 0 and 255 for the rest
+    x[8] = np.where(np.arange(k) % 2, 127.0, -127.0)  # ties for the top; q = 0, q_max for the rest
     x[9] = np.abs(x[9]) + 0.25  # all positive: zp 0
-    x[10] = -np.abs(x[10]) - 0.25  # all negative: zp 255
+    x[10] = -np.abs(x[10]) - 0.25  # all negative: zp q_max
     x[11] = 0.0
     x[11, k // 2] = 3.0  # a single nonzero: the top, and a zero rest
     x[12] = 0.0
-    x[12, 0] = -2.0  # the top, then a single negative nonzero: q = 0 there, zp 255
+    x[12, 0] = -2.0  # the top, then a single negative nonzero: q = 0 there, zp q_max
     x[12, -1] = -1.0 if k > 1 else x[12, -1]
-    # Ties with inv = 64 exactly: zp = rint(153.5) = 154, rint(101.5) + 154 = 256 -> 255; the top
-    # (10) leaves the range as it is.
-    x[13] = np.resize(np.arange(-153.5, 102.0, dtype=np.float32) / 64, k)
-    x[13, :3] = np.float32([-153.5 / 64, 101.5 / 64, 10.0])[:k]
+    # CLAMP_TIES; the top (10) leaves the range as it is.
+    lo, hi, inv, _ = CLAMP_TIES[q_max]
+    x[13] = np.resize(np.arange(-lo, hi + 0.5, dtype=np.float32) / inv, k)
+    x[13, :3] = np.float32([-lo / inv, hi / inv, 10.0])[:k]
     x[14] = 0.5 * x[14] * (1 + erf(x[14] / np.sqrt(2)))  # GELU output: skewed, >= -0.17
     x[15] *= np.float32(1e-20)
     return x
@@ -335,14 +350,15 @@ def extreme_rows(rng, k):
 @pytest.mark.parametrize("isa", LOWP["int8"])
 @pytest.mark.parametrize("k", [1, 2, 3, 5, 8, 15, 16, 17, 31, 33, 64, 100, 301])
 def test_int8_activation_quantization(isa, rng, k):
-    x = np.concatenate([extreme_rows(rng, k), 3 * inputs(rng, 5, k, 1)[0]])
+    levels = activation_max(isa)
+    x = np.concatenate([extreme_rows(rng, k, levels), 3 * inputs(rng, 5, k, 1)[0]])
     q, scale, zp, top, value = K.quantize_activations(x, isa)
     rest, top_ref, value_ref = top1_apart(x)
     np.testing.assert_array_equal(top, top_ref)
     np.testing.assert_array_equal(value, value_ref)
     assert top[5] == 7 % k and value[5] == 1e4 and top[8] == 0 and value[8] == -127
     assert top[11] == k // 2 and value[11] == 3 and scale[11] == 0 and not q[11].any()
-    q_ref, scale_ref, zp_ref = quantize_activations(rest)
+    q_ref, scale_ref, zp_ref = quantize_activations(rest, q_max=levels)
     kp = q.shape[1]
     assert kp >= k and kp - k < 8 and q.shape[0] == len(x)  # K groups: up to 8 (aarch64 i8mm)
     np.testing.assert_array_equal(q[:, :k], q_ref)
@@ -352,11 +368,13 @@ def test_int8_activation_quantization(isa, rng, k):
     assert scale[2] == 0 and zp[2] == 0 and not q[2].any()
     assert zp[9] == 0
     if k > 1:
-        assert zp[10] == 255 and zp[12] == 255 and q[12, k - 1] == 0
+        assert zp[10] == levels and zp[12] == levels and q[12, k - 1] == 0
     if k > 3:
-        assert q_ref[8].min() == 0 and q_ref[8].max() == 255
-        assert quantize_activations(rest[13:14], clamp=False)[0].max() == 256  # the clamp matters
-        assert zp[13] == 154 and q[13, 1] == 255 and q[13, 2] == 154
+        assert q_ref[8].min() == 0 and q_ref[8].max() == levels
+        unclamped = quantize_activations(rest[13:14], clamp=False, q_max=levels)[0]
+        assert unclamped.max() == levels + 1  # the clamp matters
+        tie_zp = CLAMP_TIES[levels][3]
+        assert zp[13] == tie_zp and q[13, 1] == levels and q[13, 2] == tie_zp
     # (q - zp) * scale is within half a step of the rest, except for float32 rounding of scale and
     # inv.
     err = np.abs((q[:, :k] - zp[:, None]) * scale[:, None].astype(np.float64) - rest)
@@ -365,12 +383,13 @@ def test_int8_activation_quantization(isa, rng, k):
 
 @pytest.mark.parametrize("isa", LOWP["int8"])
 def test_int8_zero_rows_and_extremes(isa, rng):
-    x = extreme_rows(rng, 300)
+    x = extreme_rows(rng, 300, activation_max(isa))
     _, w, b = inputs(rng, 1, 300, 40)
     w[4] = 0.0
     out = K.linear_int8(x, w, b, "none", isa)
-    np.testing.assert_array_equal(out, int8_same_math(x, w, b))
-    assert np.all(np.abs(out - exact(x, w, b)) <= int8_bound(x, w) + np.abs(b))
+    np.testing.assert_array_equal(out, int8_same_math(x, w, b, activation_max(isa)))
+    bound = int8_bound(x, w, activation_max(isa))
+    assert np.all(np.abs(out - exact(x, w, b)) <= bound + np.abs(b))
     np.testing.assert_array_equal(out[2], b)
     np.testing.assert_array_equal(out[:, 4], np.full(len(x), b[4]))
 
@@ -391,20 +410,22 @@ def test_int8_row_outlier_kept_apart(isa, rng, activation):
     error = np.abs(packed.run(spiked) - exact(spiked, w, b)) - (
         np.abs(spiked[np.arange(9), columns])[:, None] * quantize_weights(w)[1][None, :] / 2)
     assert error.max() <= 2 * plain_error
-    pre = int8_same_math(spiked, w, b).astype(np.float64)
+    pre = int8_same_math(spiked, w, b, activation_max(isa)).astype(np.float64)
     np.testing.assert_allclose(packed.run(spiked, activation),
                                reference_activation(pre, activation), rtol=1e-6, atol=1e-5)
 
 
 def test_int8_asymmetric_resolution():
-    """A one-signed row spends all 256 levels on its range: half the step of symmetric int8."""
+    """A one-signed row spends all levels (256; avx2 128) on its range: half the step of a
+    symmetric quantization."""
     x = np.linspace(0, 2, 101, dtype=np.float32)[None, :]
     x[0, 0] = 3.0  # the top, kept apart
     for isa in LOWP["int8"]:
+        levels = activation_max(isa)
         q, scale, zp, _, _ = K.quantize_activations(x, isa)
-        assert zp[0] == 0 and q.max() == 255 and scale[0] == np.float32(2) / np.float32(255)
+        assert zp[0] == 0 and q.max() == levels and scale[0] == np.float32(2) / np.float32(levels)
         q, scale, zp, _, _ = K.quantize_activations(-x, isa)
-        assert zp[0] == 255 and q[0, :101].min() == 0
+        assert zp[0] == levels and q[0, :101].min() == 0
 
 
 def bf16_reference_attention(qkv, lengths, heads):

@@ -217,7 +217,7 @@ void bind_kernels(py::module_& m) {
         if (K == 0) throw std::invalid_argument("rows must not be empty");
         const int Kp = ceil_div(K, kt.kgroup) * kt.kgroup;
         // Room for a row of a pair-interleaved layout too: its chunks are a chunk apart.
-        std::vector<uint8_t> row(2 * static_cast<size_t>(Kp) * kt.a_bytes);
+        std::vector<uint8_t> row(2 * static_cast<size_t>(Kp));
         py::array_t<int32_t> q({M, Kp});
         py::array_t<float> scales(M);
         py::array_t<int32_t> zero_points(M), tops(M);
@@ -229,17 +229,8 @@ void bind_kernels(py::module_& m) {
               top_values.mutable_data() + i);
           int32_t* out = q.mutable_data() + static_cast<size_t>(i) * Kp;
           for (int k = 0; k < Kp; ++k) {
-            const uint8_t* value = row.data() + activation_offset(kt.a_pair_chunk, 0, 0, k) *
-                                                    kt.a_bytes;
-            if (kt.a_bytes == 2) {
-              int16_t v;
-              std::memcpy(&v, value, sizeof v);
-              out[k] = v;
-            } else if (kt.a_offset != 0) {
-              out[k] = static_cast<int8_t>(*value) + kt.a_offset;
-            } else {
-              out[k] = *value;
-            }
+            const uint8_t value = row[activation_offset(kt.a_pair_chunk, 0, 0, k)];
+            out[k] = kt.a_offset != 0 ? static_cast<int8_t>(value) + kt.a_offset : value;
           }
         }
         return py::make_tuple(q, scales, zero_points, tops, top_values);
@@ -248,6 +239,15 @@ void bind_kernels(py::module_& m) {
       "(q [M, Kp] as int32, scales [M], zero points [M], top inputs [M], top values [M]): the "
       "int8 path's per-row activation quantization of x [M, K] (Int8Kernels::quantize_row: each "
       "row's largest |x| kept out), K padded to the path's K group.");
+
+  m.def(
+      "int8_activation_max",
+      [](const std::optional<std::string>& isa) {
+        return (isa ? int8_kernels(*isa) : int8_kernels(best_int8_isa(default_isa()))).a_max;
+      },
+      py::arg("isa") = py::none(),
+      "The largest activation code of the int8 path (quantize_activations' q <= it): 255, or 127 "
+      "on avx2, whose vpmaddubsw pair sums would saturate at 8 bits.");
 
   for (const char* precision : {"bf16", "int8"}) {
     m.def(

@@ -510,7 +510,7 @@ Int8Rows begin_rows_int8(const Int8Kernels& kt, const PackedLinearInt8& w, int M
                          AlignedBuffer& scratch) {
   if (w.nr != kt.nr || w.kgroup != kt.kgroup || w.k_padded % k_alignment(kt) != 0)
     throw std::invalid_argument("weights packed for another int8 kernel table");
-  const size_t row_bytes = static_cast<size_t>(w.k_padded) * kt.a_bytes;
+  const size_t row_bytes = static_cast<size_t>(w.k_padded);
   const int rows = padded_rows(M);
   // The row scales, zero points, top inputs and top values (M floats or int32 each) first, then
   // the quantized rows from a 64-byte boundary.
@@ -535,7 +535,7 @@ void quantize_row_int8(const Int8Kernels& kt, const PackedLinearInt8& w, const I
     row = scaled.data();
   }
   a.scale[i] = kt.quantize_row(row, K, Kp,
-                               a.rows + activation_offset(kt.a_pair_chunk, Kp, i, 0) * kt.a_bytes,
+                               a.rows + activation_offset(kt.a_pair_chunk, Kp, i, 0),
                                a.zero + i, a.top + i, a.top_value + i);
 }
 
@@ -558,7 +558,7 @@ void gemm_int8_block(const Int8Kernels& kt, const PackedLinearInt8& w, const Int
   const BlockScope scope(kt);
   // Row tile outer: its quantized rows stay in L1 while the block's panels stream from L2.
   for (int i = b.m0; i < b.m1; i += mr) {
-    const uint8_t* rows = a.rows + activation_offset(kt.a_pair_chunk, Kp, i, 0) * kt.a_bytes;
+    const uint8_t* rows = a.rows + activation_offset(kt.a_pair_chunk, Kp, i, 0);
     for (int p = b.p0; p < b.p1; ++p) {
       const int col = (p - b.p0) * nr;
       kt.gemm_micro(Kp, rows, lda, packed + p * panel_bytes, comp + p * nr, a.scale + i,

@@ -175,7 +175,7 @@ Bf16Kernels bf16_table(Isa isa, const char* name, const Bf16Kernels& rows_from) 
 
 template <class T, class Finish>
 Int8Kernels int8_table(Isa isa, const char* name, const Int8Kernels& rows_from) {
-  return Int8Kernels{isa,        name, kMr, kNr, kInt8Group, 1, rows_from.quantize_row,
+  return Int8Kernels{isa,        name, kMr, kNr, kInt8Group, rows_from.quantize_row,
                      int8_micro<T, Finish>,  0,   0,  kInt8KStep, begin_block<T>, end_block<T>};
 }
 

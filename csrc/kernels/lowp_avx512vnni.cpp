@@ -104,7 +104,7 @@ struct EvexDpbusd {
 }  // namespace
 
 const Int8Kernels& avx512_vnni_int8_kernels() {
-  static const Int8Kernels table{Isa::avx512, "avx512", kMr, kNr, kGroup, 1, quantize_row,
+  static const Int8Kernels table{Isa::avx512, "avx512", kMr, kNr, kGroup, quantize_row,
                                  gemm_micro};
   return table;
 }

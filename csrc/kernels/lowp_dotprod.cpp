@@ -87,7 +87,7 @@ void gemm_micro(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32
 }  // namespace
 
 const Int8Kernels& dotprod_int8_kernels() {
-  static const Int8Kernels table{Isa::dotprod, "dotprod",  kMr, kNr, kGroup, 1,
+  static const Int8Kernels table{Isa::dotprod, "dotprod",  kMr, kNr, kGroup,
                                  quantize_row_neon<kOffset, 0>, gemm_micro, kOffset};
   return table;
 }

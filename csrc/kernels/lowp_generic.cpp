@@ -151,7 +151,7 @@ const Bf16Kernels& generic_bf16_kernels() {
 }
 
 const Int8Kernels& generic_int8_kernels() {
-  static const Int8Kernels table{Isa::generic, "generic", kMr, kNr, 1, 1, quantize_row,
+  static const Int8Kernels table{Isa::generic, "generic", kMr, kNr, 1, quantize_row,
                                  int8_micro};
   return table;
 }

@@ -72,7 +72,7 @@ void gemm_micro(int kp, const uint8_t* a, int lda, const int8_t* bp, const int32
 }  // namespace
 
 const Int8Kernels& i8mm_int8_kernels() {
-  static const Int8Kernels table{Isa::i8mm, "i8mm", kMr, kNr, kGroup, 1,
+  static const Int8Kernels table{Isa::i8mm, "i8mm", kMr, kNr, kGroup,
                                  quantize_row_neon<0, kGroup>, gemm_micro, 0, kGroup};
   return table;
 }

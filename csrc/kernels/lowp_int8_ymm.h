@@ -1,7 +1,8 @@
-// The int8 kernels on ymm registers with vpdpbusd (unsigned activation bytes times signed weight
-// bytes, 4 per int32 lane), VEX-encoded for AVX-VNNI (lowp_avxvnni.cpp) or EVEX-encoded for
-// AVX512_VNNI + VL (lowp_avx512vnni.cpp, the test twin of the AVX-VNNI kernel): one source, the
-// instruction supplied by the translation unit (Dot4).
+// The int8 kernels on ymm registers that multiply unsigned activation bytes by signed weight bytes,
+// 4 per int32 lane: vpdpbusd, VEX-encoded for AVX-VNNI (lowp_avxvnni.cpp) or EVEX-encoded for
+// AVX512_VNNI + VL (lowp_avx512vnni.cpp, the test twin of the AVX-VNNI kernel), or AVX2's
+// vpmaddubsw + vpmaddwd on 7-bit activations (lowp_avx2.cpp): one source, the instructions
+// supplied by the translation unit (Dot4) with the largest activation code they take (QMax).
 // Packed like the AVX-512 VNNI kernel: K in groups of 4, each ymm of weights 8 columns x 4 bytes.
 // Internal linkage and no library header, like kernels_simd.h.
 #pragma once
@@ -18,29 +19,34 @@ namespace {
 
 constexpr int kYmmGroup = 4;
 
-// clamp(rint(x * inv) + zp, 0, 255) of 32 floats as bytes in order: vcvtps2dq rounds to nearest
-// even like the generic path; packs_epi32 cannot saturate (the sums lie within a step of 0..255)
-// and packus_epi16 clamps to 0..255. Both packs interleave 64-bit pieces of their 128-bit lanes,
-// which leaves the 4-byte groups in the order 0, 2, 4, 6, 1, 3, 5, 7; the permute restores it.
+// clamp(rint(x * inv) + zp, 0, QMax) of 32 floats as bytes in order: vcvtps2dq rounds to nearest
+// even like the generic path; packs_epi32 cannot saturate (the sums lie within a step of
+// 0..QMax), packus_epi16 clamps to 0..255 and, for QMax 127, min_epu8 to 127. Both packs
+// interleave 64-bit pieces of their 128-bit lanes, which leaves the 4-byte groups in the order
+// 0, 2, 4, 6, 1, 3, 5, 7; the permute restores it.
+template <int QMax>
 inline __m256i quantize32(const float* x, __m256 inv, __m256i zp) {
   __m256i q[4];
   for (int j = 0; j < 4; ++j)
     q[j] = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * j), inv)), zp);
-  const __m256i bytes = _mm256_packus_epi16(_mm256_packs_epi32(q[0], q[1]),
-                                            _mm256_packs_epi32(q[2], q[3]));
+  __m256i bytes = _mm256_packus_epi16(_mm256_packs_epi32(q[0], q[1]),
+                                      _mm256_packs_epi32(q[2], q[3]));
+  if constexpr (QMax < 255) bytes = _mm256_min_epu8(bytes, _mm256_set1_epi8(QMax));
   return _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
+template <int QMax>
 float quantize_row_ymm(const float* x, int k, int kp, uint8_t* out, int32_t* zero_point,
                        int32_t* top, float* top_value) {
-  const RowQuantTop row = row_quant_without_top<VecAvx2>(x, k);
+  const RowQuantTop row = row_quant_without_top<VecAvx2>(x, k, QMax);
   const RowQuant& rq = row.rq;
   const __m256 inv = _mm256_set1_ps(rq.inv);
   const __m256i zp = _mm256_set1_epi32(rq.zero_point);
   int i = 0;
   for (; i + 32 <= k; i += 32)
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), quantize32(x + i, inv, zp));
-  for (; i < k; ++i) out[i] = static_cast<uint8_t>(quantize_scalar(x[i] * rq.inv, rq.zero_point));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), quantize32<QMax>(x + i, inv, zp));
+  for (; i < k; ++i)
+    out[i] = static_cast<uint8_t>(quantize_scalar(x[i] * rq.inv, rq.zero_point, QMax));
   for (i = k; i < kp; ++i) out[i] = static_cast<uint8_t>(rq.zero_point);
   if (k > 0) out[row.top] = static_cast<uint8_t>(rq.zero_point);
   *zero_point = rq.zero_point;
@@ -102,10 +108,13 @@ void int8_ymm_micro(int kp, const uint8_t* a, int lda, const int8_t* bp, const i
   });
 }
 
-// The table of a ymm int8 kernel with an MR x (8 * NV) tile.
-template <class Dot4, int MR, int NV>
+// The table of a ymm int8 kernel with an MR x (8 * NV) tile and activations 0..QMax.
+template <class Dot4, int MR, int NV, int QMax = 255>
 Int8Kernels int8_ymm_table(Isa isa, const char* name) {
-  return {isa, name, MR, 8 * NV, kYmmGroup, 1, quantize_row_ymm, int8_ymm_micro<Dot4, MR, NV>};
+  Int8Kernels table{isa, name, MR, 8 * NV, kYmmGroup, quantize_row_ymm<QMax>,
+                    int8_ymm_micro<Dot4, MR, NV>};
+  table.a_max = QMax;
+  return table;
 }
 
 }  // namespace

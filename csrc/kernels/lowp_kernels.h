@@ -1,15 +1,16 @@
 // Kernel tables of the low-precision GEMMs (gemm_lowp.h): bf16 inputs with fp32 accumulation, and
-// int8 weights times 8-bit activations (0..255 with a zero point) with int32 accumulation.
+// int8 weights times 8-bit activations (0..255 with a zero point; 0..127 on avx2) with int32
+// accumulation.
 //
 // As in kernels.h, one table per path. generic (lowp_generic.cpp) is the scalar reference the
 // others are tested against, and it does the same arithmetic: the same bf16 rounding and fp32
 // summation order (except BFMMLA's, see Bf16Kernels::kgroup), the same integers. avx2 (int8 only,
-// vpmaddwd) lives in lowp_avx2.cpp; the paths that need one more CPU feature have their own
-// translation units: lowp_avxvnni.cpp (AVX-VNNI, int8 on ymm), lowp_avx512bf16.cpp (AVX512_BF16),
-// lowp_avx512vnni.cpp (AVX512_VNNI) and lowp_amx.cpp (AMX tiles; the same kernels over a scalar
-// model of the tile instructions, lowp_amx_model.cpp, run on every CPU: lowp_amx.h). Like
-// kernels.h, this header pulls in no inline library code, so the ISA translation units can
-// include it.
+// vpmaddubsw on 7-bit activations) lives in lowp_avx2.cpp; the paths that need one more CPU
+// feature have their own translation units: lowp_avxvnni.cpp (AVX-VNNI, int8 on ymm),
+// lowp_avx512bf16.cpp (AVX512_BF16), lowp_avx512vnni.cpp (AVX512_VNNI) and lowp_amx.cpp (AMX
+// tiles; the same kernels over a scalar model of the tile instructions, lowp_amx_model.cpp, run on
+// every CPU: lowp_amx.h). Like kernels.h, this header pulls in no inline library code, so the ISA
+// translation units can include it.
 #pragma once
 
 #include <cstddef>
@@ -73,21 +74,20 @@ struct Int8Kernels {
   int mr;            // rows of C one micro-kernel call computes at most
   int nr;            // columns of a packed panel
   int kgroup;        // consecutive K values a packed column holds together; K is zero-padded to it
-  int a_bytes;       // bytes per activation in this path's quantized row format
 
-  // Quantizes one row of k floats, but for its largest |x|, to 0..255 with a zero point:
-  // asymmetric, unlike the weights, so that a skewed row (a GELU output is >= -0.17) gets all 256
-  // levels instead of about half. The largest |x| -- x[t], t the first index of it, 0 for a zero
-  // row -- stays out: *top = t, *top_value = x[t], and the rest is quantized as if x[t] were 0
-  // (gemm_micro adds x[t]'s product back exactly). A row often has one value ~20x its rms, which
+  // Quantizes one row of k floats, but for its largest |x|, to 0..a_max with a zero point:
+  // asymmetric, unlike the weights, so that a skewed row (a GELU output is >= -0.17) gets all
+  // a_max + 1 levels instead of about half. The largest |x| -- x[t], t the first index of it, 0
+  // for a zero row -- stays out: *top = t, *top_value = x[t], and the rest is quantized as if x[t]
+  // were 0 (gemm_micro adds x[t]'s product back exactly). A row often has one value ~20x its rms, which
   // would otherwise set the scale of all the others. With r the row with x[t] = 0, lo = min(min r,
-  // 0), hi = max(max r, 0): for hi == lo, scale = 0, zp = 0, q = 0; else inv = 255 / (hi - lo),
-  // scale = (hi - lo) / 255, zp = clamp(rint(-lo * inv), 0, 255), q = clamp(rint(r * inv) + zp, 0,
-  // 255), so r ~ (q - zp) * scale. Writes q in this path's format -- uint8 (generic, avxvnni,
-  // avx512, i8mm) or int16 (avx2) -- then q = zp up to kp (the value 0), value j at byte a_bytes *
-  // activation_offset(a_pair_chunk, 0, 0, j) of out; returns the scale and stores zp in
-  // *zero_point. Identical q, scale, zp, top on every path (fp32 divisions and one fp32 product
-  // each, rounded to nearest even). Inputs must be finite.
+  // 0), hi = max(max r, 0): for hi == lo, scale = 0, zp = 0, q = 0; else inv = a_max / (hi -
+  // lo), scale = (hi - lo) / a_max, zp = clamp(rint(-lo * inv), 0, a_max), q = clamp(rint(r * inv)
+  // + zp, 0, a_max), so r ~ (q - zp) * scale. Writes q as bytes (uint8, or int8 q - a_offset),
+  // then q = zp up to kp (the value 0), value j at byte activation_offset(a_pair_chunk, 0, 0, j)
+  // of out; returns the scale and stores zp in *zero_point. Identical q, scale, zp, top on every
+  // path of the same a_max (fp32 divisions and one fp32 product each, rounded to nearest even).
+  // Inputs must be finite.
   float (*quantize_row)(const float* x, int k, int kp, uint8_t* out, int32_t* zero_point,
                         int32_t* top, float* top_value);
 
@@ -95,10 +95,10 @@ struct Int8Kernels {
   // float(qw[a_top[i]][j])) * w_scale[j] + bias[j]), evaluated left to right with no fused
   // multiply-add, where acc[i][j] = sum over the kp (padded) K of qa[i][k] * qw[k][j] and colsum[j]
   // = sum over k of qw[k][j], all in int32, exactly. a: m quantized rows of lda bytes each
-  // (qa[i][k] at byte a_bytes * activation_offset(a_pair_chunk, lda / a_bytes, i, k)); bp: one
-  // packed panel (kp / kgroup groups of nr columns of kgroup int8; qw[k][j] at bp +
-  // packed_int8_offset(nr, kgroup, k) + j * kgroup); colsum: the panel's weight column sums,
-  // computed at pack time; bias may be null. m <= mr, n <= nr.
+  // (qa[i][k] at byte activation_offset(a_pair_chunk, lda, i, k)); bp: one packed panel (kp /
+  // kgroup groups of nr columns of kgroup int8; qw[k][j] at bp + packed_int8_offset(nr, kgroup,
+  // k) + j * kgroup); colsum: the panel's weight column sums, computed at pack time; bias may be
+  // null. m <= mr, n <= nr.
   //
   // a_top / a_top_value: each row's largest |x|, which quantize_row kept out of the row (its q is
   // the zero point) and which comes back here as the exact float times its input's int8 weights.
@@ -120,6 +120,10 @@ struct Int8Kernels {
   int k_align = 0;
   void (*begin_block)() = nullptr;
   void (*end_block)() = nullptr;
+
+  // The largest activation code: 255, or 127 where the products are vpmaddubsw pairs (AVX2
+  // without VNNI), whose int16 sums hold 2 * 127 * 127 but not 2 * 255 * 127 (lowp_avx2.cpp).
+  int a_max = 255;
 };
 
 // The multiple K is padded to for table kt.

@@ -37,20 +37,21 @@ inline int round_to_int(float x) {
 #endif
 }
 
-// The parameters of one row's asymmetric quantization (Int8Kernels::quantize_row) from
-// lo = min(min x, 0) and hi = max(max x, 0), computed as quantize_uint8() (lowp_generic.cpp) does.
-// A zero row gets inv = 0, which makes every q = rint(x * 0) + 0 = 0.
+// The parameters of one row's asymmetric quantization to 0..q_max (Int8Kernels::quantize_row,
+// q_max its a_max) from lo = min(min x, 0) and hi = max(max x, 0), computed as quantize_uint8()
+// (lowp_generic.cpp) does for q_max 255. A zero row gets inv = 0, which makes every q = 0.
 struct RowQuant {
   float inv, scale;
   int zero_point;
 };
 
-inline RowQuant row_quant(float lo, float hi) {
+inline RowQuant row_quant(float lo, float hi, int q_max) {
   if (hi == lo) return {0.0f, 0.0f, 0};
   const float range = hi - lo;
-  const float inv = 255.0f / range;
+  const float levels = static_cast<float>(q_max);
+  const float inv = levels / range;
   const int zp = round_to_int(-lo * inv);
-  return {inv, range / 255.0f, zp < 0 ? 0 : zp > 255 ? 255 : zp};
+  return {inv, range / levels, zp < 0 ? 0 : zp > q_max ? q_max : zp};
 }
 
 // A row's quantization without its largest |x| (Int8Kernels::quantize_row): the parameters of the
@@ -75,12 +76,12 @@ inline float extreme_with_zero(const float* x, int n) {
   return Largest ? m.reduce_max() : m.reduce_min();
 }
 
-// RowQuantTop of x[0:k]: one pass for the row's range (widened with 0, as row_quant() wants), a
-// scan for the first value of the largest magnitude (four vectors per reduction), and the range
-// of the rest: the row's on one side, on the top's side the extreme of the values before and
-// after it.
+// RowQuantTop of x[0:k] for codes 0..q_max: one pass for the row's range (widened with 0, as
+// row_quant() wants), a scan for the first value of the largest magnitude (four vectors per
+// reduction), and the range of the rest: the row's on one side, on the top's side the extreme of
+// the values before and after it.
 template <class V>
-inline RowQuantTop row_quant_without_top(const float* x, int k) {
+inline RowQuantTop row_quant_without_top(const float* x, int k, int q_max = 255) {
   constexpr int W = V::width;
   V lo = V::zero(), hi = V::zero();
   int i = 0;
@@ -96,7 +97,7 @@ inline RowQuantTop row_quant_without_top(const float* x, int k) {
   }
   const float row_lo = lo.reduce_min(), row_hi = hi.reduce_max();
   const float magnitude = row_hi > -row_lo ? row_hi : -row_lo;
-  if (magnitude == 0.0f) return {row_quant(0.0f, 0.0f), 0, 0.0f};  // also k = 0
+  if (magnitude == 0.0f) return {row_quant(0.0f, 0.0f, q_max), 0, 0.0f};  // also k = 0
   int top = 0;
   while (top + 4 * W <= k &&
          V::max(V::max(V::abs(V::load(x + top)), V::abs(V::load(x + top + W))),
@@ -110,17 +111,17 @@ inline RowQuantTop row_quant_without_top(const float* x, int k) {
   if (value > 0.0f) {
     const float before_hi = extreme_with_zero<V, true>(x, top);
     const float after_hi = extreme_with_zero<V, true>(after, after_count);
-    return {row_quant(row_lo, before_hi > after_hi ? before_hi : after_hi), top, value};
+    return {row_quant(row_lo, before_hi > after_hi ? before_hi : after_hi, q_max), top, value};
   }
   const float before_lo = extreme_with_zero<V, false>(x, top);
   const float after_lo = extreme_with_zero<V, false>(after, after_count);
-  return {row_quant(before_lo < after_lo ? before_lo : after_lo, row_hi), top, value};
+  return {row_quant(before_lo < after_lo ? before_lo : after_lo, row_hi, q_max), top, value};
 }
 
-// clamp(rint(x) + zp, 0, 255) of one scalar, as in quantize_uint8().
-inline int quantize_scalar(float x_inv, int zp) {
+// clamp(rint(x) + zp, 0, q_max) of one scalar, as in quantize_uint8().
+inline int quantize_scalar(float x_inv, int zp, int q_max = 255) {
   const int q = round_to_int(x_inv) + zp;
-  return q < 0 ? 0 : q > 255 ? 255 : q;
+  return q < 0 ? 0 : q > q_max ? q_max : q;
 }
 
 template <int R>
