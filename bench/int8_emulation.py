@@ -8,9 +8,9 @@ bertcpu's low-precision modes run them, bf16. Scores sentence vectors as bench/a
 does (mean pooling, L2-normalized, against fp32: mean / min cosine, same nearest neighbour) on
 lists of benchmark.docstring_sentences (a count and a seed each; the neighbour figure moves by
 about a point from list to list, so a bar is checked on several). "current" reproduces
-bertcpu-int8 (every dense layer int8, top1-apart, attention in bf16) to about 1e-6 of mean cosine;
-"qkv-bf16" and "qkv-fp32" are the avx512 and avx2 schemes before top1-apart, the other names
-candidates for the neighbour bar.
+bertcpu-int8 (every dense layer int8, top1-apart, attention in bf16) to about 1e-6 of mean cosine,
+"avx2" the avx2 path (activations 0..127, attention in fp32); "qkv-bf16" and "qkv-fp32" are the
+avx512 and avx2 schemes before top1-apart, the other names candidates for the neighbour bar.
 
     python bench/int8_emulation.py --sentences 1000 --schemes current,qkv-bf16
     python bench/int8_emulation.py --sentences 400:0,400:1,400:2,400:3 --schemes current,bf16
@@ -37,18 +37,19 @@ def quantize_weight(w):
     return np.rint(w * inv[:, None]).astype(np.float64), (amax / F(127)).astype(F)
 
 
-def row_parameters(x):
-    """Per row: inv, scale, zero point of Int8Kernels::quantize_row."""
+def row_parameters(x, q_max=255):
+    """Per row: inv, scale, zero point of Int8Kernels::quantize_row for codes 0..q_max."""
     lo = np.minimum(x.min(1), 0).astype(F)
     hi = np.maximum(x.max(1), 0).astype(F)
     span = (hi - lo).astype(F)
-    inv = np.where(span > 0, F(255) / np.where(span > 0, span, F(1)), F(0)).astype(F)
-    return inv, (span / F(255)).astype(F), np.clip(np.rint(-lo * inv), 0, 255)
+    levels = F(q_max)
+    inv = np.where(span > 0, levels / np.where(span > 0, span, F(1)), F(0)).astype(F)
+    return inv, (span / levels).astype(F), np.clip(np.rint(-lo * inv), 0, q_max)
 
 
-def quantize_rows(x):
-    inv, scale, zp = row_parameters(x)
-    q = np.clip(np.rint(x * inv[:, None]) + zp[:, None], 0, 255)
+def quantize_rows(x, q_max=255):
+    inv, scale, zp = row_parameters(x, q_max)
+    q = np.clip(np.rint(x * inv[:, None]) + zp[:, None], 0, q_max)
     return q, zp, scale
 
 
@@ -175,19 +176,22 @@ def calibration_sentences(count=256):
 
 
 _HESSIANS = {}
+_MEANS = {}
 
 
 def hessian(w):
     """X^T X of the fp32 inputs the layer with weight w (smoothed or not) sees over
-    calibration_sentences(), all layers' found by one fp32 run at first use."""
+    calibration_sentences(), all layers' found by one fp32 run at first use (their means too)."""
     if not _HESSIANS:
         def record(x, w, b, ln):
             x64 = x.astype(np.float64)
             _HESSIANS[w.tobytes()] = x64.T @ x64
+            _MEANS[w.tobytes()] = x64.mean(0)
             if ln is not None:
                 xs, ws = smoothed(x, w, ln)
                 xs = xs.astype(np.float64)
                 _HESSIANS[ws.tobytes()] = xs.T @ xs
+                _MEANS[ws.tobytes()] = xs.mean(0)
             return fp32(x, w, b, ln)
         folder = benchmark.minilm_folder()
         tokenizer = Tokenizer.from_pretrained(folder)
@@ -195,6 +199,12 @@ def hessian(w):
             [tokenizer([s], truncation=True, max_length=256, return_tensors="np")["input_ids"][0]
              for s in calibration_sentences()], per_kind(record))
     return _HESSIANS[w.tobytes()]
+
+
+def input_mean(w):
+    """The mean calibration input of the layer with weight w (as hessian() records them)."""
+    hessian(w)
+    return _MEANS[w.tobytes()]
 
 
 def gptq_weight(w, damp=0.01):
@@ -215,7 +225,7 @@ def gptq_weight(w, damp=0.01):
 
 
 def variant(x, w, b, ln, smooth=False, count=1, weight=channel_weight, top_weight=None,
-            quantize=quantize_rows):
+            quantize=quantize_rows, bias_correction=False):
     """int8_top1 changed on either side, with dequantized values in float64 (the same products up
     to fp32 rounding): `count` values apart per row, the rest quantized by `quantize`, the weight
     as weight(w) has it; the values apart times top_weight(w) (a higher-precision copy of the
@@ -227,6 +237,8 @@ def variant(x, w, b, ln, smooth=False, count=1, weight=channel_weight, top_weigh
     np.put_along_axis(apart, top, values, 1)
     rest = (q - zp[:, None]) * scale[:, None]
     wq = weight(w)
+    if bias_correction:
+        b = (b - (wq - w.astype(np.float64)) @ input_mean(w)).astype(F)
     if top_weight is None:
         return ((rest + apart) @ wq.T).astype(F) + b
     return (rest @ wq.T + apart @ top_weight(w).astype(np.float64).T).astype(F) + b
@@ -272,6 +284,8 @@ SCHEMES = {
     "top2-apart": changed(count=2),
     "top4-apart": changed(count=4),
     "symmetric-rows": changed(quantize=quantize_rows_symmetric),
+    # avx2 without VNNI: activations 0..127 (vpmaddubsw's int16 pair sums), attention in fp32.
+    "avx2": fp32_attention(changed(quantize=partial(quantize_rows, q_max=127))),
     "top-weight-bf16": changed(top_weight=bf16),
     "int8-but-v": per_kind(int8_top1, attention=bf16, qkv=v_in_bf16, ffn_in=int8_top1_smoothed),
 }
@@ -283,6 +297,8 @@ for _count in (1, 2):
         weight=partial(extended_weight, count=_count), top_weight=bf16)
 SCHEMES["group64+top4-apart"] = changed(count=4, weight=partial(grouped_weight, group=64))
 SCHEMES["gptq"] = changed(weight=gptq_weight)
+# Bias correction: each layer's bias less (int8 weight - weight) @ mean calibration input.
+SCHEMES["biascorr"] = changed(bias_correction=True)
 SCHEMES["gptq+top-weight-bf16"] = changed(weight=gptq_weight, top_weight=bf16)
 SCHEMES["gptq+top4-apart"] = changed(count=4, weight=gptq_weight)
 SCHEMES["gptq+top4-apart+top-weight-bf16"] = changed(count=4, weight=gptq_weight, top_weight=bf16)
