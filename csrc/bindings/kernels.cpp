@@ -169,8 +169,9 @@ void bind_kernels(py::module_& m) {
       "The bf16 and int8 kernel tables this CPU can run, by name, lowest first. bf16: generic, "
       "amx_model (the AMX kernels over a scalar model of the tile instructions: every CPU), "
       "avx512 (AVX512_BF16), amx (AMX-BF16), i8mm (BFMMLA). int8: generic, amx_model, avx2 "
-      "(vpmaddubsw, activations 0..127), avxvnni (AVX-VNNI, ymm), avx512vnni_ymm (the avxvnni kernel EVEX-encoded, "
-      "for tests), avx512 (AVX512_VNNI, zmm), amx (AMX-INT8), dotprod, i8mm.");
+      "(vpmaddubsw, activations 0..127), avxvnni (AVX-VNNI, ymm), avx512vnni_ymm (the avxvnni "
+      "kernel EVEX-encoded, for tests), avx512 (AVX512_VNNI, zmm), amx (AMX-INT8), dotprod, "
+      "i8mm.");
 
   m.def(
       "self_test",
