@@ -8,13 +8,15 @@
 // quantizes activations to 0..127 (Int8Kernels::a_max), where a pair stays within 2 * 127 * 127 =
 // 32258 and every sum is exact. The weights keep all 8 bits: they carry most of int8's error
 // (bench/RESULTS.md), and 7-bit weights cost all-MiniLM-L6-v2's sentence cosine 0.99944 -> 0.99825
-// where 7-bit activations, with each row's largest |x| kept apart, cost 0.99955 -> 0.99922.
+// where 7-bit activations, with each row's largest |x| kept apart, cost 0.99953 -> 0.99923
+// (bench/accuracy_lowp.py, 1000 sentences).
 //
-// Speed on this project's Zen 4 (AVX2 code, one thread, the real kernels over a 128 x 768 x 2304
-// block): ~200 GOP/s against 113-149 for the kernel before it, which widened both operands to
-// int16 for vpmaddwd (exact at 8 bits, but one multiply uop per 16 products instead of two per
-// 32 plus the widening, and twice the activation bytes). A 4 x 24 tile (12 accumulators, three
-// weight vectors, the broadcast group and vpmaddwd's ones): 6 x 16 ran out of registers (~170).
+// Speed on this project's Zen 4 running AVX2 code: BERT-base int8 1.37-1.62x the kernel before
+// it (bench/compare_builds.py), which widened both operands to int16 for vpmaddwd (exact at 8
+// bits, but one multiply uop per 16 products instead of two per 32, plus the widening and twice
+// the activation bytes); bench_gemm.py, one thread, 128 rows: 159-206 GOP/s against 109-155.
+// A 4 x 24 tile (12 accumulators, three weight vectors, the broadcast group and vpmaddwd's
+// ones); 6 x 16 ran out of registers (~15% slower in a timing loop of the same kernels).
 #include "kernels/lowp_int8_ymm.h"
 
 namespace bertcpu {
