@@ -429,9 +429,10 @@ def test_int8_asymmetric_resolution():
 
 
 def bf16_reference_attention(qkv, lengths, heads):
-    """Attention with q, k, v rounded to bf16 and the probabilities rounded to bf16 after the
-    softmax, the rest in float64: what the bf16 attention computes, up to fp32 summation and the
-    rounding of probabilities that sit at a bf16 boundary."""
+    """Attention with q, k, v rounded to bf16 and the softmax numerators rounded to bf16 before
+    the product with v (the division by their sum after it), the rest in float64: what the bf16
+    attention computes, up to fp32 summation and the rounding of numerators that sit at a bf16
+    boundary."""
     hidden = qkv.shape[1] // 3
     d = hidden // heads
     rows_all = to_bf16(qkv).astype(np.float64)
@@ -444,8 +445,8 @@ def bf16_reference_attention(qkv, lengths, heads):
                        for part in range(3))
             s = q @ k.T / np.sqrt(d)
             p = np.exp(s - s.max(1, keepdims=True))
-            p = to_bf16((p / p.sum(1, keepdims=True)).astype(np.float32)).astype(np.float64)
-            out[start:start + length, h * d:(h + 1) * d] = p @ v
+            rounded = to_bf16(p.astype(np.float32)).astype(np.float64)
+            out[start:start + length, h * d:(h + 1) * d] = rounded @ v / p.sum(1, keepdims=True)
         start += length
     return out
 

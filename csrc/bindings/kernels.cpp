@@ -333,8 +333,11 @@ void bind_kernels(py::module_& m) {
         const KernelTable& kt = table(isa);
         py::array_t<float> out({x.shape(0), x.shape(1)});
         std::memcpy(out.mutable_data(), x.data(), x.nbytes());
-        for (py::ssize_t r = 0; r < x.shape(0); ++r)
-          kt.softmax(out.mutable_data() + r * x.shape(1), x.shape(1), scale);
+        for (py::ssize_t r = 0; r < x.shape(0); ++r) {
+          float* row = out.mutable_data() + r * x.shape(1);
+          const float inv = 1.0f / kt.softmax_numerators(row, x.shape(1), scale);
+          for (py::ssize_t j = 0; j < x.shape(1); ++j) row[j] *= inv;
+        }
         return out;
       },
       py::arg("x"), py::arg("scale") = 1.0f, py::arg("isa") = py::none(),
@@ -369,9 +372,9 @@ void bind_kernels(py::module_& m) {
         {
           py::gil_scoped_release release;
           const int threads = get_num_threads();
-          std::vector<AttentionScratch> scratch(threads);
+          AttentionWorkspace workspace;
           multi_head_attention(kt, bt, qkv.data(), 3 * hidden, hidden, heads, layout,
-                               ctx.mutable_data(), hidden, {}, scratch, threads);
+                               ctx.mutable_data(), hidden, {}, workspace, threads);
         }
         return ctx;
       },

@@ -26,9 +26,12 @@ T* as(AlignedBuffer& buffer) {
   return reinterpret_cast<T*>(buffer.data());
 }
 
+// Token rows per task of the bf16 conversion.
+constexpr int kRowsPerTask = 16;
+
 // One head of one sequence: q, k, v point at its first token's slices (rows ld floats apart),
-// ctx at its first token's output slice. store_probs(i0, rows, scores) sees each block's
-// probabilities.
+// ctx at its first token's output slice. store_probs(i0, rows, scores, sums) sees each block's
+// softmax numerators and their sums.
 struct Head {
   const float *q, *k, *v;
   int ld, d, length;
@@ -36,6 +39,30 @@ struct Head {
   float* ctx;
   int ld_ctx;
 };
+
+// The same head in the workspace's bf16 copy: its first token's q, k and v (dp values each, zero
+// past d; rows ld values apart).
+struct Bf16Head {
+  const bf16 *q, *k, *v;
+  int ld, dp;
+};
+
+// Each score row's softmax numerators in place, and their sums.
+void exponentiate(const KernelTable& kt, float* scores, int rows, int length, float scale,
+                  float* sums) {
+  for (int i = 0; i < rows; ++i)
+    sums[i] = kt.softmax_numerators(scores + static_cast<size_t>(i) * length, length, scale);
+}
+
+// The softmax's division, on the output rows (d values, ld apart): out * (1 / sum), as a softmax
+// multiplies its numerators.
+void divide_rows(float* out, int ld, int rows, int d, const float* sums) {
+  for (int i = 0; i < rows; ++i) {
+    const float inv = 1.0f / sums[i];
+    float* row = out + static_cast<size_t>(i) * ld;
+    for (int j = 0; j < d; ++j) row[j] *= inv;
+  }
+}
 
 template <class StoreProbs>
 void attend_fp32(const KernelTable& kt, const Head& h, AttentionScratch& s,
@@ -45,107 +72,139 @@ void attend_fp32(const KernelTable& kt, const Head& h, AttentionScratch& s,
   s.packed_keys.reserve(packed_size(d, length, nr));
   s.packed_values.reserve(packed_size(length, d, nr));
   s.scores.reserve(static_cast<size_t>(block) * length);
+  s.row_sums.reserve(block);
   // Keys packed as B = K^T (from K's rows), values as B = V: the GEMM's packed operand.
   kt.pack_b_nk(h.k, length, d, h.ld, s.packed_keys.data());
   pack_b_kn(h.v, length, d, h.ld, nr, s.packed_values.data());
   for (int i0 = 0; i0 < length; i0 += block) {
     const int rows = std::min(block, length - i0);
-    float* scores = s.scores.data();
+    float *scores = s.scores.data(), *sums = s.row_sums.data();
+    float* ctx = h.ctx + static_cast<size_t>(i0) * h.ld_ctx;
     gemm_serial(kt, rows, length, d, h.q + static_cast<size_t>(i0) * h.ld, h.ld,
                 s.packed_keys.data(), ceil_div(length, nr), 0, scores, length, nullptr,
                 Activation::none);
-    for (int i = 0; i < rows; ++i)
-      kt.softmax(scores + static_cast<size_t>(i) * length, length, h.scale);
-    store_probs(i0, rows, scores);
+    exponentiate(kt, scores, rows, length, h.scale, sums);
+    store_probs(i0, rows, scores, sums);
     gemm_serial(kt, rows, d, length, scores, length, s.packed_values.data(), ceil_div(d, nr), 0,
-                h.ctx + static_cast<size_t>(i0) * h.ld_ctx, h.ld_ctx, nullptr, Activation::none);
+                ctx, h.ld_ctx, nullptr, Activation::none);
+    divide_rows(ctx, h.ld_ctx, rows, d, sums);
   }
 }
 
-// The bf16 products. Keys: rounded row by row (head dim zero-padded to dp), then packed by the
-// fp32 table's key packer as [length][dp / 2] 32-bit elements: a bf16 pair (k, k + 1) of one key
-// is one element, and the packer only moves elements, so its panels are the bf16 kernels' pair
-// rows (same nr). Values: pairs of keys interleaved per column into K chunks of kGemmKc keys,
-// each panel-major as gemm_lowp.h packs weights. Probabilities are rounded after the fp32 softmax.
+// Values (length rows of d bf16, ld apart; zeros from row `length` to lp) as the bf16 kernels' B:
+// pairs of keys interleaved per column, in K chunks of kGemmKc keys, each panel-major as
+// gemm_lowp.h packs weights.
+void pack_value_pairs(const bf16* v, int ld, int length, int lp, int d, int nr, uint32_t* out) {
+  const int panels = ceil_div(d, nr);
+  for (int k0 = 0; k0 < lp; k0 += kGemmKc) {
+    const int kc = std::min(kGemmKc, lp - k0);
+    uint32_t* chunk = out + static_cast<size_t>(k0 / 2) * panels * nr;
+    for (int pair = 0; pair < kc / 2; ++pair) {
+      const int key = k0 + 2 * pair;
+      const bf16* even = v + static_cast<size_t>(key) * ld;
+      const bf16* odd = even + ld;
+      const int present = std::clamp(length - key, 0, 2);  // keys of the pair below length
+      for (int p = 0; p < panels; ++p) {
+        uint32_t* dst = chunk + (static_cast<size_t>(p) * (kc / 2) + pair) * nr;
+        const int c0 = p * nr, cols = std::min(nr, d - c0);
+        if (present == 2)
+          for (int j = 0; j < cols; ++j)
+            dst[j] = even[c0 + j] | static_cast<uint32_t>(odd[c0 + j]) << 16;
+        else if (present == 1)
+          for (int j = 0; j < cols; ++j) dst[j] = even[c0 + j];
+        else
+          std::fill(dst, dst + cols, 0u);
+        std::fill(dst + cols, dst + nr, 0u);
+      }
+    }
+  }
+}
+
+// The bf16 products, on the head's bf16 copy. Keys: packed by the fp32 table's key packer as
+// [length][dp / 2] 32-bit elements: a bf16 pair (k, k + 1) of one key is one element, and the
+// packer only moves elements, so its panels are the bf16 kernels' pair rows (same nr). Queries:
+// read in place as the A operand. Probabilities: the fp32 softmax numerators, rounded.
 template <class StoreProbs>
-void attend_bf16(const KernelTable& kt, const Bf16Kernels& bt, const Head& h, AttentionScratch& s,
-                 const StoreProbs& store_probs) {
-  const int nr = bt.nr, mr = bt.mr, length = h.length, d = h.d;
-  const int align = k_alignment(bt);
-  const int dp = round_up(d, align), lp = round_up(length, align);
+void attend_bf16(const KernelTable& kt, const Bf16Kernels& bt, const Head& h, const Bf16Head& hb,
+                 AttentionScratch& s, const StoreProbs& store_probs) {
+  const int nr = bt.nr, mr = bt.mr, length = h.length, d = h.d, dp = hb.dp;
+  const int lp = round_up(length, k_alignment(bt));
   const int block = query_block_rows(mr);
   const int key_panels = ceil_div(length, nr), value_panels = ceil_div(d, nr);
   // Rows of A a micro-kernel may read past the block (AMX loads 16 at a time).
   const size_t a_rows = static_cast<size_t>(block) + kLowpRowAlign;
-  const size_t row_values = std::max({static_cast<size_t>(length) * dp,
-                                      static_cast<size_t>(lp) * d,
-                                      a_rows * std::max(dp, lp)});
-  s.rows.reserve((row_values + 1) / 2);
+  s.rows.reserve((a_rows * lp + 1) / 2);
   s.packed_keys.reserve(static_cast<size_t>(key_panels) * nr * dp / 2);
   s.packed_values.reserve(static_cast<size_t>(value_panels) * nr * lp / 2);
   s.scores.reserve(static_cast<size_t>(block) * length);
-  bf16* rows = as<bf16>(s.rows);
+  s.row_sums.reserve(block);
+  bf16* probs = as<bf16>(s.rows);
 
-  for (int j = 0; j < length; ++j)
-    bt.convert_row(h.k + static_cast<size_t>(j) * h.ld, d, dp, rows + static_cast<size_t>(j) * dp);
-  kt.pack_b_nk(reinterpret_cast<const float*>(rows), length, dp / 2, dp / 2, s.packed_keys.data());
-
-  for (int j = 0; j < length; ++j)
-    bt.convert_row(h.v + static_cast<size_t>(j) * h.ld, d, d, rows + static_cast<size_t>(j) * d);
-  std::fill(rows + static_cast<size_t>(length) * d, rows + static_cast<size_t>(lp) * d, bf16{0});
+  kt.pack_b_nk(reinterpret_cast<const float*>(hb.k), length, dp / 2, hb.ld / 2,
+               s.packed_keys.data());
   uint32_t* values = as<uint32_t>(s.packed_values);
-  for (int k0 = 0; k0 < lp; k0 += kGemmKc) {
-    const int kc = std::min(kGemmKc, lp - k0);
-    uint32_t* chunk = values + static_cast<size_t>(k0 / 2) * value_panels * nr;
-    for (int pair = 0; pair < kc / 2; ++pair) {
-      const bf16* even = rows + static_cast<size_t>(k0 + 2 * pair) * d;
-      const bf16* odd = even + d;
-      for (int p = 0; p < value_panels; ++p) {
-        uint32_t* out = chunk + (static_cast<size_t>(p) * (kc / 2) + pair) * nr;
-        const int cols = std::min(nr, d - p * nr);
-        for (int j = 0; j < cols; ++j)
-          out[j] = even[p * nr + j] | static_cast<uint32_t>(odd[p * nr + j]) << 16;
-        std::fill(out + cols, out + nr, 0u);
-      }
-    }
-  }
+  pack_value_pairs(hb.v, hb.ld, length, lp, d, nr, values);
 
   const bf16* keys = reinterpret_cast<const bf16*>(s.packed_keys.data());
   const bf16* packed_values = reinterpret_cast<const bf16*>(values);
   if (bt.begin_block) bt.begin_block();
   for (int i0 = 0; i0 < length; i0 += block) {
     const int n_rows = std::min(block, length - i0);
-    float* scores = s.scores.data();
-    for (int i = 0; i < n_rows; ++i)
-      bt.convert_row(h.q + static_cast<size_t>(i0 + i) * h.ld, d, dp,
-                     rows + static_cast<size_t>(i) * dp);
+    float *scores = s.scores.data(), *sums = s.row_sums.data();
+    const bf16* queries = hb.q + static_cast<size_t>(i0) * hb.ld;
     for (int i = 0; i < n_rows; i += mr)
       for (int p = 0; p < key_panels; ++p)
-        bt.gemm_micro(dp, rows + static_cast<size_t>(i) * dp, dp,
+        bt.gemm_micro(dp, queries + static_cast<size_t>(i) * hb.ld, hb.ld,
                       keys + static_cast<size_t>(p) * dp * nr,
                       scores + static_cast<size_t>(i) * length + p * nr, length,
                       std::min(mr, n_rows - i), std::min(nr, length - p * nr), 0, nullptr,
                       Activation::none);
-    for (int i = 0; i < n_rows; ++i) {
-      float* row = scores + static_cast<size_t>(i) * length;
-      kt.softmax(row, length, h.scale);
-      bt.convert_row(row, length, lp, rows + static_cast<size_t>(i) * lp);
-    }
-    store_probs(i0, n_rows, scores);
+    exponentiate(kt, scores, n_rows, length, h.scale, sums);
+    for (int i = 0; i < n_rows; ++i)
+      bt.convert_row(scores + static_cast<size_t>(i) * length, length, lp,
+                     probs + static_cast<size_t>(i) * lp);
+    store_probs(i0, n_rows, scores, sums);
     float* ctx = h.ctx + static_cast<size_t>(i0) * h.ld_ctx;
     for (int k0 = 0; k0 < lp; k0 += kGemmKc) {
       const int kc = std::min(kGemmKc, lp - k0);
       const bf16* chunk = packed_values + static_cast<size_t>(k0) * value_panels * nr;
       for (int i = 0; i < n_rows; i += mr)
         for (int p = 0; p < value_panels; ++p)
-          bt.gemm_micro(kc, rows + static_cast<size_t>(i) * lp + k0, lp,
+          bt.gemm_micro(kc, probs + static_cast<size_t>(i) * lp + k0, lp,
                         chunk + static_cast<size_t>(p) * kc * nr,
                         ctx + static_cast<size_t>(i) * h.ld_ctx + p * nr, h.ld_ctx,
                         std::min(mr, n_rows - i), std::min(nr, d - p * nr),
                         k0 > 0 ? kGemmAccumulate : 0, nullptr, Activation::none);
     }
+    divide_rows(ctx, h.ld_ctx, n_rows, d, sums);
   }
   if (bt.end_block) bt.end_block();
+}
+
+// Every token's q, k and v rounded to bf16 into rows of ld values: head h's part (q, k, v) at
+// (part * heads + h) * dp, zero-padded from d to dp; then kLowpRowAlign zero rows, which a
+// micro-kernel reading whole groups of query rows may touch past the last token.
+void convert_qkv(const Bf16Kernels& bt, const float* qkv, int ld_qkv, int tokens, int hidden,
+                 int heads, int dp, bf16* out, int ld, int threads) {
+  const int d = hidden / heads;
+  std::fill(out + static_cast<size_t>(tokens) * ld,
+            out + static_cast<size_t>(tokens + kLowpRowAlign) * ld, bf16{0});
+  parallel_for(
+      ceil_div(tokens, kRowsPerTask),
+      [&](int task) {
+        const int end = std::min(tokens, (task + 1) * kRowsPerTask);
+        for (int t = task * kRowsPerTask; t < end; ++t) {
+          const float* row = qkv + static_cast<size_t>(t) * ld_qkv;
+          bf16* dst = out + static_cast<size_t>(t) * ld;
+          if (dp == d) {
+            bt.convert_row(row, 3 * hidden, ld, dst);
+            continue;
+          }
+          for (int slice = 0; slice < 3 * heads; ++slice)
+            bt.convert_row(row + slice * d, d, dp, dst + slice * dp);
+        }
+      },
+      threads);
 }
 
 }  // namespace
@@ -154,15 +213,26 @@ bool attention_runs_on(const Bf16Kernels& bf16, const KernelTable& kt) {
   return bf16.kgroup == 2 && bf16.a_pair_chunk == 0 && bf16.nr == kt.nr;
 }
 
-void multi_head_attention(const KernelTable& kt, const Bf16Kernels* bf16, const float* qkv,
+void multi_head_attention(const KernelTable& kt, const Bf16Kernels* bf16_table, const float* qkv,
                           int ld_qkv, int hidden, int heads, const SequenceLayout& layout,
                           float* ctx, int ld_ctx, const AttentionProbsOut& probs,
-                          std::vector<AttentionScratch>& scratch, int threads) {
+                          AttentionWorkspace& workspace, int threads) {
   const int d = hidden / heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  if (static_cast<int>(workspace.threads.size()) < threads) workspace.threads.resize(threads);
   // The bf16 keys are one strip of the fp32 packer: at most kGemmKc pairs.
-  const bool in_bf16 = bf16 && attention_runs_on(*bf16, kt) &&
-                       round_up(d, k_alignment(*bf16)) <= 2 * kGemmKc;
+  const int dp = bf16_table ? round_up(d, k_alignment(*bf16_table)) : d;
+  const bool in_bf16 =
+      bf16_table && attention_runs_on(*bf16_table, kt) && dp <= 2 * kGemmKc;
+  const int ld_bf16 = round_up(3 * heads * dp, 32);
+  bf16* qkv_bf16 = nullptr;
+  if (in_bf16 && layout.batch() > 0) {
+    const int tokens = layout.offsets.back() + layout.lengths.back();
+    workspace.qkv_bf16.reserve(
+        (static_cast<size_t>(tokens + kLowpRowAlign) * ld_bf16 + 1) / 2);
+    qkv_bf16 = as<bf16>(workspace.qkv_bf16);
+    convert_qkv(*bf16_table, qkv, ld_qkv, tokens, hidden, heads, dp, qkv_bf16, ld_bf16, threads);
+  }
   parallel_for(
       layout.batch() * heads,
       [&](int task) {
@@ -173,7 +243,7 @@ void multi_head_attention(const KernelTable& kt, const Bf16Kernels* bf16, const 
                         ld_qkv, d,          length,
                         scale,  ctx + static_cast<size_t>(first) * ld_ctx + h * d,
                         ld_ctx};
-        auto store_probs = [&](int i0, int rows, const float* scores) {
+        auto store_probs = [&](int i0, int rows, const float* scores, const float* sums) {
           if (!probs.data) return;
           const size_t S = probs.padded_length;
           float* head_probs = probs.data + (static_cast<size_t>(b) * heads + h) * S * S;
@@ -181,14 +251,21 @@ void multi_head_attention(const KernelTable& kt, const Bf16Kernels* bf16, const 
           for (int i = 0; i < rows; ++i) {
             float* dst = head_probs + cols[i0 + i] * S;
             const float* src = scores + static_cast<size_t>(i) * length;
-            for (int j = 0; j < length; ++j) dst[cols[j]] = src[j];
+            const float inv = 1.0f / sums[i];
+            for (int j = 0; j < length; ++j) dst[cols[j]] = src[j] * inv;
           }
         };
-        AttentionScratch& s = scratch[current_worker()];
-        if (in_bf16)
-          attend_bf16(kt, *bf16, head, s, store_probs);
-        else
+        AttentionScratch& s = workspace.threads[current_worker()];
+        if (in_bf16) {
+          const bf16* first_q =
+              qkv_bf16 + static_cast<size_t>(first) * ld_bf16 + static_cast<size_t>(h) * dp;
+          const size_t part = static_cast<size_t>(heads) * dp;
+          attend_bf16(kt, *bf16_table, head,
+                      Bf16Head{first_q, first_q + part, first_q + 2 * part, ld_bf16, dp}, s,
+                      store_probs);
+        } else {
           attend_fp32(kt, head, s, store_probs);
+        }
       },
       threads);
 }

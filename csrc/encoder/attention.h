@@ -28,8 +28,17 @@ struct AttentionProbsOut {
 // Per-thread scratch memory of attention, grown on demand.
 struct AttentionScratch {
   AlignedBuffer packed_keys, packed_values, scores;
-  // bf16 attention: keys or values rounded to bf16, then queries and probabilities.
-  AlignedBuffer rows;
+  AlignedBuffer row_sums;  // each score row's softmax denominator
+  AlignedBuffer rows;      // bf16 attention: the probabilities rounded to bf16
+};
+
+// Attention's scratch memory, grown on demand: the threads' own, and the bf16 attention's copy of
+// every token's q, k and v rounded to bf16 (made once per call: one conversion per token row, not
+// three per token and head; MiniLM-class heads of 32 values spent more in the calls than in the
+// conversion).
+struct AttentionWorkspace {
+  std::vector<AttentionScratch> threads;
+  AlignedBuffer qkv_bf16;
 };
 
 // Whether multi_head_attention can run its two products on bf16 table `bf16` beside fp32 table
@@ -39,16 +48,18 @@ bool attention_runs_on(const Bf16Kernels& bf16, const KernelTable& kt);
 
 // ctx[t, h*d:(h+1)*d] = softmax(q_h k_h^T / sqrt(d)) v_h within each sequence, where qkv rows are
 // [q | k | v] of width 3 * hidden, ld_qkv floats apart (ctx rows ld_ctx apart). One task per
-// (sequence, head), on up to `threads` threads with scratch[current_worker()] (scratch must hold
-// `threads` entries).
+// (sequence, head), on up to `threads` threads with workspace.threads[current_worker()] (grown to
+// `threads` entries here). Each probability row is divided by its sum after the product with V,
+// on the row's d outputs rather than its length scores.
 //
-// bf16: null, or a table attention_runs_on() accepts, for the products Q K^T and P V: queries,
-// keys, values and the probabilities are rounded to bf16 and the products summed in fp32 (twice
-// the products per instruction of fp32 FMA; the score scaling and the softmax stay fp32). What a
-// bfloat16 or int8 model uses: at length 512 the fp32 products took ~25% of an int8 BERT-base.
-void multi_head_attention(const KernelTable& kt, const Bf16Kernels* bf16, const float* qkv,
+// bf16_table: null, or a table attention_runs_on() accepts, for the products Q K^T and P V:
+// queries, keys, values and the softmax numerators are rounded to bf16 and the products summed in
+// fp32 (twice the products per instruction of fp32 FMA; the score scaling and the softmax stay
+// fp32). What a bfloat16 or int8 model uses: at length 512 the fp32 products took ~25% of an int8
+// BERT-base.
+void multi_head_attention(const KernelTable& kt, const Bf16Kernels* bf16_table, const float* qkv,
                           int ld_qkv, int hidden, int heads, const SequenceLayout& layout,
                           float* ctx, int ld_ctx, const AttentionProbsOut& probs,
-                          std::vector<AttentionScratch>& scratch, int threads);
+                          AttentionWorkspace& workspace, int threads);
 
 }  // namespace bertcpu

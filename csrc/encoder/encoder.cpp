@@ -430,7 +430,6 @@ void Encoder::run_group(const Group& group, int seq, const std::vector<int>& tok
   tmp_.reserve(rows * ldh);
   qkv_.reserve(rows * ldq);
   inter_.reserve(rows * ldi);
-  if (static_cast<int>(attention_scratch_.size()) < threads) attention_scratch_.resize(threads);
   float *x = x_.data(), *x1 = x1_.data(), *ctx = ctx_.data(), *tmp = tmp_.data();
   float *qkv = qkv_.data(), *inter = inter_.data();
   const int* ids = token_ids.data() + group.first_token;
@@ -459,7 +458,8 @@ void Encoder::run_group(const Group& group, int seq, const std::vector<int>& tok
       probs = {out.attentions[l] + static_cast<size_t>(group.first_sequence) * heads * seq * seq,
                seq, cols};
     multi_head_attention(kt_, precision() == Precision::float32 ? nullptr : kernels_.bf16, qkv,
-                         ldq, H, heads, group.layout, ctx, ldh, probs, attention_scratch_, threads);
+                         ldq, H, heads, group.layout, ctx, ldh, probs, attention_workspace_,
+                         threads);
     layer.attention_output.run(kt_, T, ctx, ldh, tmp, ldh, false, Activation::none,
                                dense_scratch_);
     const DenseLayer::Input ffn_in = layer.intermediate.begin_input(T, x1, ldh, dense_scratch_);

@@ -138,7 +138,7 @@ class Encoder {
   std::mutex forward_mutex_;
   AlignedBuffer x_, x1_, qkv_, ctx_, tmp_, inter_, cls_;
   AlignedBuffer dense_scratch_;  // a low-precision copy of a dense layer's input
-  std::vector<AttentionScratch> attention_scratch_;
+  AttentionWorkspace attention_workspace_;
 };
 
 }  // namespace bertcpu

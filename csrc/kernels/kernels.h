@@ -38,8 +38,9 @@ struct KernelTable {
   void (*add_layernorm)(const float* x, const float* add1, const float* add2, const float* gamma,
                         const float* beta, float eps, float* out, int n);
 
-  // x[i] = exp(scale * (x[i] - max)) / sum over n floats, in place.
-  void (*softmax)(float* x, int n, float scale);
+  // x[i] = exp(scale * (x[i] - max)) over n floats, in place; returns their sum: a softmax but for
+  // its division, which attention applies to its output rows instead (d values each, not n).
+  float (*softmax_numerators)(float* x, int n, float scale);
 
   // Packs W[N][K] (row n holds column n of B) as the B operand of gemm_micro: what gemm.h's
   // pack_b_nk does for this table's nr, here W x W blocks transposed in registers. Attention packs

@@ -221,7 +221,7 @@ void add_layernorm(const float* x, const float* add1, const float* add2, const f
 }
 
 template <class V>
-void softmax(float* x, int n, float scale) {
+float softmax_numerators(float* x, int n, float scale) {
   constexpr int W = V::width;
   constexpr float kLowest = -3.4028234663852886e38f;
   V vmax = V::set1(kLowest);
@@ -242,9 +242,7 @@ void softmax(float* x, int n, float scale) {
     e.store_partial(x + i, r);
     sum = sum + V::load_partial(x + i, r, 0.0f);
   }
-  const V inv = V::set1(1.0f / sum.reduce_add());
-  for (i = 0; i + W <= n; i += W) (V::load(x + i) * inv).store(x + i);
-  if (i < n) (V::load_partial(x + i, n - i, 0.0f) * inv).store_partial(x + i, n - i);
+  return sum.reduce_add();
 }
 
 // gemm.h's packed layout: panel p (columns p * nr ...) holds its K rows of nr floats one after
@@ -285,7 +283,7 @@ KernelTable make_kernel_table(Isa isa) {
                      gemm_micro<V, MR, NV>,
                      activation<V>,
                      add_layernorm<V>,
-                     softmax<V>,
+                     softmax_numerators<V>,
                      pack_b_nk<V, NV>};
 }
 
