@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <stdexcept>
 
 #include "cpu/thread_pool.h"
 #include "kernels/gemm.h"
@@ -182,13 +183,10 @@ void attend_bf16(const KernelTable& kt, const Bf16Kernels& bt, const Head& h, co
 }
 
 // Every token's q, k and v rounded to bf16 into rows of ld values: head h's part (q, k, v) at
-// (part * heads + h) * dp, zero-padded from d to dp; then kLowpRowAlign zero rows, which a
-// micro-kernel reading whole groups of query rows may touch past the last token.
+// (part * heads + h) * dp, zero-padded from d to dp.
 void convert_qkv(const Bf16Kernels& bt, const float* qkv, int ld_qkv, int tokens, int hidden,
                  int heads, int dp, bf16* out, int ld, int threads) {
   const int d = hidden / heads;
-  std::fill(out + static_cast<size_t>(tokens) * ld,
-            out + static_cast<size_t>(tokens + kLowpRowAlign) * ld, bf16{0});
   parallel_for(
       ceil_div(tokens, kRowsPerTask),
       [&](int task) {
@@ -207,7 +205,40 @@ void convert_qkv(const Bf16Kernels& bt, const float* qkv, int ld_qkv, int tokens
       threads);
 }
 
+// The bf16 rows' layout: head size padded to the table's K alignment, rows padded to 32 values.
+struct Bf16RowLayout {
+  int dp, ld;
+};
+
+Bf16RowLayout bf16_row_layout(const Bf16Kernels& bt, int hidden, int heads) {
+  const int dp = round_up(hidden / heads, k_alignment(bt));
+  return {dp, round_up(3 * heads * dp, 32)};
+}
+
+// The workspace's bf16 rows for `tokens` tokens, and the kLowpRowAlign zero rows after them.
+bf16* reserve_bf16_rows(AttentionWorkspace& workspace, int tokens, int ld) {
+  workspace.qkv_bf16.reserve((static_cast<size_t>(tokens + kLowpRowAlign) * ld + 1) / 2);
+  bf16* rows = as<bf16>(workspace.qkv_bf16);
+  std::fill(rows + static_cast<size_t>(tokens) * ld,
+            rows + static_cast<size_t>(tokens + kLowpRowAlign) * ld, bf16{0});
+  return rows;
+}
+
 }  // namespace
+
+bf16* attention_bf16_rows(AttentionWorkspace& workspace, const KernelTable& kt,
+                          const Bf16Kernels* bf16_table, int tokens, int hidden, int heads,
+                          int* ld) {
+  if (!bf16_table || !attention_runs_on(*bf16_table, kt)) return nullptr;
+  const Bf16RowLayout layout = bf16_row_layout(*bf16_table, hidden, heads);
+  if (layout.dp != hidden / heads || layout.dp > 2 * kGemmKc) return nullptr;
+  *ld = layout.ld;
+  return reserve_bf16_rows(workspace, tokens, layout.ld);
+}
+
+size_t attention_bf16_floats_per_token(const Bf16Kernels* bf16_table, int hidden, int heads) {
+  return bf16_table ? static_cast<size_t>(bf16_row_layout(*bf16_table, hidden, heads).ld) / 2 : 0;
+}
 
 bool attention_runs_on(const Bf16Kernels& bf16, const KernelTable& kt) {
   return bf16.kgroup == 2 && bf16.a_pair_chunk == 0 && bf16.nr == kt.nr;
@@ -221,26 +252,28 @@ void multi_head_attention(const KernelTable& kt, const Bf16Kernels* bf16_table, 
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   if (static_cast<int>(workspace.threads.size()) < threads) workspace.threads.resize(threads);
   // The bf16 keys are one strip of the fp32 packer: at most kGemmKc pairs.
-  const int dp = bf16_table ? round_up(d, k_alignment(*bf16_table)) : d;
-  const bool in_bf16 =
-      bf16_table && attention_runs_on(*bf16_table, kt) && dp <= 2 * kGemmKc;
-  const int ld_bf16 = round_up(3 * heads * dp, 32);
-  bf16* qkv_bf16 = nullptr;
-  if (in_bf16 && layout.batch() > 0) {
+  const Bf16RowLayout rows = bf16_table ? bf16_row_layout(*bf16_table, hidden, heads)
+                                        : Bf16RowLayout{d, 0};
+  const int dp = rows.dp, ld_bf16 = rows.ld;
+  const bool in_bf16 = bf16_table && attention_runs_on(*bf16_table, kt) && dp <= 2 * kGemmKc;
+  if (!qkv && !(in_bf16 && dp == d))
+    throw std::logic_error("multi_head_attention: no fp32 q/k/v, and no bf16 attention to read");
+  const bf16* qkv_bf16 = as<bf16>(workspace.qkv_bf16);
+  if (in_bf16 && qkv && layout.batch() > 0) {
     const int tokens = layout.offsets.back() + layout.lengths.back();
-    workspace.qkv_bf16.reserve(
-        (static_cast<size_t>(tokens + kLowpRowAlign) * ld_bf16 + 1) / 2);
-    qkv_bf16 = as<bf16>(workspace.qkv_bf16);
-    convert_qkv(*bf16_table, qkv, ld_qkv, tokens, hidden, heads, dp, qkv_bf16, ld_bf16, threads);
+    bf16* out = reserve_bf16_rows(workspace, tokens, ld_bf16);
+    convert_qkv(*bf16_table, qkv, ld_qkv, tokens, hidden, heads, dp, out, ld_bf16, threads);
+    qkv_bf16 = out;
   }
   parallel_for(
       layout.batch() * heads,
       [&](int task) {
         const int b = task / heads, h = task % heads;
         const int length = layout.lengths[b], first = layout.offsets[b];
-        const float* q = qkv + static_cast<size_t>(first) * ld_qkv + h * d;
-        const Head head{q,      q + hidden, q + 2 * hidden,
-                        ld_qkv, d,          length,
+        // The fp32 q, k, v (null when the caller gave bf16 rows only).
+        const float* q = qkv ? qkv + static_cast<size_t>(first) * ld_qkv + h * d : nullptr;
+        const Head head{q,      q ? q + hidden : nullptr, q ? q + 2 * hidden : nullptr,
+                        ld_qkv, d,                        length,
                         scale,  ctx + static_cast<size_t>(first) * ld_ctx + h * d,
                         ld_ctx};
         auto store_probs = [&](int i0, int rows, const float* scores, const float* sums) {

@@ -41,13 +41,26 @@ struct AttentionWorkspace {
   AlignedBuffer qkv_bf16;
 };
 
+// Where the Q/K/V product of a bfloat16 / int8 model can write attention's bf16 input itself:
+// rows of *ld bf16 values in the workspace (grown for `tokens` rows), each token's [q | k | v] laid
+// out as in the fp32 rows, which multi_head_attention reads when given qkv = null. Null when
+// attention on these tables would not read such rows (fp32 attention, or a head size that the
+// bf16 table's K alignment pads).
+bf16* attention_bf16_rows(AttentionWorkspace& workspace, const KernelTable& kt,
+                          const Bf16Kernels* bf16_table, int tokens, int hidden, int heads,
+                          int* ld);
+
+// Floats per token of the workspace's bf16 rows (0 without a bf16 table): a model's scratch budget.
+size_t attention_bf16_floats_per_token(const Bf16Kernels* bf16_table, int hidden, int heads);
+
 // Whether multi_head_attention can run its two products on bf16 table `bf16` beside fp32 table
 // `kt`: pairs of K values (not BFMMLA's quads), rows one after another, and the fp32 table's panel
 // width (whose key packer it borrows).
 bool attention_runs_on(const Bf16Kernels& bf16, const KernelTable& kt);
 
 // ctx[t, h*d:(h+1)*d] = softmax(q_h k_h^T / sqrt(d)) v_h within each sequence, where qkv rows are
-// [q | k | v] of width 3 * hidden, ld_qkv floats apart (ctx rows ld_ctx apart). One task per
+// [q | k | v] of width 3 * hidden, ld_qkv floats apart (ctx rows ld_ctx apart), or null when the
+// caller wrote them rounded to attention_bf16_rows() instead. One task per
 // (sequence, head), on up to `threads` threads with workspace.threads[current_worker()] (grown to
 // `threads` entries here). Each probability row is divided by its sum after the product with V,
 // on the row's d outputs rather than its length scores.

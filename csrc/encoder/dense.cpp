@@ -5,6 +5,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include "cpu/thread_pool.h"
+
 namespace bertcpu {
 
 const char* precision_name(Precision precision) {
@@ -169,6 +171,27 @@ void DenseLayer::run_input(const KernelTable& fp32, int M, const Input& in, floa
       linear_int8(*int8_kernels_, int8_, M, in.int8, C, ldc, with_bias, act);
       break;
   }
+}
+
+void DenseLayer::run_input_rounded(const KernelTable& fp32, const Bf16Kernels& round, int M,
+                                   const Input& in, bf16* C, int ldc, bool with_bias) const {
+  if (precision_ == Precision::float32)
+    throw std::logic_error("run_input_rounded: a float32 layer has no low-precision product");
+  const int N = out_features(), nr = panel_width();
+  const int mr = precision_ == Precision::int8 ? int8_kernels_->mr : bf16_kernels_->mr;
+  const std::vector<GemmBlock> blocks =
+      gemm_blocks(M, ceil_div(N, nr), mr, nr, get_num_threads());
+  parallel_for(static_cast<int>(blocks.size()), [&](int task) {
+    const GemmBlock& b = blocks[task];
+    const int n0 = b.p0 * nr, cols = std::min(N, b.p1 * nr) - n0, ld = (b.p1 - b.p0) * nr;
+    // At most gemm_blocks' row block times its column block: ~130 KB, in L2.
+    thread_local AlignedBuffer block;
+    block.reserve(static_cast<size_t>(b.m1 - b.m0) * ld);
+    run_block(fp32, in, b, block.data(), ld, with_bias ? bias() + n0 : nullptr, Activation::none);
+    for (int i = b.m0; i < b.m1; ++i)
+      round.convert_row(block.data() + static_cast<size_t>(i - b.m0) * ld, cols, cols,
+                        C + static_cast<size_t>(i) * ldc + n0);
+  });
 }
 
 int DenseLayer::panel_width() const {

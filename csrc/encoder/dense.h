@@ -2,8 +2,9 @@
 //
 // Weights always arrive in fp32 and are packed for the fp32 GEMM (gemm.h). A bfloat16 or int8
 // model converts every layer once, when loading ends, into its low-precision packing
-// (gemm_lowp.h) and frees the fp32 copy. Activations between layers stay fp32 in every precision:
-// only the products of the dense layers change.
+// (gemm_lowp.h) and frees the fp32 copy. Activations between layers stay fp32 in every precision
+// (only the products of the dense layers change), but for the Q/K/V product's output when bf16
+// attention reads it (run_input_rounded).
 #pragma once
 
 #include <string>
@@ -79,6 +80,12 @@ class DenseLayer {
   // C = act(A * W^T + bias) (bias only if with_bias) over the M prepared rows, threaded.
   void run_input(const KernelTable& fp32, int M, const Input& in, float* C, int ldc,
                  bool with_bias, Activation act) const;
+  // C = A * W^T + bias (bias only if with_bias) over the M prepared rows, threaded, each value
+  // rounded to bf16 by `round` (Bf16Kernels::convert_row) as C's rows are written: the product goes
+  // block by block through per-thread fp32 memory that stays in L2, and only the bf16 rows reach C
+  // (for a consumer that rounds them anyway: bf16 attention's q, k, v). Low-precision layers only.
+  void run_input_rounded(const KernelTable& fp32, const Bf16Kernels& round, int M,
+                         const Input& in, bf16* C, int ldc, bool with_bias) const;
   // Columns per packed panel: a block's column range is whole panels of this width.
   int panel_width() const;
   // One block of C = act(A * W^T + bias) on the calling thread (see gemm_int8_block): C at the

@@ -377,11 +377,12 @@ void Encoder::scatter(const float* rows, int ld, const Group& group,
 size_t Encoder::scratch_floats_per_token() const {
   // x, x1, ctx, tmp (hidden each), qkv (3 x hidden), intermediate, each row padded to its stride;
   // a low-precision model also converts a dense layer's input (at most 2 bytes per value, plus a
-  // scale per row: bounded by one float per input).
+  // scale per row: bounded by one float per input) and gives attention q, k, v in bf16.
   const size_t fp32 = 4 * static_cast<size_t>(row_stride(config_.hidden)) +
                       row_stride(3 * config_.hidden) + row_stride(config_.intermediate);
   if (precision() == Precision::float32) return fp32;
-  return fp32 + std::max(config_.hidden, config_.intermediate);
+  return fp32 + std::max(config_.hidden, config_.intermediate) +
+         attention_bf16_floats_per_token(kernels_.bf16, config_.hidden, config_.heads);
 }
 
 void Encoder::forward(const EncoderInputs& in, const EncoderOutputs& out) {
@@ -452,14 +453,23 @@ void Encoder::run_group(const Group& group, int seq, const std::vector<int>& tok
 
   for (int l = 0; l < config_.layers; ++l) {
     const Layer& layer = layers_[l];
-    layer.qkv.run_input(kt_, T, qkv_in, qkv, ldq, true, Activation::none);
+    // A bfloat16 / int8 model's attention reads q, k, v rounded to bf16: the product writes them
+    // so, and its fp32 output never leaves L2.
+    const Bf16Kernels* attention_bf16 =
+        precision() == Precision::float32 ? nullptr : kernels_.bf16;
+    int ld_rounded = 0;
+    bf16* rounded =
+        attention_bf16_rows(attention_workspace_, kt_, attention_bf16, T, H, heads, &ld_rounded);
+    if (rounded)
+      layer.qkv.run_input_rounded(kt_, *attention_bf16, T, qkv_in, rounded, ld_rounded, true);
+    else
+      layer.qkv.run_input(kt_, T, qkv_in, qkv, ldq, true, Activation::none);
     AttentionProbsOut probs;
     if (!out.attentions.empty())
       probs = {out.attentions[l] + static_cast<size_t>(group.first_sequence) * heads * seq * seq,
                seq, cols};
-    multi_head_attention(kt_, precision() == Precision::float32 ? nullptr : kernels_.bf16, qkv,
-                         ldq, H, heads, group.layout, ctx, ldh, probs, attention_workspace_,
-                         threads);
+    multi_head_attention(kt_, attention_bf16, rounded ? nullptr : qkv, ldq, H, heads,
+                         group.layout, ctx, ldh, probs, attention_workspace_, threads);
     layer.attention_output.run(kt_, T, ctx, ldh, tmp, ldh, false, Activation::none,
                                dense_scratch_);
     const DenseLayer::Input ffn_in = layer.intermediate.begin_input(T, x1, ldh, dense_scratch_);
