@@ -30,7 +30,7 @@ def reference_activation(x, name):
     x = x.astype(np.float64)
     if name == "none":
         return x
-    if name == "gelu":
+    if name in ("gelu", "gelu_rational"):  # the same function, erf evaluated two ways
         return 0.5 * x * (1 + erf(x / np.sqrt(2)))
     if name == "gelu_tanh":
         return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))

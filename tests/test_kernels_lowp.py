@@ -242,7 +242,7 @@ def test_int8_largest_products_are_exact(isa):
 
 
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
-@pytest.mark.parametrize("activation", ["gelu", "gelu_tanh", "relu", "tanh"])
+@pytest.mark.parametrize("activation", ["gelu", "gelu_rational", "gelu_tanh", "relu", "tanh"])
 @pytest.mark.parametrize("shape", [(13, 257, 97), (37, 64, 200)])
 def test_epilogue_activation(precision, rng, activation, shape):
     x, w, b = inputs(rng, *shape)

@@ -31,6 +31,7 @@ const KernelTable& table(const std::optional<std::string>& isa) {
 Activation activation_from_name(const std::string& name) {
   if (name == "none") return Activation::none;
   if (name == "gelu") return Activation::gelu_erf;
+  if (name == "gelu_rational") return Activation::gelu_erf_rational;
   if (name == "gelu_tanh") return Activation::gelu_tanh;
   if (name == "relu") return Activation::relu;
   if (name == "tanh") return Activation::tanh;

@@ -158,8 +158,21 @@ DenseLayer::Input DenseLayer::prepare(int M, const float* A, int lda,
   return in;
 }
 
+namespace {
+
+// The activation a layer of this precision applies for `act`: low-precision layers evaluate GELU's
+// erf as a rational function (kernels.h), whose error their rounded outputs do not see.
+Activation epilogue_activation(Precision precision, Activation act) {
+  if (precision != Precision::float32 && act == Activation::gelu_erf)
+    return Activation::gelu_erf_rational;
+  return act;
+}
+
+}  // namespace
+
 void DenseLayer::run_input(const KernelTable& fp32, int M, const Input& in, float* C, int ldc,
                            bool with_bias, Activation act) const {
+  act = epilogue_activation(precision_, act);
   switch (precision_) {
     case Precision::float32:
       linear(fp32, fp32_, M, in.a, in.lda, C, ldc, with_bias, act);
@@ -208,6 +221,7 @@ int DenseLayer::panel_width() const {
 
 void DenseLayer::run_block(const KernelTable& fp32, const Input& in, const GemmBlock& b, float* C,
                            int ldc, const float* bias, Activation act) const {
+  act = epilogue_activation(precision_, act);
   switch (precision_) {
     case Precision::float32: {
       const int N = out_features(), nr = fp32_.nr;

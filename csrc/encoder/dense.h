@@ -77,7 +77,8 @@ class DenseLayer {
   Input begin_input(int M, const float* A, int lda, AlignedBuffer& scratch) const;
   // Row i of A (at in.a + i * in.lda, written already) into the copy; any thread, once per row.
   void prepare_row(const Input& in, int i) const;
-  // C = act(A * W^T + bias) (bias only if with_bias) over the M prepared rows, threaded.
+  // C = act(A * W^T + bias) (bias only if with_bias) over the M prepared rows, threaded. A bfloat16
+  // or int8 layer applies gelu_erf as Activation::gelu_erf_rational.
   void run_input(const KernelTable& fp32, int M, const Input& in, float* C, int ldc,
                  bool with_bias, Activation act) const;
   // C = A * W^T + bias (bias only if with_bias) over the M prepared rows, threaded, each value
@@ -88,8 +89,9 @@ class DenseLayer {
                          const Input& in, bf16* C, int ldc, bool with_bias) const;
   // Columns per packed panel: a block's column range is whole panels of this width.
   int panel_width() const;
-  // One block of C = act(A * W^T + bias) on the calling thread (see gemm_int8_block): C at the
-  // block's first element, bias (padded; null for none) at column b.p0 * panel_width().
+  // One block of C = act(A * W^T + bias) on the calling thread (see gemm_int8_block; act as in
+  // run_input): C at the block's first element, bias (padded; null for none) at column
+  // b.p0 * panel_width().
   void run_block(const KernelTable& fp32, const Input& in, const GemmBlock& b, float* C, int ldc,
                  const float* bias, Activation act) const;
 

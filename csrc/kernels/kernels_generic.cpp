@@ -13,12 +13,26 @@ namespace {
 constexpr int kMr = 4;
 constexpr int kNr = 8;
 
+// erf by kernels.h's rational function, in the SIMD kernels' order of operations.
+inline float erf_rational(float x) {
+  const float z = std::min(std::max(x, -kErfRationalBound), kErfRationalBound);
+  const float t = z * z;
+  float p = kErfRationalP[0], q = kErfRationalQ[0];
+  for (int i = 1; i < 6; ++i) {
+    p = std::fma(p, t, kErfRationalP[i]);
+    q = std::fma(q, t, kErfRationalQ[i]);
+  }
+  return std::min(std::max(z * p / q, -1.0f), 1.0f);
+}
+
 inline float apply_activation(float x, Activation act) {
   switch (act) {
     case Activation::none:
       return x;
     case Activation::gelu_erf:
       return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f));
+    case Activation::gelu_erf_rational:
+      return 0.5f * x * (1.0f + erf_rational(x * 0.70710678118654752f));
     case Activation::gelu_tanh: {
       const float inner = 0.79788456080286536f * (x + 0.044715f * x * x * x);
       return 0.5f * x * (1.0f + std::tanh(inner));

@@ -44,6 +44,20 @@ inline V verf(V x) {
   return V::copysign(y, x);
 }
 
+// erf(x) by kernels.h's rational function: half the instructions of verf, and no exp.
+template <class V>
+inline V verf_rational(V x) {
+  const V z = V::min(V::max(x, V::set1(-kErfRationalBound)), V::set1(kErfRationalBound));
+  const V t = z * z;
+  V p = V::set1(kErfRationalP[0]), q = V::set1(kErfRationalQ[0]);
+#pragma GCC unroll 8
+  for (int i = 1; i < 6; ++i) {
+    p = V::fmadd(p, t, V::set1(kErfRationalP[i]));
+    q = V::fmadd(q, t, V::set1(kErfRationalQ[i]));
+  }
+  return V::min(V::max(z * p / q, V::set1(-1.0f)), V::set1(1.0f));
+}
+
 // tanh(x) = sign(x) * (1 - 2 / (exp(2|x|) + 1)); absolute error about 1e-7.
 template <class V>
 inline V vtanh(V x) {
@@ -59,6 +73,9 @@ inline V vactivation(V x, Activation act) {
       return x;
     case Activation::gelu_erf:
       return V::set1(0.5f) * x * (V::set1(1.0f) + verf(x * V::set1(0.70710678118654752f)));
+    case Activation::gelu_erf_rational:
+      return V::set1(0.5f) * x *
+             (V::set1(1.0f) + verf_rational(x * V::set1(0.70710678118654752f)));
     case Activation::gelu_tanh: {
       const V x3 = x * x * x;
       const V inner = V::set1(0.79788456080286536f) * V::fmadd(V::set1(0.044715f), x3, x);
