@@ -215,6 +215,12 @@ Bf16RowLayout bf16_row_layout(const Bf16Kernels& bt, int hidden, int heads) {
   return {dp, round_up(3 * heads * dp, 32)};
 }
 
+// Whether attention runs its products on bf16 table bt (null: none) beside kt, with head size dp
+// padded: the bf16 keys are one strip of the fp32 packer, at most kGemmKc pairs.
+bool runs_in_bf16(const KernelTable& kt, const Bf16Kernels* bt, int dp) {
+  return bt && attention_runs_on(*bt, kt) && dp <= 2 * kGemmKc;
+}
+
 // The workspace's bf16 rows for `tokens` tokens, and the kLowpRowAlign zero rows after them.
 bf16* reserve_bf16_rows(AttentionWorkspace& workspace, int tokens, int ld) {
   workspace.qkv_bf16.reserve((static_cast<size_t>(tokens + kLowpRowAlign) * ld + 1) / 2);
@@ -229,9 +235,9 @@ bf16* reserve_bf16_rows(AttentionWorkspace& workspace, int tokens, int ld) {
 bf16* attention_bf16_rows(AttentionWorkspace& workspace, const KernelTable& kt,
                           const Bf16Kernels* bf16_table, int tokens, int hidden, int heads,
                           int* ld) {
-  if (!bf16_table || !attention_runs_on(*bf16_table, kt)) return nullptr;
+  if (!bf16_table) return nullptr;
   const Bf16RowLayout layout = bf16_row_layout(*bf16_table, hidden, heads);
-  if (layout.dp != hidden / heads || layout.dp > 2 * kGemmKc) return nullptr;
+  if (!runs_in_bf16(kt, bf16_table, layout.dp) || layout.dp != hidden / heads) return nullptr;
   *ld = layout.ld;
   return reserve_bf16_rows(workspace, tokens, layout.ld);
 }
@@ -251,11 +257,10 @@ void multi_head_attention(const KernelTable& kt, const Bf16Kernels* bf16_table, 
   const int d = hidden / heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   if (static_cast<int>(workspace.threads.size()) < threads) workspace.threads.resize(threads);
-  // The bf16 keys are one strip of the fp32 packer: at most kGemmKc pairs.
-  const Bf16RowLayout rows = bf16_table ? bf16_row_layout(*bf16_table, hidden, heads)
-                                        : Bf16RowLayout{d, 0};
-  const int dp = rows.dp, ld_bf16 = rows.ld;
-  const bool in_bf16 = bf16_table && attention_runs_on(*bf16_table, kt) && dp <= 2 * kGemmKc;
+  const Bf16RowLayout row_layout = bf16_table ? bf16_row_layout(*bf16_table, hidden, heads)
+                                              : Bf16RowLayout{d, 0};
+  const int dp = row_layout.dp, ld_bf16 = row_layout.ld;
+  const bool in_bf16 = runs_in_bf16(kt, bf16_table, dp);
   if (!qkv && !(in_bf16 && dp == d))
     throw std::logic_error("multi_head_attention: no fp32 q/k/v, and no bf16 attention to read");
   const bf16* qkv_bf16 = as<bf16>(workspace.qkv_bf16);
