@@ -61,7 +61,7 @@ void divide_rows(float* out, int ld, int rows, int d, const float* sums) {
   for (int i = 0; i < rows; ++i) {
     const float inv = 1.0f / sums[i];
     float* row = out + static_cast<size_t>(i) * ld;
-    for (int j = 0; j < d; ++j) row[j] *= inv;
+    for (size_t j = 0; j < static_cast<size_t>(d); ++j) row[j] *= inv;
   }
 }
 
@@ -102,17 +102,17 @@ void pack_value_pairs(const bf16* v, int ld, int length, int lp, int d, int nr, 
     uint32_t* chunk = out + static_cast<size_t>(k0 / 2) * panels * nr;
     for (int pair = 0; pair < kc / 2; ++pair) {
       const int key = k0 + 2 * pair;
-      const bf16* even = v + static_cast<size_t>(key) * ld;
-      const bf16* odd = even + ld;
       const int present = std::clamp(length - key, 0, 2);  // keys of the pair below length
       for (int p = 0; p < panels; ++p) {
-        uint32_t* dst = chunk + (static_cast<size_t>(p) * (kc / 2) + pair) * nr;
-        const int c0 = p * nr, cols = std::min(nr, d - c0);
+        // Pointers and size_t counts: with int indices under -fwrapv GCC leaves these loops scalar.
+        const bf16* __restrict even = v + static_cast<size_t>(key) * ld + p * nr;
+        const bf16* __restrict odd = even + ld;
+        uint32_t* __restrict dst = chunk + (static_cast<size_t>(p) * (kc / 2) + pair) * nr;
+        const size_t cols = std::min(nr, d - p * nr);
         if (present == 2)
-          for (int j = 0; j < cols; ++j)
-            dst[j] = even[c0 + j] | static_cast<uint32_t>(odd[c0 + j]) << 16;
+          for (size_t j = 0; j < cols; ++j) dst[j] = even[j] | static_cast<uint32_t>(odd[j]) << 16;
         else if (present == 1)
-          for (int j = 0; j < cols; ++j) dst[j] = even[c0 + j];
+          for (size_t j = 0; j < cols; ++j) dst[j] = even[j];
         else
           std::fill(dst, dst + cols, 0u);
         std::fill(dst + cols, dst + nr, 0u);
