@@ -451,15 +451,14 @@ void Encoder::run_group(const Group& group, int seq, const std::vector<int>& tok
   if (!out.hidden_states.empty())
     scatter(x, ldh, group, columns, seq, out.hidden_states[0], threads);
 
+  // A bfloat16 / int8 model's attention reads q, k, v rounded to bf16: each layer's Q/K/V product
+  // writes them so, and its fp32 output never leaves L2.
+  const Bf16Kernels* attention_bf16 = precision() == Precision::float32 ? nullptr : kernels_.bf16;
+  int ld_rounded = 0;
+  bf16* rounded =
+      attention_bf16_rows(attention_workspace_, kt_, attention_bf16, T, H, heads, &ld_rounded);
   for (int l = 0; l < config_.layers; ++l) {
     const Layer& layer = layers_[l];
-    // A bfloat16 / int8 model's attention reads q, k, v rounded to bf16: the product writes them
-    // so, and its fp32 output never leaves L2.
-    const Bf16Kernels* attention_bf16 =
-        precision() == Precision::float32 ? nullptr : kernels_.bf16;
-    int ld_rounded = 0;
-    bf16* rounded =
-        attention_bf16_rows(attention_workspace_, kt_, attention_bf16, T, H, heads, &ld_rounded);
     if (rounded)
       layer.qkv.run_input_rounded(kt_, *attention_bf16, T, qkv_in, rounded, ld_rounded, true);
     else
