@@ -124,61 +124,80 @@ bool runs_int8(Isa isa) {
   }
 }
 
-// Every bf16 table with whether this CPU runs it, lowest first.
-std::vector<std::pair<const Bf16Kernels*, bool>> bf16_tables() {
-  std::vector<std::pair<const Bf16Kernels*, bool>> out{{&generic_bf16_kernels(), true},
-                                                       {&amx_model_bf16_kernels(), true}};
+// A kernel table with whether this CPU runs it. `table` is called only when it does: the first call
+// initializes the table with code compiled for the table's instruction set (listing every table
+// raised SIGILL on AVX2-only CPUs, in an AVX-512 table's initializer). `name` is for refusing the
+// tables this CPU cannot run; a runnable table is known by its own name.
+template <class Table>
+struct TableEntry {
+  const char* name;
+  bool runs;
+  const Table& (*table)();
+};
+
+// Every bf16 table, lowest first.
+std::vector<TableEntry<Bf16Kernels>> bf16_tables() {
+  using Entry = TableEntry<Bf16Kernels>;
+  std::vector<Entry> out{{"generic", true, generic_bf16_kernels},
+                         {"amx_model", true, []() -> const Bf16Kernels& {
+                            return amx_model_bf16_kernels();
+                          }}};
 #if defined(BERTCPU_X86)
-  out.insert(out.end(), {{&avx512_bf16_kernels(), runs_bf16(Isa::avx512)},
-                         {&amx_bf16_kernels(), amx_selection().bf16 == &amx_bf16_kernels()}});
+  out.push_back({"avx512", runs_bf16(Isa::avx512), avx512_bf16_kernels});
+  out.push_back({"amx", runs_base(Isa::amx) && amx_selection().bf16 == &amx_bf16_kernels(),
+                 amx_bf16_kernels});
 #endif
 #if defined(BERTCPU_ARM64)
-  out.push_back({&neon_bf16_kernels(), runs_bf16(Isa::i8mm)});
+  out.push_back({"i8mm", runs_bf16(Isa::i8mm), neon_bf16_kernels});
 #endif
   return out;
 }
 
-// Every int8 table with whether this CPU runs it, lowest first.
-std::vector<std::pair<const Int8Kernels*, bool>> int8_tables() {
-  std::vector<std::pair<const Int8Kernels*, bool>> out{{&generic_int8_kernels(), true},
-                                                       {&amx_model_int8_kernels(), true}};
+// Every int8 table, lowest first.
+std::vector<TableEntry<Int8Kernels>> int8_tables() {
+  using Entry = TableEntry<Int8Kernels>;
+  std::vector<Entry> out{{"generic", true, generic_int8_kernels},
+                         {"amx_model", true, []() -> const Int8Kernels& {
+                            return amx_model_int8_kernels();
+                          }}};
 #if defined(BERTCPU_X86)
   const bool vnni512 = runs_int8(Isa::avx512);
-  out.insert(out.end(),
-             {{&avx2_int8_kernels(), runs_int8(Isa::avx2)},
-              {&avx_vnni_int8_kernels(), runs_int8(Isa::avx2) && cpu_features().avx_vnni},
-              {&avx512_vnni_ymm_int8_kernels(), vnni512},
-              {&avx512_vnni_int8_kernels(), vnni512},
-              {&amx_int8_kernels(), amx_selection().int8 == &amx_int8_kernels()}});
+  out.push_back({"avx2", runs_int8(Isa::avx2), avx2_int8_kernels});
+  out.push_back(
+      {"avxvnni", runs_int8(Isa::avx2) && cpu_features().avx_vnni, avx_vnni_int8_kernels});
+  out.push_back({"avx512vnni_ymm", vnni512, avx512_vnni_ymm_int8_kernels});
+  out.push_back({"avx512", vnni512, avx512_vnni_int8_kernels});
+  out.push_back({"amx", runs_base(Isa::amx) && amx_selection().int8 == &amx_int8_kernels(),
+                 amx_int8_kernels});
 #endif
 #if defined(BERTCPU_ARM64)
-  out.insert(out.end(), {{&dotprod_int8_kernels(), runs_int8(Isa::dotprod)},
-                         {&i8mm_int8_kernels(), runs_int8(Isa::i8mm)}});
+  out.push_back({"dotprod", runs_int8(Isa::dotprod), dotprod_int8_kernels});
+  out.push_back({"i8mm", runs_int8(Isa::i8mm), i8mm_int8_kernels});
 #endif
   return out;
 }
 
-// The table called `name` in `tables` (its Bf16Kernels / Int8Kernels::name); a name no table has
-// is an fp32 path's (by_path gives that path's best table, or says why it has none) or unknown.
+// The table called `name` among `tables` (the runnable ones by their Bf16Kernels / Int8Kernels::
+// name); a name no table has is an fp32 path's (by_path gives that path's best table, or says why
+// it has none) or unknown.
 template <class Table, class ByPath>
-const Table& table_named(const std::vector<std::pair<const Table*, bool>>& tables,
-                         const std::string& name, const char* precision, const ByPath& by_path) {
-  for (const auto& [table, runs] : tables) {
-    if (name != table->name) continue;
-    if (!runs)
+const Table& table_named(const std::vector<TableEntry<Table>>& tables, const std::string& name,
+                         const char* precision, const ByPath& by_path) {
+  for (const TableEntry<Table>& entry : tables) {
+    if (entry.runs && name == entry.table().name) return entry.table();
+    if (!entry.runs && name == entry.name)
       throw std::invalid_argument("this CPU cannot run the " + name + " " + precision +
                                   " kernels");
-    return *table;
   }
   return by_path(parse_isa(name));
 }
 
 // The names of the tables this CPU runs, lowest first.
 template <class Table>
-std::vector<std::string> runnable_names(const std::vector<std::pair<const Table*, bool>>& tables) {
+std::vector<std::string> runnable_names(const std::vector<TableEntry<Table>>& tables) {
   std::vector<std::string> out;
-  for (const auto& [table, runs] : tables)
-    if (runs) out.push_back(table->name);
+  for (const TableEntry<Table>& entry : tables)
+    if (entry.runs) out.push_back(entry.table().name);
   return out;
 }
 
