@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Cross-builds bertcpu for aarch64 Linux and tests it under QEMU user-mode emulation, on every ARM
 # kernel path: the kernel tests against numpy, and model parity against transformers' outputs made
-# here on x86 (scripts/aarch64_parity.py). No ARM machine needed; QEMU's timing means nothing, so
+# here on x86 (scripts/emulated_parity.py). No ARM machine needed; QEMU's timing means nothing, so
 # this proves correctness only (speed evidence: bench/aarch64/).
 #
 #   bash scripts/test_aarch64.sh            # gcc build, the key tests (what .ci/run runs)
@@ -101,7 +101,7 @@ SRC=$WORK/src-gcc
 
 # ---- references from x86 --------------------------------------------------------------------
 # This tree's x86 build supplies the x86 engine's own error (the yardstick for bf16 / int8).
-PYTHONPATH=$REPO python scripts/aarch64_parity.py make "$WORK/parity" >"$WORK/parity.log" 2>&1 ||
+PYTHONPATH=$REPO python scripts/emulated_parity.py make "$WORK/parity" >"$WORK/parity.log" 2>&1 ||
   { cat "$WORK/parity.log"; exit 1; }
 
 # ---- what each CPU model reports --------------------------------------------------------------
@@ -141,11 +141,11 @@ done
 # ---- model parity: every path by isa= and by BERTCPU_ISA, and each CPU model's own best -------
 for cpu in max neoverse-n1 cortex-a53; do
   echo "== model parity, -cpu $cpu ($((SECONDS - start)) s)"
-  run_arm "$cpu" "$SRC" "$REPO/scripts/aarch64_parity.py" check "$WORK/parity"
+  run_arm "$cpu" "$SRC" "$REPO/scripts/emulated_parity.py" check "$WORK/parity"
 done
 for isa in neon dotprod; do
   echo "== model parity, -cpu max, BERTCPU_ISA=$isa ($((SECONDS - start)) s)"
-  BERTCPU_ISA=$isa run_arm max "$SRC" "$REPO/scripts/aarch64_parity.py" check "$WORK/parity"
+  BERTCPU_ISA=$isa run_arm max "$SRC" "$REPO/scripts/emulated_parity.py" check "$WORK/parity"
 done
 
 if [[ $FULL == 1 ]]; then
@@ -153,6 +153,6 @@ if [[ $FULL == 1 ]]; then
   echo "== kernel tests and model parity, clang build, -cpu max"
   run_arm max "$WORK/src-clang" -m pytest -q -p no:cacheprovider -x tests/test_kernels.py \
     tests/test_kernels_lowp.py
-  run_arm max "$WORK/src-clang" "$REPO/scripts/aarch64_parity.py" check "$WORK/parity"
+  run_arm max "$WORK/src-clang" "$REPO/scripts/emulated_parity.py" check "$WORK/parity"
 fi
 echo "aarch64 tests passed in $((SECONDS - start)) s"

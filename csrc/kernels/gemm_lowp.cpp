@@ -126,8 +126,8 @@ bool runs_int8(Isa isa) {
 
 // A kernel table with whether this CPU runs it. `table` is called only when it does: the first call
 // initializes the table with code compiled for the table's instruction set (listing every table
-// raised SIGILL on AVX2-only CPUs, in an AVX-512 table's initializer). `name` is for refusing the
-// tables this CPU cannot run; a runnable table is known by its own name.
+// raised SIGILL on AVX2-only CPUs, in the initializer of a table for instructions they lack).
+// `name` is for refusing the tables this CPU cannot run; a runnable table is known by its own name.
 template <class Table>
 struct TableEntry {
   const char* name;
