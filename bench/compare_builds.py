@@ -91,8 +91,9 @@ def main():
             env = dict(os.environ, PYTHONPATH=os.path.abspath(folder))
             # Run from the build's folder so that no other bertcpu (the repository's, an
             # installed one) shadows it.
-            out = subprocess.run(worker_args, env=env, cwd=folder, capture_output=True, text=True,
-                                 check=True)
+            out = subprocess.run(worker_args, env=env, cwd=folder, capture_output=True, text=True)
+            if out.returncode != 0:
+                sys.exit(f"build {label} ({folder}) failed:\n{out.stderr.strip()}")
             result = json.loads(out.stdout.strip().splitlines()[-1])
             expected = os.path.realpath(os.path.join(folder, "bertcpu"))
             if not os.path.realpath(result["file"]).startswith(expected):
