@@ -224,6 +224,23 @@ def gptq_weight(w, damp=0.01):
     return q * s[:, None]
 
 
+
+def gptq_grouped_weight(w, group, damp=0.01):
+    """gptq_weight with one scale per output channel and `group` inputs, each group's scales taken
+    from the error-updated columns as the group starts (grouped_weight's kernel change as well)."""
+    h = hessian(w)
+    h = h + damp * np.mean(np.diag(h)) * np.eye(len(h))
+    u = np.linalg.cholesky(np.linalg.inv(h)).T
+    work = w.astype(np.float64)
+    q = np.zeros_like(work)
+    for k in range(w.shape[1]):
+        if k % group == 0:
+            amax = np.abs(work[:, k:k + group]).max(1)
+            s = np.where(amax > 0, amax / 127, 1.0)
+        q[:, k] = np.clip(np.rint(work[:, k] / s), -127, 127) * s
+        work[:, k + 1:] -= ((work[:, k] - q[:, k]) / u[k, k])[:, None] * u[k, k + 1:][None, :]
+    return q
+
 def variant(x, w, b, ln, smooth=False, count=1, weight=channel_weight, top_weight=None,
             quantize=quantize_rows, bias_correction=False):
     """int8_top1 changed on either side, with dequantized values in float64 (the same products up
@@ -297,6 +314,8 @@ for _count in (1, 2):
         weight=partial(extended_weight, count=_count), top_weight=bf16)
 SCHEMES["group64+top4-apart"] = changed(count=4, weight=partial(grouped_weight, group=64))
 SCHEMES["gptq"] = changed(weight=gptq_weight)
+for _group in (64, 128):
+    SCHEMES[f"gptq-group{_group}"] = changed(weight=partial(gptq_grouped_weight, group=_group))
 # Bias correction: each layer's bias less (int8 weight - weight) @ mean calibration input.
 SCHEMES["biascorr"] = changed(bias_correction=True)
 SCHEMES["gptq+top-weight-bf16"] = changed(weight=gptq_weight, top_weight=bf16)
