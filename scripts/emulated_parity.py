@@ -12,8 +12,8 @@ dtype that path runs, and compares with the bars of the x86 tests: float32 withi
 real positions and pooler; tests/conftest.py TOLERANCE); bfloat16 and int8 by the cosine of each
 real token's vector (tests/test_lowp_model.py's bars for bfloat16; int8 0.999, the sentence bar,
 since these models are small) and by their max abs difference from transformers, which may exceed
-the native engine's own (recorded by `make` on the same path, or on its best path for the paths it
-lacks) by at most half of it plus 1e-4: the cosine alone hardly moves on models this small. Exits
+the native engine's own (recorded by `make` on the same kernel table, or on its best path for the
+tables it lacks) by at most half of it plus 1e-4: the cosine alone hardly moves on models this small. Exits
 1 on any miss.
 """
 import pathlib
@@ -59,22 +59,23 @@ def make(out):
                          last_hidden_state=ref.last_hidden_state.numpy(),
                          pooler_output=ref.pooler_output.numpy())
         # The native engine's own low-precision error as a yardstick: on its best path, and on
-        # each path it has (the avx2 int8 path's 7-bit activations err more than the others).
+        # each kernel table its paths reach (the avx2 int8 table's 7-bit activations err more).
         for dtype in TOKEN_COSINE:
             for isa in [None] + bertcpu.cpu_info()["available_isas"]:
                 if isa and bertcpu._core.best_dense_isa(dtype, isa) == "generic":
                     continue  # runs float32 there
                 ours = bertcpu.BertModel.from_pretrained(folder, dtype=dtype, isa=isa)
-                reference[yardstick_key(dtype, isa)] = max_real_diff(
+                reference[yardstick_key(dtype, isa and ours.kernels)] = max_real_diff(
                     ours(ids, attention_mask=mask, token_type_ids=types).last_hidden_state,
                     reference["last_hidden_state"], mask)
         np.savez(out / f"{name}.npz", **reference)
         print(f"made {name}: {folder}")
 
 
-def yardstick_key(dtype, isa=None):
-    """The npz key of the native engine's error in `dtype` on path `isa` (None: its best)."""
-    return f"native_max_diff_{dtype}" + (f"_{isa}" if isa else "")
+def yardstick_key(dtype, kernels=None):
+    """The npz key of the native engine's error in `dtype` on the kernel table `kernels` (a
+    model's .kernels; None: on its best path)."""
+    return f"native_max_diff_{dtype}" + (f"_{kernels}" if kernels else "")
 
 
 def max_real_diff(ours, ref, mask):
@@ -115,7 +116,7 @@ def check(folder):
                 else:
                     cosine = token_cosines(out.last_hidden_state, data["last_hidden_state"],
                                            mask).min()
-                    key = yardstick_key(dtype, isa)
+                    key = yardstick_key(dtype, model.kernels)
                     native = float(data[key if key in data else yardstick_key(dtype)])
                     bar = 1.5 * native + 1e-4
                     ok = cosine >= TOKEN_COSINE[dtype] and diff <= bar

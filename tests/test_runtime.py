@@ -54,6 +54,48 @@ def test_env_override_rejects_unsupported_path():
     assert r.returncode != 0 and "supports at most" in r.stderr
 
 
+# BERTCPU_TEST_HIDE_FEATURES: the path choices of the x86 CPUs with AVX-512 but fewer extensions,
+# on this CPU with those features hidden (their model outputs: scripts/test_x86_models.sh).
+CPU_INFO = ("import bertcpu, json; i = bertcpu.cpu_info(); print(json.dumps([i['features'], "
+            "i['isa'], i['int8_kernels'], i['bfloat16_kernels']]))")
+
+
+@pytest.mark.parametrize("hidden,int8_kernels", [
+    ("avx512_vnni,avx512_bf16", "avx2"),  # Skylake-SP: int8 on vpmaddubsw, bf16 runs float32
+    ("avx512_bf16", "avx512"),            # Cascade Lake, Ice Lake: VNNI, bf16 runs float32
+])
+def test_hidden_features_give_the_paths_of_cpus_without_them(hidden, int8_kernels):
+    features = bertcpu.cpu_info()["features"]
+    if not {"avx512_vnni", "avx512_bf16"}.issubset(features):
+        pytest.skip("needs a CPU with AVX512_VNNI and AVX512_BF16 to hide them")
+    r = run_python(CPU_INFO, BERTCPU_TEST_HIDE_FEATURES=hidden)
+    assert r.returncode == 0, r.stderr
+    shown, isa, int8, bf16 = json.loads(r.stdout)
+    assert shown == [f for f in features if f not in hidden.split(",")]
+    assert (isa, int8, bf16) == ("avx512", int8_kernels, "generic")
+    r = run_python("import bertcpu, warnings\n"
+                   "from bertcpu.config import BertConfig\n"
+                   "warnings.simplefilter('error')\n"
+                   "bertcpu.BertModel.from_config(BertConfig(hidden_size=64, "
+                   "num_attention_heads=2, intermediate_size=128, num_hidden_layers=1), "
+                   "dtype='bfloat16')", BERTCPU_TEST_HIDE_FEATURES=hidden)
+    assert r.returncode != 0 and "no bfloat16 instructions" in r.stderr
+
+
+def test_hiding_every_avx_feature_leaves_generic():
+    hide = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512_bf16,avx512_vnni,avx_vnni"
+    r = run_python(CPU_INFO, BERTCPU_TEST_HIDE_FEATURES=hide)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)[1:] == ["generic", "generic", "generic"]
+
+
+def test_hiding_an_unknown_feature_is_refused():
+    r = run_python("import bertcpu; bertcpu.cpu_info()", BERTCPU_TEST_HIDE_FEATURES="avx2,sse9")
+    assert r.returncode != 0
+    assert "BERTCPU_TEST_HIDE_FEATURES: unknown feature 'sse9'" in r.stderr
+    assert "avx512_vnni" in r.stderr  # the names it knows
+
+
 def test_set_num_threads():
     before = bertcpu.get_num_threads()
     try:

@@ -14,19 +14,8 @@ void bind_runtime(py::module_& m) {
   m.def("cpu_info", [] {
     const CpuFeatures& f = cpu_features();
     py::list features;
-    const std::pair<const char*, bool> flags[] = {
-        {"avx2", f.avx2},           {"fma", f.fma},
-        {"f16c", f.f16c},           {"avx_vnni", f.avx_vnni},
-        {"avx512f", f.avx512f},
-        {"avx512bw", f.avx512bw},   {"avx512dq", f.avx512dq},
-        {"avx512vl", f.avx512vl},   {"avx512_bf16", f.avx512_bf16},
-        {"avx512_vnni", f.avx512_vnni}, {"avx512_fp16", f.avx512_fp16},
-        {"amx_tile", f.amx_tile},   {"amx_bf16", f.amx_bf16},
-        {"amx_int8", f.amx_int8},   {"neon", f.neon},
-        {"dotprod", f.dotprod},     {"i8mm", f.i8mm},
-        {"bf16", f.bf16}};
-    for (const auto& [name, present] : flags)
-      if (present) features.append(name);
+    for (const FeatureFlag& flag : feature_flags())
+      if (f.*(flag.flag)) features.append(flag.name);
     py::list available;
     for (Isa isa : available_isas()) available.append(isa_name(isa));
     py::dict info;

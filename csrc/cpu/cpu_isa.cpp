@@ -1,5 +1,6 @@
 #include "cpu/cpu_isa.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -136,10 +137,58 @@ bool supports(const CpuFeatures& f, Isa isa) {
   return false;
 }
 
+// detect()'s features less those BERTCPU_TEST_HIDE_FEATURES names (see cpu_features()).
+CpuFeatures hide_listed(CpuFeatures f) {
+  const char* listed = std::getenv("BERTCPU_TEST_HIDE_FEATURES");
+  if (listed == nullptr) return f;
+  std::string rest = listed;
+  while (!rest.empty()) {
+    const size_t comma = rest.find(',');
+    const std::string name = rest.substr(0, comma);
+    rest = comma == std::string::npos ? "" : rest.substr(comma + 1);
+    if (name.empty()) continue;
+    const std::vector<FeatureFlag>& flags = feature_flags();
+    const auto match = std::find_if(flags.begin(), flags.end(),
+                                    [&](const FeatureFlag& flag) { return name == flag.name; });
+    if (match == flags.end()) {
+      std::string known;
+      for (const FeatureFlag& flag : flags)
+        known += (known.empty() ? "" : ", ") + std::string(flag.name);
+      throw std::invalid_argument("BERTCPU_TEST_HIDE_FEATURES: unknown feature '" + name +
+                                  "' (features: " + known + ")");
+    }
+    f.*(match->flag) = false;
+  }
+  return f;
+}
+
 }  // namespace
 
+const std::vector<FeatureFlag>& feature_flags() {
+  static const std::vector<FeatureFlag> flags = {
+      {"avx2", &CpuFeatures::avx2},
+      {"fma", &CpuFeatures::fma},
+      {"f16c", &CpuFeatures::f16c},
+      {"avx_vnni", &CpuFeatures::avx_vnni},
+      {"avx512f", &CpuFeatures::avx512f},
+      {"avx512bw", &CpuFeatures::avx512bw},
+      {"avx512dq", &CpuFeatures::avx512dq},
+      {"avx512vl", &CpuFeatures::avx512vl},
+      {"avx512_bf16", &CpuFeatures::avx512_bf16},
+      {"avx512_vnni", &CpuFeatures::avx512_vnni},
+      {"avx512_fp16", &CpuFeatures::avx512_fp16},
+      {"amx_tile", &CpuFeatures::amx_tile},
+      {"amx_bf16", &CpuFeatures::amx_bf16},
+      {"amx_int8", &CpuFeatures::amx_int8},
+      {"neon", &CpuFeatures::neon},
+      {"dotprod", &CpuFeatures::dotprod},
+      {"i8mm", &CpuFeatures::i8mm},
+      {"bf16", &CpuFeatures::bf16}};
+  return flags;
+}
+
 const CpuFeatures& cpu_features() {
-  static const CpuFeatures features = detect();
+  static const CpuFeatures features = hide_listed(detect());
   return features;
 }
 

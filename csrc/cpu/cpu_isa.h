@@ -34,6 +34,17 @@ struct CpuFeatures {
 // only.
 void detect_arm_features(CpuFeatures& f);
 
+// The named flags of CpuFeatures, in cpu_info()'s order (its "features" lists the set ones).
+struct FeatureFlag {
+  const char* name;
+  bool CpuFeatures::*flag;
+};
+const std::vector<FeatureFlag>& feature_flags();
+
+// What the CPU and the OS offer, detected once. Test hook, read then from
+// BERTCPU_TEST_HIDE_FEATURES: the comma-separated feature_flags() names listed count as absent,
+// so that the path choices of CPUs without them run here (AVX-512 without VNNI and BF16, as on
+// Skylake-SP; without BF16, as on Ice Lake). An unknown name throws std::invalid_argument.
 const CpuFeatures& cpu_features();
 
 // Test hook, read once from BERTCPU_TEST_AMX_MODEL: "1" stands the AMX tile model (the amx_model
