@@ -175,6 +175,15 @@ def calibration_sentences(count=256):
     return [s for s in benchmark.docstring_sentences(2600, 99) if s not in used][:count]
 
 
+def random_token_sequences(count=256, seed=123):
+    """Data-free calibration: [CLS], 8-63 word-piece ids drawn uniformly from the vocabulary's words
+    (bert-base-uncased ids 1996-29611), [SEP]."""
+    rng = np.random.default_rng(seed)
+    return [np.concatenate([[101], rng.integers(1996, 29612, int(rng.integers(8, 64))), [102]])
+            for _ in range(count)]
+
+
+CALIBRATION = {"text": "sentences"}  # what hessian() runs: --calibration
 _HESSIANS = {}
 _MEANS = {}
 
@@ -194,10 +203,13 @@ def hessian(w):
                 _MEANS[ws.tobytes()] = xs.mean(0)
             return fp32(x, w, b, ln)
         folder = benchmark.minilm_folder()
-        tokenizer = Tokenizer.from_pretrained(folder)
-        MiniLM(folder).sentence_vectors(
-            [tokenizer([s], truncation=True, max_length=256, return_tensors="np")["input_ids"][0]
-             for s in calibration_sentences()], per_kind(record))
+        if CALIBRATION["text"] == "random-tokens":
+            sequences = random_token_sequences()
+        else:
+            tokenizer = Tokenizer.from_pretrained(folder)
+            sequences = [tokenizer([s], truncation=True, max_length=256, return_tensors="np")
+                         ["input_ids"][0] for s in calibration_sentences()]
+        MiniLM(folder).sentence_vectors(sequences, per_kind(record))
     return _HESSIANS[w.tobytes()]
 
 
@@ -396,9 +408,14 @@ def main(argv=None):
                         help="COUNT[:SEED],...: lists of docstring_sentences (seed 0 by default), "
                              "each sentence run once")
     parser.add_argument("--schemes", default=",".join(SCHEMES))
+    parser.add_argument("--calibration", choices=("sentences", "random-tokens"),
+                        default="sentences",
+                        help="the calibration inputs of gptq* and biascorr: docstring sentences "
+                             "outside the scored lists, or random word pieces (data-free)")
     parser.add_argument("--fp32-attention", action="store_true",
                         help="attention in fp32 in every scheme (bertcpu before 9c1e39d)")
     args = parser.parse_args(argv)
+    CALIBRATION["text"] = args.calibration
     folder = benchmark.minilm_folder()
     tokenizer = Tokenizer.from_pretrained(folder)
     lists = [benchmark.docstring_sentences(count, seed) for count, seed in args.sentences]
