@@ -1,6 +1,7 @@
 """Model parity across machines: reference outputs made where transformers runs, checked where only
-bertcpu runs: under QEMU, on every aarch64 path (scripts/test_aarch64.sh) and on x86 CPU models
-this machine is not (scripts/test_x86_models.sh).
+bertcpu runs or where the CPU is made to look like another: under QEMU on every aarch64 path
+(scripts/test_aarch64.sh), under QEMU's x86 CPU models and with CPU features hidden
+(scripts/test_x86_models.sh).
 
     python scripts/emulated_parity.py make DIR    # small random BERTs + transformers' outputs
     python scripts/emulated_parity.py check DIR   # bertcpu on every path this CPU has, each dtype
@@ -13,8 +14,8 @@ real positions and pooler; tests/conftest.py TOLERANCE); bfloat16 and int8 by th
 real token's vector (tests/test_lowp_model.py's bars for bfloat16; int8 0.999, the sentence bar,
 since these models are small) and by their max abs difference from transformers, which may exceed
 the native engine's own (recorded by `make` on the same kernel table, or on its best path for the
-tables it lacks) by at most half of it plus 1e-4: the cosine alone hardly moves on models this small. Exits
-1 on any miss.
+tables it lacks) by at most half of it plus 1e-4: the cosine alone hardly moves on models this
+small. Exits 1 on any miss.
 """
 import pathlib
 import sys

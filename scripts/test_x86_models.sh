@@ -18,7 +18,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 command -v qemu-x86_64 >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-user
-ls bertcpu/_core*.so >/dev/null || { echo "build the tree in place first (pip install -e .)"; exit 1; }
+ls bertcpu/_core*.so >/dev/null ||
+  { echo "build the tree in place first (pip install -e .)"; exit 1; }
 
 # The interpreter itself, not a launcher script (pyenv's shims are shell scripts).
 PY=$(python -c "import sys; print(sys.executable)")
@@ -39,7 +40,8 @@ PYTHONPATH=$REPO python scripts/emulated_parity.py make "$WORK/parity" >"$WORK/p
   { cat "$WORK/parity.log"; exit 1; }
 
 # ---- the paths each CPU model gets: fp32 isa, int8 table, bf16 table ---------------------------
-INFO="import bertcpu; i = bertcpu.cpu_info(); print(i['isa'], i['int8_kernels'], i['bfloat16_kernels'])"
+INFO="import bertcpu; i = bertcpu.cpu_info()
+print(i['isa'], i['int8_kernels'], i['bfloat16_kernels'])"
 for expect in "Nehalem generic generic generic" "Haswell avx2 avx2 generic" \
               "EPYC-Milan avx2 avx2 generic"; do
   set -- $expect
@@ -72,6 +74,7 @@ for cpu in EPYC-Milan Haswell Nehalem; do
   echo "== model parity, -cpu $cpu ($((SECONDS - start)) s)"
   run_x86 "$cpu" scripts/emulated_parity.py check "$WORK/parity"
 done
+
 # ---- AVX-512 CPUs with fewer extensions: this CPU with features hidden -------------------------
 # QEMU has no AVX-512, but where this machine has AVX512_VNNI and AVX512_BF16 the engine can be
 # told they are absent (BERTCPU_TEST_HIDE_FEATURES, a test hook): Skylake-SP's choices (int8 on
