@@ -159,6 +159,35 @@ def test_int8_paths_agree():
             assert mean_row_cosine(other, fp32, mask) >= 0.99999
 
 
+@pytest.mark.parametrize("dtype", ["int8", "bfloat16"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_sequence_alone_and_in_a_batch_agree_exactly(dtype, threads):
+    """Every product is row by row, so a sequence's outputs do not depend on its batch, to the bit.
+    The FFN's two products take two routes: a batch of many rows runs the first in tasks of whole
+    rows that hand each row straight to the second's input copy; on 2 threads, each sequence alone
+    (too few rows to share evenly) goes through the fp32 output and a pass of its own."""
+    paths = BF16_PATHS if dtype == "bfloat16" else INT8_PATHS
+    if not paths:
+        pytest.skip(f"no {dtype} instructions on this CPU")
+    config = dict(hidden_size=96, num_hidden_layers=2, num_attention_heads=3, intermediate_size=200)
+    before = bertcpu.get_num_threads()
+    try:
+        bertcpu.set_num_threads(threads)
+        model = BertModel.from_config(config, seed=7, dtype=dtype)
+        ids, _ = random_batch(8, 3, 100)
+        mask = np.zeros_like(ids)
+        for row, length in enumerate((20, 100, 8)):
+            mask[row, :length] = 1
+        batch = model(ids, mask).last_hidden_state
+        for row, length in enumerate((20, 100, 8)):
+            alone = model(ids[row:row + 1, :length]).last_hidden_state[0]
+            np.testing.assert_array_equal(alone, batch[row, :length])
+        fp32 = BertModel.from_config(config, seed=7)(ids, mask).last_hidden_state
+        assert mean_row_cosine(batch, fp32, mask) > 0.999
+    finally:
+        bertcpu.set_num_threads(before)
+
+
 # ---------------------------------------------------------------------------------------------
 # Everything else a low-precision model does like a float32 one
 # ---------------------------------------------------------------------------------------------

@@ -77,6 +77,8 @@ class DenseLayer {
   Input begin_input(int M, const float* A, int lda, AlignedBuffer& scratch) const;
   // Row i of A (at in.a + i * in.lda, written already) into the copy; any thread, once per row.
   void prepare_row(const Input& in, int i) const;
+  // The same from `row` (in_features floats) instead of from in.a.
+  void prepare_row(const Input& in, int i, const float* row) const;
   // C = act(A * W^T + bias) (bias only if with_bias) over the M prepared rows, threaded. A bfloat16
   // or int8 layer applies gelu_erf as Activation::gelu_erf_rational.
   void run_input(const KernelTable& fp32, int M, const Input& in, float* C, int ldc,
@@ -87,6 +89,15 @@ class DenseLayer {
   // (for a consumer that rounds them anyway: bf16 attention's q, k, v). Low-precision layers only.
   void run_input_rounded(const KernelTable& fp32, const Bf16Kernels& round, int M,
                          const Input& in, bf16* C, int ldc, bool with_bias) const;
+  // The input of `next` (a layer of the same precision) made from this layer's output,
+  // act(A * W^T + bias) over the M prepared rows, threaded. A bfloat16 or int8 layer does it in
+  // tasks of whole rows: each task's rows go through per-thread fp32 memory that stays in L2 and
+  // straight into next's low-precision copy, with no pass of their own and no trip through C.
+  // Where whole-row tasks would leave threads idle (a few rows) and for float32, C (ldc) gets the
+  // output and next prepares its input from it. `next_scratch` holds next's copy, as in prepare().
+  Input run_input_into(const KernelTable& fp32, int M, const Input& in, float* C, int ldc,
+                       bool with_bias, Activation act, const DenseLayer& next,
+                       AlignedBuffer& next_scratch) const;
   // Columns per packed panel: a block's column range is whole panels of this width.
   int panel_width() const;
   // One block of C = act(A * W^T + bias) on the calling thread (see gemm_int8_block; act as in

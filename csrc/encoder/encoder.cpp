@@ -376,12 +376,13 @@ void Encoder::scatter(const float* rows, int ld, const Group& group,
 
 size_t Encoder::scratch_floats_per_token() const {
   // x, x1, ctx, tmp (hidden each), qkv (3 x hidden), intermediate, each row padded to its stride;
-  // a low-precision model also converts a dense layer's input (at most 2 bytes per value, plus a
-  // scale per row: bounded by one float per input) and gives attention q, k, v in bf16.
+  // a low-precision model also converts dense layers' inputs (at most 2 bytes per value, plus a
+  // scale per row: bounded by one float per input; the FFN's two at once) and gives attention q,
+  // k, v in bf16.
   const size_t fp32 = 4 * static_cast<size_t>(row_stride(config_.hidden)) +
                       row_stride(3 * config_.hidden) + row_stride(config_.intermediate);
   if (precision() == Precision::float32) return fp32;
-  return fp32 + std::max(config_.hidden, config_.intermediate) +
+  return fp32 + config_.hidden + config_.intermediate +
          attention_bf16_floats_per_token(kernels_.bf16, config_.hidden, config_.heads);
 }
 
@@ -478,8 +479,10 @@ void Encoder::run_group(const Group& group, int seq, const std::vector<int>& tok
                         layer.ln1_gamma.data(), layer.ln1_beta.data(), eps, x1 + at, H);
       layer.intermediate.prepare_row(ffn_in, t);
     });
-    layer.intermediate.run_input(kt_, T, ffn_in, inter, ldi, true, config_.activation);
-    layer.output.run(kt_, T, inter, ldi, tmp, ldh, false, Activation::none, dense_scratch_);
+    const DenseLayer::Input output_in =
+        layer.intermediate.run_input_into(kt_, T, ffn_in, inter, ldi, true, config_.activation,
+                                          layer.output, next_dense_scratch_);
+    layer.output.run_input(kt_, T, output_in, tmp, ldh, false, Activation::none);
     const DenseLayer* next_qkv = l + 1 < config_.layers ? &layers_[l + 1].qkv : nullptr;
     if (next_qkv) qkv_in = next_qkv->begin_input(T, x, ldh, dense_scratch_);
     rowwise(T, threads, [&](int t) {

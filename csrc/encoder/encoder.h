@@ -138,6 +138,7 @@ class Encoder {
   std::mutex forward_mutex_;
   AlignedBuffer x_, x1_, qkv_, ctx_, tmp_, inter_, cls_;
   AlignedBuffer dense_scratch_;  // a low-precision copy of a dense layer's input
+  AlignedBuffer next_dense_scratch_;  // the next layer's, made while dense_scratch_ is read
   AttentionWorkspace attention_workspace_;
 };
 
