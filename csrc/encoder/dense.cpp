@@ -213,11 +213,13 @@ void DenseLayer::run_input_rounded(const KernelTable& fp32, const Bf16Kernels& r
 
 namespace {
 
-// Rows per task when a product runs in tasks of whole rows (run_input_into), or 0 where such
+// Rows per task when a product runs in tasks of whole rows (run_rows), or 0 where such
 // tasks would leave threads idle: the most whole micro-tiles, up to kWholeRowTask rows, for which
 // the busiest thread (the pool hands equal tasks out in turn) has at most 1/0.9 of an even share.
 // Three 8-row tiles on two threads would give one thread two thirds of the product.
 constexpr int kWholeRowTask = 32;  // its fp32 rows (up to 393 KB at 3072 columns) stay in L2
+// Rows per task of the pass over C otherwise.
+constexpr int kPassRows = 16;
 
 int whole_row_task_rows(int M, int mr, int threads) {
   for (int rows = std::max(1, kWholeRowTask / mr) * mr; rows >= mr; rows -= mr) {
@@ -235,23 +237,21 @@ int whole_row_task_rows(int M, int mr, int threads) {
 
 }  // namespace
 
-DenseLayer::Input DenseLayer::run_input_into(const KernelTable& fp32, int M, const Input& in,
-                                             float* C, int ldc, bool with_bias, Activation act,
-                                             const DenseLayer& next,
-                                             AlignedBuffer& next_scratch) const {
-  if (next.in_features() != out_features())
-    throw std::logic_error("run_input_into: the next layer's inputs are not this layer's outputs");
+void DenseLayer::run_rows(const KernelTable& fp32, int M, const Input& in, float* C, int ldc,
+                          bool with_bias, Activation act, const RowConsumer& each_row) const {
   const int threads = get_num_threads();
   const int mr = precision_ == Precision::int8       ? int8_kernels_->mr
                  : precision_ == Precision::bfloat16 ? bf16_kernels_->mr
                                                      : 0;
-  const int rows = mr > 0 && next.precision_ == precision_ ? whole_row_task_rows(M, mr, threads)
-                                                           : 0;
+  const int rows = mr > 0 ? whole_row_task_rows(M, mr, threads) : 0;
   if (rows == 0) {
     run_input(fp32, M, in, C, ldc, with_bias, act);
-    return next.prepare(M, C, ldc, next_scratch);
+    parallel_for(ceil_div(M, kPassRows), [&](int task) {
+      for (int i = task * kPassRows; i < std::min(M, (task + 1) * kPassRows); ++i)
+        each_row(i, C + static_cast<size_t>(i) * ldc);
+    });
+    return;
   }
-  const Input next_in = next.begin_input(M, nullptr, 0, next_scratch);
   const int nr = panel_width(), panels = ceil_div(out_features(), nr), ld = panels * nr;
   parallel_for(ceil_div(M, rows), [&](int task) {
     const int m0 = task * rows, m1 = std::min(M, m0 + rows);
@@ -265,10 +265,8 @@ DenseLayer::Input DenseLayer::run_input_into(const KernelTable& fp32, int M, con
       b.m1 += m0;
       run_block(fp32, in, b, c, ld, with_bias ? bias() + b.p0 * nr : nullptr, act);
     }
-    for (int i = m0; i < m1; ++i)
-      next.prepare_row(next_in, i, block.data() + static_cast<size_t>(i - m0) * ld);
+    for (int i = m0; i < m1; ++i) each_row(i, block.data() + static_cast<size_t>(i - m0) * ld);
   });
-  return next_in;
 }
 
 int DenseLayer::panel_width() const {

@@ -7,6 +7,7 @@
 // attention reads it (run_input_rounded).
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include "cpu/aligned_buffer.h"
@@ -89,15 +90,16 @@ class DenseLayer {
   // (for a consumer that rounds them anyway: bf16 attention's q, k, v). Low-precision layers only.
   void run_input_rounded(const KernelTable& fp32, const Bf16Kernels& round, int M,
                          const Input& in, bf16* C, int ldc, bool with_bias) const;
-  // The input of `next` (a layer of the same precision) made from this layer's output,
-  // act(A * W^T + bias) over the M prepared rows, threaded. A bfloat16 or int8 layer does it in
-  // tasks of whole rows: each task's rows go through per-thread fp32 memory that stays in L2 and
-  // straight into next's low-precision copy, with no pass of their own and no trip through C.
-  // Where whole-row tasks would leave threads idle (a few rows) and for float32, C (ldc) gets the
-  // output and next prepares its input from it. `next_scratch` holds next's copy, as in prepare().
-  Input run_input_into(const KernelTable& fp32, int M, const Input& in, float* C, int ldc,
-                       bool with_bias, Activation act, const DenseLayer& next,
-                       AlignedBuffer& next_scratch) const;
+  // act(A * W^T + bias) (bias only if with_bias) over the M prepared rows, threaded, each output
+  // row handed to each_row(i, row) (out_features floats; any thread, once per row) for whatever
+  // comes next: a LayerNorm, the next layer's input copy. A bfloat16 or int8 layer runs in tasks of
+  // whole rows that go through per-thread fp32 memory staying in L2, and hands each task's rows
+  // on from there: no trip through C and no pass of their own. Where whole-row tasks would leave
+  // threads idle (a few rows) and for float32, the product fills C (ldc) and a pass over C hands
+  // the rows on.
+  using RowConsumer = std::function<void(int, const float*)>;
+  void run_rows(const KernelTable& fp32, int M, const Input& in, float* C, int ldc,
+                bool with_bias, Activation act, const RowConsumer& each_row) const;
   // Columns per packed panel: a block's column range is whole panels of this width.
   int panel_width() const;
   // One block of C = act(A * W^T + bias) on the calling thread (see gemm_int8_block; act as in

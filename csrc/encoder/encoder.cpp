@@ -440,7 +440,7 @@ void Encoder::run_group(const Group& group, int seq, const std::vector<int>& tok
 
   // Each LayerNorm hands its rows to the next dense layer's low-precision copy (quantized or
   // rounded) as it writes them, while they are in L1: the next layer's input, ready.
-  DenseLayer::Input qkv_in = layers_[0].qkv.begin_input(T, x, ldh, dense_scratch_);
+  DenseLayer::Input qkv_in = layers_[0].qkv.begin_input(T, x, ldh, input_scratch_[0]);
   rowwise(T, threads, [&](int t) {
     kt_.add_layernorm(word_embeddings_.data() + static_cast<size_t>(ids[t]) * H,
                       position_embeddings_.data() + static_cast<size_t>(cols[t]) * H,
@@ -470,27 +470,32 @@ void Encoder::run_group(const Group& group, int seq, const std::vector<int>& tok
                seq, cols};
     multi_head_attention(kt_, attention_bf16, rounded ? nullptr : qkv, ldq, H, heads,
                          group.layout, ctx, ldh, probs, attention_workspace_, threads);
-    layer.attention_output.run(kt_, T, ctx, ldh, tmp, ldh, false, Activation::none,
-                               dense_scratch_);
-    const DenseLayer::Input ffn_in = layer.intermediate.begin_input(T, x1, ldh, dense_scratch_);
-    rowwise(T, threads, [&](int t) {
-      const size_t at = static_cast<size_t>(t) * ldh;
-      kt_.add_layernorm(tmp + at, layer.attention_output.bias(), x + at,
-                        layer.ln1_gamma.data(), layer.ln1_beta.data(), eps, x1 + at, H);
-      layer.intermediate.prepare_row(ffn_in, t);
-    });
-    const DenseLayer::Input output_in =
-        layer.intermediate.run_input_into(kt_, T, ffn_in, inter, ldi, true, config_.activation,
-                                          layer.output, next_dense_scratch_);
-    layer.output.run_input(kt_, T, output_in, tmp, ldh, false, Activation::none);
+    // Each product hands its finished rows on (run_rows): to the LayerNorm, and from it to the
+    // next product's copy, or straight to the next product's copy.
+    const DenseLayer::Input attention_in =
+        layer.attention_output.prepare(T, ctx, ldh, input_scratch_[1]);
+    const DenseLayer::Input ffn_in = layer.intermediate.begin_input(T, x1, ldh, input_scratch_[0]);
+    layer.attention_output.run_rows(
+        kt_, T, attention_in, tmp, ldh, false, Activation::none, [&](int t, const float* row) {
+          const size_t at = static_cast<size_t>(t) * ldh;
+          kt_.add_layernorm(row, layer.attention_output.bias(), x + at, layer.ln1_gamma.data(),
+                            layer.ln1_beta.data(), eps, x1 + at, H);
+          layer.intermediate.prepare_row(ffn_in, t);
+        });
+    const DenseLayer::Input output_in = layer.output.begin_input(T, inter, ldi, input_scratch_[1]);
+    layer.intermediate.run_rows(kt_, T, ffn_in, inter, ldi, true, config_.activation,
+                                [&](int t, const float* row) {
+                                  layer.output.prepare_row(output_in, t, row);
+                                });
     const DenseLayer* next_qkv = l + 1 < config_.layers ? &layers_[l + 1].qkv : nullptr;
-    if (next_qkv) qkv_in = next_qkv->begin_input(T, x, ldh, dense_scratch_);
-    rowwise(T, threads, [&](int t) {
-      const size_t at = static_cast<size_t>(t) * ldh;
-      kt_.add_layernorm(tmp + at, layer.output.bias(), x1 + at, layer.ln2_gamma.data(),
-                        layer.ln2_beta.data(), eps, x + at, H);
-      if (next_qkv) next_qkv->prepare_row(qkv_in, t);
-    });
+    if (next_qkv) qkv_in = next_qkv->begin_input(T, x, ldh, input_scratch_[0]);
+    layer.output.run_rows(
+        kt_, T, output_in, tmp, ldh, false, Activation::none, [&](int t, const float* row) {
+          const size_t at = static_cast<size_t>(t) * ldh;
+          kt_.add_layernorm(row, layer.output.bias(), x1 + at, layer.ln2_gamma.data(),
+                            layer.ln2_beta.data(), eps, x + at, H);
+          if (next_qkv) next_qkv->prepare_row(qkv_in, t);
+        });
     if (!out.hidden_states.empty())
       scatter(x, ldh, group, columns, seq, out.hidden_states[l + 1], threads);
   }
@@ -506,7 +511,7 @@ void Encoder::run_group(const Group& group, int seq, const std::vector<int>& tok
                   x + static_cast<size_t>(group.layout.offsets[b]) * ldh, H * sizeof(float));
     pooler_.run(kt_, B, cls_.data(), H,
                 out.pooler_output + static_cast<size_t>(group.first_sequence) * H, H, true,
-                Activation::tanh, dense_scratch_);
+                Activation::tanh, input_scratch_[0]);
   }
 }
 
