@@ -51,6 +51,8 @@ struct VecAvx2 {
                                                             _mm256_set1_epi32(127)), 23);
     return {_mm256_castsi256_ps(bits)};
   }
+  // p * 2^n for integral n in [-126, 127].
+  static VecAvx2 ldexp(VecAvx2 p, VecAvx2 n) { return p * pow2(n); }
   // r[i] lane j <-> r[j] lane i: an 8 x 8 block transposed in registers.
   static void transpose(VecAvx2* r) {
     __m256 t[8], u[8];

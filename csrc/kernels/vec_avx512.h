@@ -49,6 +49,8 @@ struct VecAvx512 {
         _mm512_add_epi32(_mm512_cvtps_epi32(n.v), _mm512_set1_epi32(127)), 23);
     return {_mm512_castsi512_ps(bits)};
   }
+  // p * 2^n for integral n (vscalefps: any n).
+  static VecAvx512 ldexp(VecAvx512 p, VecAvx512 n) { return {_mm512_scalef_ps(p.v, n.v)}; }
   // r[i] lane j <-> r[j] lane i: a 16 x 16 block transposed in registers.
   static void transpose(VecAvx512* r) {
     __m512 t[16], u[16];

@@ -52,6 +52,8 @@ struct VecNeon {
     return {vreinterpretq_f32_s32(
         vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n.v), vdupq_n_s32(127)), 23))};
   }
+  // p * 2^n for integral n in [-126, 127].
+  static VecNeon ldexp(VecNeon p, VecNeon n) { return p * pow2(n); }
   // r[i] lane j <-> r[j] lane i: a 4 x 4 block transposed in registers.
   static void transpose(VecNeon* r) {
     const float32x4_t t0 = vtrn1q_f32(r[0].v, r[1].v), t1 = vtrn2q_f32(r[0].v, r[1].v);
