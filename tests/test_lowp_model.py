@@ -163,9 +163,10 @@ def test_int8_paths_agree():
 @pytest.mark.parametrize("threads", [1, 2])
 def test_sequence_alone_and_in_a_batch_agree_exactly(dtype, threads):
     """Every product is row by row, so a sequence's outputs do not depend on its batch, to the bit.
-    The FFN's two products take two routes: a batch of many rows runs the first in tasks of whole
-    rows that hand each row straight to the second's input copy; on 2 threads, each sequence alone
-    (too few rows to share evenly) goes through the fp32 output and a pass of its own."""
+    int8 products take two routes: a batch of 128 rows runs in 32-row tasks that hand each row
+    on to the LayerNorm or the next product's input copy; on 2 threads, the 20 and 8 rows alone
+    (too few to share evenly) go through the fp32 output and a pass of their own. bfloat16 in
+    12-row tiles takes the second route only (a task would have too few rows per weight byte)."""
     paths = BF16_PATHS if dtype == "bfloat16" else INT8_PATHS
     if not paths:
         pytest.skip(f"no {dtype} instructions on this CPU")
