@@ -95,8 +95,9 @@ class DenseLayer {
   // comes next: a LayerNorm, the next layer's input copy. A bfloat16 or int8 layer runs in tasks of
   // whole rows that go through per-thread fp32 memory staying in L2, and hands each task's rows
   // on from there: no trip through C and no pass of their own. Where whole-row tasks would leave
-  // threads idle (a few rows) and for float32, the product fills C (ldc) and a pass over C hands
-  // the rows on.
+  // threads idle (a few rows) or read the weights too often (too few rows per weight byte, as
+  // bf16's 12-row tiles), and for float32, the product fills C (ldc) and a pass over C hands the
+  // rows on.
   using RowConsumer = std::function<void(int, const float*)>;
   void run_rows(const KernelTable& fp32, int M, const Input& in, float* C, int ldc,
                 bool with_bias, Activation act, const RowConsumer& each_row) const;
