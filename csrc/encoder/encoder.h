@@ -136,7 +136,7 @@ class Encoder {
 
   // Scratch, grown to the largest batch seen; guarded by forward_mutex_.
   std::mutex forward_mutex_;
-  AlignedBuffer x_, x1_, qkv_, ctx_, tmp_, inter_, cls_;
+  AlignedBuffer x_, qkv_, ctx_, tmp_, inter_, cls_;
   // Low-precision copies of dense layers' inputs: Q/K/V's and FFN1's in [0], the attention
   // output's and FFN2's in [1]; each is made while the other is read.
   AlignedBuffer input_scratch_[2];
