@@ -264,3 +264,59 @@ def test_docstring_sentences_do_not_depend_on_what_was_imported_before():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             cwd=THIS_BUILD, check=True)
     assert result.stdout.split() == ["300", "300"]
+
+
+HIDE_CPU_FEATURES = pathlib.Path(__file__).resolve().parents[1] / "bench" / "hide_cpu_features.py"
+
+
+def _cpu_flags():
+    try:
+        text = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("flags")
+            for flag in line.split(":", 1)[1].split()}
+
+
+def _hide_cpu_features(groups, script, tmp_path):
+    path = tmp_path / "script.py"
+    path.write_text(script)
+    return subprocess.run([sys.executable, str(HIDE_CPU_FEATURES), groups, str(path)],
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(not {"cpuid_fault", "avx512f", "avx512_vnni"} <= _cpu_flags(),
+                    reason="needs CPUID faulting and an AVX-512 VNNI CPU whose features to hide")
+def test_hide_cpu_features_hides_them_from_every_library(tmp_path):
+    # bertcpu reads CPUID itself; numpy's dispatcher is another library reading it.
+    script = ("import json, threading, bertcpu, numpy\n"
+              "from numpy._core._multiarray_umath import __cpu_features__ as numpy_features\n"
+              "seen = []\n"
+              "thread = threading.Thread(target=lambda: seen.append(bertcpu.cpu_info()))\n"
+              "thread.start(); thread.join()\n"
+              "print(json.dumps([seen[0]['features'], seen[0]['int8_kernels'],\n"
+              "                  numpy_features['AVX512F'], numpy_features['AVX2']]))\n")
+    result = _hide_cpu_features("avx512", script, tmp_path)
+    assert result.returncode == 0, result.stderr
+    features, int8_kernels, numpy_avx512f, numpy_avx2 = json.loads(result.stdout)
+    assert features == ["avx2", "fma", "f16c"] and int8_kernels == "avx2"
+    assert not numpy_avx512f and numpy_avx2
+    assert "avx512 hidden from" in result.stderr
+
+    result = _hide_cpu_features("avx512_vnni", script, tmp_path)
+    features = json.loads(result.stdout)[0]
+    assert "avx512_vnni" not in features and "avx512f" in features
+
+
+@pytest.mark.skipif("cpuid_fault" not in _cpu_flags(), reason="needs CPUID faulting")
+def test_hide_cpu_features_leaves_real_faults_fatal(tmp_path):
+    # A segmentation fault that is not a CPUID instruction goes to the handler before (here the
+    # default: the process dies of SIGSEGV), instead of looping in the CPUID handler.
+    result = _hide_cpu_features("avx512", "import ctypes\nctypes.string_at(0)\n", tmp_path)
+    assert result.returncode == -11
+
+
+def test_hide_cpu_features_refuses_unknown_groups(tmp_path):
+    result = _hide_cpu_features("avx513", "print('ran')\n", tmp_path)
+    assert result.returncode != 0 and "ran" not in result.stdout
+    assert "unknown feature group(s) ['avx513']" in result.stderr
