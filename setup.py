@@ -31,6 +31,9 @@ X86_ISA_FLAGS = {
     "_avx512.cpp": ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mfma", "-mf16c",
                     # GCC 12 flags its own _mm512_undefined_* helpers as uninitialized.
                     "-Wno-uninitialized", "-Wno-maybe-uninitialized"],
+    # AVX512F/BW/DQ/VL alone, for the low-precision kernels of AVX-512 CPUs without VNNI.
+    "_avx512bw.cpp": ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mfma", "-mf16c",
+                      "-Wno-uninitialized", "-Wno-maybe-uninitialized"],
     # AVX-512 plus one extension each: the low-precision kernels (csrc/kernels/lowp_*), chosen at
     # run time only when CPUID reports the extension.
     "_avx512bf16.cpp": ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512bf16",

@@ -78,7 +78,7 @@ done
 # ---- AVX-512 CPUs with fewer extensions: this CPU with features hidden -------------------------
 # QEMU has no AVX-512, but where this machine has AVX512_VNNI and AVX512_BF16 the engine can be
 # told they are absent (BERTCPU_TEST_HIDE_FEATURES, a test hook): Skylake-SP's choices (int8 on
-# the avx2 table beside the avx512 fp32 kernels, bf16 as fp32) and Cascade / Ice Lake's (VNNI int8
+# the avx512bw table beside the avx512 fp32 kernels, bf16 as fp32) and Cascade / Ice Lake's (VNNI int8
 # with fp32 attention), run natively.
 FEATURES=$(python -c "import bertcpu; print(' '.join(bertcpu.cpu_info()['features']))")
 if [[ " $FEATURES " == *" avx512_vnni "* && " $FEATURES " == *" avx512_bf16 "* ]]; then

@@ -6,8 +6,9 @@ which the kernels must match bit for bit before the activation; (b) the float64 
 unrounded inputs, within a bound derived from the rounding / quantization steps.
 
 int8 quantizes weights symmetrically per output channel (int8) and activations asymmetrically per
-row (0..255 with a zero point; 0..127 on avx2, K.int8_activation_max). The paths are kernel
-tables: generic, avx2, avxvnni (AVX-VNNI, VEX), avx512vnni_ymm (the avxvnni source with the EVEX
+row (0..255 with a zero point; 0..127 on avx2 and avx512bw, K.int8_activation_max). The paths are
+kernel tables: generic, avx2, avx512bw (avx2's instructions on zmm, for AVX-512 without VNNI),
+avxvnni (AVX-VNNI, VEX), avx512vnni_ymm (the avxvnni source with the EVEX
 instruction: how that kernel is tested on AVX-512 CPUs), avx512, amx (AMX tiles) and amx_model
 (the AMX kernels over a scalar model of the tile instructions: how their packing and loops are
 tested on every CPU).
@@ -500,10 +501,13 @@ def test_default_paths_are_the_best_available():
     expected = [i for i in info["bfloat16_isas"] if order.index(i) <= cap][-1]
     assert info["bfloat16_isa"] == info["bfloat16_kernels"] == expected
     assert K.PackedWeight(w, None, "bf16").isa == expected
-    # int8: the best table beside the fp32 path; beside avx2, AVX-VNNI when the CPU has it.
+    # int8: the best table beside the fp32 path; beside avx2, AVX-VNNI when the CPU has it, beside
+    # avx512 the vpmaddubsw kernel when it has no AVX512_VNNI.
     best = info["int8_isa"]
     if best == "avx2" and "avx_vnni" in info["features"]:
         best = "avxvnni"
+    if best == "avx512" and "avx512_vnni" not in info["features"]:
+        best = "avx512bw"
     assert info["int8_kernels"] == best == K.PackedWeight(w, None, "int8").isa
 
 
@@ -537,13 +541,14 @@ def test_bad_inputs():
 
 def test_unsupported_paths_are_refused():
     paths = {"bf16": ["avx512", "amx", "i8mm"],
-             "int8": ["avx2", "avxvnni", "avx512vnni_ymm", "avx512", "amx", "dotprod", "i8mm"]}
+             "int8": ["avx2", "avx512bw", "avxvnni", "avx512vnni_ymm", "avx512", "amx", "dotprod",
+                      "i8mm"]}
     missing = [(p, i) for p, isas in paths.items() for i in isas if i not in LOWP[p]]
     if not missing:
         pytest.skip("this CPU runs every low-precision path")
     # The int8 tables named after an x86 extension alone are not built elsewhere: there the
     # name is unknown; every path name is known on every architecture, and refused.
-    x86_tables = {"avxvnni", "avx512vnni_ymm"}
+    x86_tables = {"avx512bw", "avxvnni", "avx512vnni_ymm"}
     on_x86 = platform.machine().lower() in ("x86_64", "amd64")
     for precision, isa in missing:
         message = "cannot run" if on_x86 or isa not in x86_tables else f"unknown ISA '{isa}'"

@@ -61,7 +61,7 @@ CPU_INFO = ("import bertcpu, json; i = bertcpu.cpu_info(); print(json.dumps([i['
 
 
 @pytest.mark.parametrize("hidden,int8_kernels", [
-    ("avx512_vnni,avx512_bf16", "avx2"),  # Skylake-SP: int8 on vpmaddubsw, bf16 runs float32
+    ("avx512_vnni,avx512_bf16", "avx512bw"),  # Skylake-SP: int8 on zmm vpmaddubsw, bf16 fp32
     ("avx512_bf16", "avx512"),            # Cascade Lake, Ice Lake: VNNI, bf16 runs float32
 ])
 def test_hidden_features_give_the_paths_of_cpus_without_them(hidden, int8_kernels):

@@ -249,7 +249,7 @@ void bind_kernels(py::module_& m) {
       },
       py::arg("isa") = py::none(),
       "The largest activation code of the int8 path (quantize_activations' q <= it): 255, or 127 "
-      "on avx2, whose vpmaddubsw pair sums would saturate at 8 bits.");
+      "on avx2 and avx512bw, whose vpmaddubsw pair sums would saturate at 8 bits.");
 
   for (const char* precision : {"bf16", "int8"}) {
     m.def(

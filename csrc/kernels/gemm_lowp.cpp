@@ -111,9 +111,8 @@ bool runs_int8(Isa isa) {
   switch (isa) {
     case Isa::generic:
     case Isa::avx2:
+    case Isa::avx512:  // AVX512_VNNI's kernels, or AVX512BW's without it
       return runs_base(isa);
-    case Isa::avx512:
-      return runs_base(isa) && cpu_features().avx512_vnni;
     case Isa::amx:
       return runs_base(isa) && amx_selection().int8 != nullptr;
     case Isa::dotprod:
@@ -161,10 +160,11 @@ std::vector<TableEntry<Int8Kernels>> int8_tables() {
                             return amx_model_int8_kernels();
                           }}};
 #if defined(BERTCPU_X86)
-  const bool vnni512 = runs_int8(Isa::avx512);
+  const bool vnni512 = runs_int8(Isa::avx512) && cpu_features().avx512_vnni;
   out.push_back({"avx2", runs_int8(Isa::avx2), avx2_int8_kernels});
   out.push_back(
       {"avxvnni", runs_int8(Isa::avx2) && cpu_features().avx_vnni, avx_vnni_int8_kernels});
+  out.push_back({"avx512bw", runs_int8(Isa::avx512), avx512bw_int8_kernels});
   out.push_back({"avx512vnni_ymm", vnni512, avx512_vnni_ymm_int8_kernels});
   out.push_back({"avx512", vnni512, avx512_vnni_int8_kernels});
   out.push_back({"amx", runs_base(Isa::amx) && amx_selection().int8 == &amx_int8_kernels(),
@@ -251,10 +251,7 @@ const Int8Kernels& int8_kernels(Isa isa) {
     case Isa::avx2:
       return cpu_features().avx_vnni ? avx_vnni_int8_kernels() : avx2_int8_kernels();
     case Isa::avx512:
-      if (!cpu_features().avx512_vnni)
-        throw std::invalid_argument(
-            "this CPU cannot run the avx512 int8 kernels (they need AVX512_VNNI)");
-      return avx512_vnni_int8_kernels();
+      return cpu_features().avx512_vnni ? avx512_vnni_int8_kernels() : avx512bw_int8_kernels();
 #endif
     case Isa::amx:
       if (!amx_selection().int8)

@@ -55,11 +55,12 @@ const Bf16Kernels& bf16_kernels(Isa isa);
 // else bf16_kernels(parse_isa(name)). Throws like int8_kernels(name).
 const Bf16Kernels& bf16_kernels(const std::string& name);
 // The best int8 kernels beside fp32 path `isa`: generic; for avx2 the AVX-VNNI kernels when the
-// CPU has AVX-VNNI, else the vpmaddubsw ones; avx512 (AVX-512 with AVX512_VNNI); amx (AMX-INT8).
+// CPU has AVX-VNNI, else the vpmaddubsw ones; for avx512 the AVX512_VNNI kernels, else the zmm
+// vpmaddubsw ones (avx512bw); amx (AMX-INT8).
 // Throws like bf16_kernels().
 const Int8Kernels& int8_kernels(Isa isa);
 // The int8 kernel table called `name` (Int8Kernels::name: generic, amx_model, avx2, avxvnni,
-// avx512vnni_ymm, avx512, amx, dotprod, i8mm), else int8_kernels(parse_isa(name)). Throws
+// avx512bw, avx512vnni_ymm, avx512, amx, dotprod, i8mm), else int8_kernels(parse_isa(name)). Throws
 // std::invalid_argument for an unknown name, a path without int8 kernels, or a table this CPU
 // cannot run.
 const Int8Kernels& int8_kernels(const std::string& name);

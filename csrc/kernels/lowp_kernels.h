@@ -5,9 +5,10 @@
 // As in kernels.h, one table per path. generic (lowp_generic.cpp) is the scalar reference the
 // others are tested against, and it does the same arithmetic: the same bf16 rounding and fp32
 // summation order (except BFMMLA's, see Bf16Kernels::kgroup), the same integers. avx2 (int8 only,
-// vpmaddubsw on 7-bit activations) lives in lowp_avx2.cpp; the paths that need one more CPU
-// feature have their own translation units: lowp_avxvnni.cpp (AVX-VNNI, int8 on ymm),
-// lowp_avx512bf16.cpp (AVX512_BF16), lowp_avx512vnni.cpp (AVX512_VNNI) and lowp_amx.cpp (AMX
+// vpmaddubsw on 7-bit activations) lives in lowp_avx2.cpp, its zmm twin for AVX-512 without VNNI
+// in lowp_avx512bw.cpp; the paths that need one more CPU feature have their own translation units:
+// lowp_avxvnni.cpp (AVX-VNNI, int8 on ymm), lowp_avx512bf16.cpp (AVX512_BF16),
+// lowp_avx512vnni.cpp (AVX512_VNNI) and lowp_amx.cpp (AMX
 // tiles; the same kernels over a scalar model of the tile instructions, lowp_amx_model.cpp, run on
 // every CPU: lowp_amx.h). Like kernels.h, this header pulls in no inline library code, so the ISA
 // translation units can include it.
@@ -173,6 +174,9 @@ const Bf16Kernels& avx512_bf16_kernels();
 const Int8Kernels& avx2_int8_kernels();
 const Int8Kernels& avx_vnni_int8_kernels();
 const Int8Kernels& avx512_vnni_int8_kernels();
+// The zmm kernel on vpmaddubsw + vpmaddwd (lowp_avx512bw.cpp): avx512's int8 table on CPUs
+// without AVX512_VNNI, activations 0..127 as on avx2.
+const Int8Kernels& avx512bw_int8_kernels();
 // lowp_avxvnni.cpp's ymm kernel with the EVEX vpdpbusd of AVX512_VNNI + VL: the same source
 // compiled for a CPU this project's test machines have, so its loops are tested where AVX-VNNI
 // cannot run. Not chosen for models (the zmm kernel is faster on such CPUs).
