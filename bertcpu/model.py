@@ -244,8 +244,9 @@ class BertModel:
     @property
     def kernels(self):
         """The kernel path of the dense products (for a float32 model, isa): e.g. "avx512" for
-        AVX512-BF16 or AVX512-VNNI kernels, "amx" for AMX tiles, "avx2" for the AVX2 int8
-        kernels."""
+        the AVX-512 bf16 / int8 kernels, "amx" for AMX tiles, "avx2" for the AVX2 int8 kernels.
+        Within a path, bertcpu.cpu_info()["int8_kernels"] names the int8 table (on avx512
+        "avx512" with AVX512-VNNI, else "avx512bw"; on avx2 "avxvnni" with AVX-VNNI)."""
         return self._encoder.dense_isa
 
     @property
