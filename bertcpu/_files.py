@@ -16,6 +16,11 @@ MAX_JSON_DEPTH = 100
 _JSON_KINDS = {dict: "object", list: "array"}
 
 
+def is_int(value):
+    """Whether value is an integer as JSON gives them (an int, and not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def decode_utf8(raw):
     """raw (bytes) as text, or ValueError "not UTF-8 text"."""
     try:

@@ -10,7 +10,7 @@ import json
 import math
 import os
 
-from ._files import read_json
+from ._files import is_int, read_json
 
 # config.json `hidden_act` -> the engine's activation. gelu_new and gelu_pytorch_tanh are the same
 # function (the tanh approximation of GELU); gelu is the exact erf form.
@@ -35,10 +35,6 @@ _POSITIVE_INT_FIELDS = (
     "max_position_embeddings",
     "type_vocab_size",
 )
-
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value):
@@ -68,7 +64,7 @@ class BertConfig:
     def __post_init__(self):
         for name in _POSITIVE_INT_FIELDS:
             value = getattr(self, name)
-            if not _is_int(value):
+            if not is_int(value):
                 raise ValueError(f"config field {name!r} must be an integer, got {value!r} "
                                  f"({type(value).__name__})")
             if value <= 0:
@@ -103,7 +99,7 @@ class BertConfig:
                 f"not supported, only 'absolute' position embeddings are")
 
         if self.pad_token_id is not None:
-            if not _is_int(self.pad_token_id):
+            if not is_int(self.pad_token_id):
                 raise ValueError(f"config field 'pad_token_id' must be an integer or null, got "
                                  f"{self.pad_token_id!r} ({type(self.pad_token_id).__name__})")
             if not 0 <= self.pad_token_id < self.vocab_size:

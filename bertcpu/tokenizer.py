@@ -3,20 +3,20 @@
 The API mirrors `transformers` (BertTokenizer in transformers 5, BertTokenizerFast before), so code
 written against it switches over unchanged: `tok(texts, padding=True, truncation=True,
 return_tensors="np")`, `tok.decode(ids)`, special-token attributes, `from_pretrained(folder)`.
-The work is done by bertcpu._wordpiece (Cython); this module reads configuration files, checks
-arguments and resolves padding/truncation the way transformers does.
+The work is done by bertcpu._wordpiece (Cython); bertcpu._tokenizer_files reads a folder's
+configuration files; this module checks arguments and resolves padding/truncation the way
+transformers does.
 """
 import os
 
 from . import _wordpiece, runtime
-from ._files import describe, read_json, read_text
+from ._files import is_int
+from ._tokenizer_files import (SPECIAL_TOKEN_NAMES, VERY_LARGE_INTEGER, check_added_tokens,
+                               pretrained_kwargs, read_tokenizer_json, read_vocab_txt,
+                               vocab_from_mapping)
 
-# transformers' stand-in for "no length limit" (a tokenizer without model_max_length gets this).
-VERY_LARGE_INTEGER = int(1e30)
 # Above this, transformers treats model_max_length as unset and neither pads nor truncates to it.
 LARGE_INTEGER = int(1e20)
-
-SPECIAL_TOKEN_NAMES = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 
 PADDING_LONGEST, PADDING_MAX_LENGTH = 1, 2
 _PADDING = {False: 0, "do_not_pad": 0, True: PADDING_LONGEST, "longest": PADDING_LONGEST,
@@ -41,156 +41,9 @@ class BatchEncoding(dict):
             raise AttributeError(f"BatchEncoding has no {name!r}; it holds {sorted(self)}") from None
 
 
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _check_flag(name, value):
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {value!r}")
-
-
-def _bool_field(data, key, path):
-    """data[key] of the JSON file at path: True, False or None (absent or null)."""
-    value = data.get(key)
-    if value is not None and not isinstance(value, bool):
-        raise ValueError(f"{path}: field {key!r} must be true or false, got {describe(value)}")
-    return value
-
-
-def _token_content(value, path, key):
-    """A special token from a config file: a string or an AddedToken-like dict (None: not set)."""
-    if isinstance(value, dict):
-        value = value.get("content")
-    if value is not None and (not isinstance(value, str) or not value):
-        raise ValueError(f"{path}: field {key!r} must be a non-empty string or an object with one as "
-                         f"'content', got {describe(value)}")
-    return value
-
-
-def _positive_int_field(data, key, path):
-    """data[key] of the JSON file at path, which must be a positive integer."""
-    value = data[key]
-    if not _is_int(value) or value < 1:
-        raise ValueError(f"{path}: field {key!r} must be a positive integer, got {describe(value)}")
-    return value
-
-
-def _added_tokens_decoder(config, path):
-    """The added tokens of tokenizer_config.json's added_tokens_decoder ({id: token}), as a list."""
-    decoder = config.get("added_tokens_decoder")
-    if decoder is None:
-        return []
-    if not isinstance(decoder, dict):
-        raise ValueError(f"{path}: field 'added_tokens_decoder' must be an object mapping ids to added "
-                         f"tokens, got {describe(decoder)}")
-    entries = []
-    for key, entry in decoder.items():
-        source = f"{path}: field 'added_tokens_decoder', key {key!r}"
-        try:
-            token_id = int(key)  # as transformers reads the key
-        except ValueError:
-            raise ValueError(f"{source}: not a token id") from None
-        _check_added_token(entry, source)
-        entries.append(dict(entry, id=token_id))
-    return entries
-
-
-# The fields of an added token (tokenizers' AddedToken) that are true or false.
-_ADDED_TOKEN_FLAGS = ("special", "normalized", "lstrip", "rstrip", "single_word")
-
-
-def _check_added_token(entry, source):
-    """An added token as tokenizer.json and tokenizer_config.json hold it: ValueError naming source
-    (where it comes from) and the field that is wrong."""
-    if not isinstance(entry, dict) or not isinstance(entry.get("content"), str):
-        raise ValueError(f"{source}: an added token must be an object with a 'content' string, "
-                         f"got {describe(entry)}")
-    if entry.get("id") is not None and not _is_int(entry["id"]):
-        raise ValueError(f"{source}: field 'id' of added token {entry['content']!r} must be an integer, "
-                         f"got {describe(entry['id'])}")
-    for flag in _ADDED_TOKEN_FLAGS:
-        if flag in entry and not isinstance(entry[flag], bool):
-            raise ValueError(f"{source}: field {flag!r} of added token {entry['content']!r} must be true or "
-                             f"false, got {describe(entry[flag])}")
-
-
-def _check_added_tokens(entries, source):
-    if not isinstance(entries, list):
-        raise ValueError(f"{source} must be a list of added tokens, got {describe(entries)}")
-    for entry in entries:
-        _check_added_token(entry, source)
-
-
-# What tokenizers strips from the end of a vocab.txt line: Rust's char::is_whitespace, the Unicode
-# White_Space characters. str.rstrip() would also strip U+001C..U+001F, which Python counts as space.
-_VOCAB_LINE_END_SPACE = ("\t\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
-                         "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
-
-
-def _read_vocab_txt(path):
-    r"""Tokens by id from a vocab.txt: one token per line, the line number is the id.
-
-    Read as tokenizers' WordPiece.read_file reads it (transformers' BertTokenizer loads vocab.txt
-    through it): lines end at "\n" only, a lone "\r" belongs to its line, and white space at the end
-    of a line is not part of the token. A token on two lines is refused: tokenizers would give it the
-    later line's id and leave the earlier id without any token.
-    """
-    lines = read_text(path).split("\n")
-    if lines[-1] == "":
-        lines.pop()  # the final newline ends the last line, it does not add an empty token
-    tokens = [line.rstrip(_VOCAB_LINE_END_SPACE) for line in lines]
-    first_line = {}
-    for i, token in enumerate(tokens):
-        if token in first_line:
-            first = first_line[token]
-            stripped = "" if lines[i] == lines[first] else " once white space at the end of a line is dropped"
-            raise ValueError(f"{path}: token {token!r} on line {i + 1} duplicates line {first + 1}{stripped}; "
-                             "every line must hold a different token")
-        first_line[token] = i
-    return tokens
-
-
-def _vocab_from_mapping(vocab, source):
-    """Tokens by id from a {token: id} mapping whose ids must be exactly 0..n-1."""
-    tokens = [None] * len(vocab)
-    for token, token_id in vocab.items():
-        if not isinstance(token, str) or not _is_int(token_id):
-            raise TypeError(f"{source}: vocabulary entries must map str to int, got {token!r}: {token_id!r}")
-        if not 0 <= token_id < len(vocab):
-            raise ValueError(f"{source}: token {token!r} has id {token_id}, outside 0..{len(vocab) - 1}; "
-                             "ids must be numbered 0..n-1 without gaps")
-        if tokens[token_id] is not None:
-            raise ValueError(f"{source}: tokens {tokens[token_id]!r} and {token!r} share id {token_id}")
-        tokens[token_id] = token
-    return tokens
-
-
-def _read_tokenizer_json(path):
-    """(tokens by id, added tokens, continuation prefix, max chars per word) of a WordPiece tokenizer.json."""
-    data = read_json(path)
-    model = data.get("model")
-    if not isinstance(model, dict):
-        raise ValueError(f"{path}: field 'model' must be an object, got {describe(model)}")
-    if model.get("type") != "WordPiece":
-        raise ValueError(f"{path}: bertcpu reads WordPiece tokenizers, this one's model is "
-                         f"{describe(model.get('type'))}")
-    vocab = model.get("vocab")
-    if not isinstance(vocab, dict):
-        raise ValueError(f"{path}: the WordPiece model has no vocab mapping")
-    tokens = _vocab_from_mapping(vocab, path)
-    prefix = model.get("continuing_subword_prefix", "##")
-    if not isinstance(prefix, str):
-        raise ValueError(f"{path}: field 'model.continuing_subword_prefix' must be a string, "
-                         f"got {describe(prefix)}")
-    max_chars = model.get("max_input_chars_per_word", 100)
-    if not _is_int(max_chars) or max_chars < 0:
-        raise ValueError(f"{path}: field 'model.max_input_chars_per_word' must be a non-negative integer, "
-                         f"got {describe(max_chars)}")
-    added = data.get("added_tokens")
-    added = [] if added is None else added
-    _check_added_tokens(added, f"{path}: field 'added_tokens'")
-    return tokens, added, prefix, max_chars
 
 
 class Tokenizer:
@@ -215,27 +68,27 @@ class Tokenizer:
         _check_flag("tokenize_chinese_chars", tokenize_chinese_chars)
         _check_flag("lowercase_input", lowercase_input)
         _check_flag("clean_up_tokenization_spaces", clean_up_tokenization_spaces)
-        if not _is_int(model_max_length) or model_max_length < 1:
+        if not is_int(model_max_length) or model_max_length < 1:
             raise ValueError(f"model_max_length must be a positive integer, got {model_max_length!r}")
 
         prefix, max_chars, file_added = "##", 100, []
         if isinstance(vocab_file, dict):
-            tokens = _vocab_from_mapping(vocab_file, "vocab")
+            tokens = vocab_from_mapping(vocab_file, "vocab")
         elif isinstance(vocab_file, (str, os.PathLike)):
             path = os.fspath(vocab_file)
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"vocabulary file not found: {path}")
             if path.endswith(".json"):
-                tokens, file_added, prefix, max_chars = _read_tokenizer_json(path)
+                tokens, file_added, prefix, max_chars = read_tokenizer_json(path)
             else:
-                tokens = _read_vocab_txt(path)
+                tokens = read_vocab_txt(path)
         else:
             raise TypeError(f"vocab_file must be a path (vocab.txt or tokenizer.json) or a dict, "
                             f"got {type(vocab_file).__name__}")
         if not tokens:
             raise ValueError("the vocabulary is empty")
         added_tokens = list(added_tokens or [])
-        _check_added_tokens(added_tokens, "added_tokens")
+        check_added_tokens(added_tokens, "added_tokens")
         self._build(tokens, file_added + added_tokens, prefix, max_chars,
                     do_lower_case=do_lower_case, strip_accents=strip_accents,
                     tokenize_chinese_chars=tokenize_chinese_chars, unk_token=unk_token, sep_token=sep_token,
@@ -324,7 +177,7 @@ class Tokenizer:
             known = self._token_to_id.get(content)
             if token_id is None:
                 token_id = known if known is not None else len(self._id_to_token)
-            if not _is_int(token_id) or (known is not None and known != token_id):
+            if not is_int(token_id) or (known is not None and known != token_id):
                 raise ValueError(f"added token {content!r} has id {token_id!r} but the vocabulary gives it "
                                  f"{known!r}")
             if known is None:
@@ -351,57 +204,7 @@ class Tokenizer:
         sentence-transformers does; without max_seq_length, model_max_length is capped at the model's
         max_position_embeddings (config.json). Keyword arguments override what the files say.
         """
-        folder = os.fspath(path)
-        if not os.path.isdir(folder):
-            raise FileNotFoundError(f"tokenizer folder not found: {folder}")
-
-        def optional_json(name):
-            """(the object in folder/name or None if there is no such file, the file's path)"""
-            file = os.path.join(folder, name)
-            return (read_json(file) if os.path.isfile(file) else None), file
-
-        config, config_file = optional_json("tokenizer_config.json")
-        config = config or {}
-        special_map, special_map_file = optional_json("special_tokens_map.json")
-        special_map = special_map or {}
-        kwargs = {}
-        for key in ("do_lower_case", "tokenize_chinese_chars", "clean_up_tokenization_spaces"):
-            value = _bool_field(config, key, config_file)
-            if value is not None:
-                kwargs[key] = value
-        if "strip_accents" in config:
-            kwargs["strip_accents"] = _bool_field(config, "strip_accents", config_file)
-        for name in SPECIAL_TOKEN_NAMES:
-            if name in special_map:
-                value = _token_content(special_map[name], special_map_file, name)
-            else:
-                value = _token_content(config.get(name), config_file, name)
-            if value is not None:
-                kwargs[name] = value
-        if _is_int(config.get("model_max_length")):
-            kwargs["model_max_length"] = _positive_int_field(config, "model_max_length", config_file)
-
-        tokenizer_json = os.path.join(folder, "tokenizer.json")
-        vocab_txt = os.path.join(folder, "vocab.txt")
-        if os.path.isfile(tokenizer_json):
-            kwargs["vocab_file"] = tokenizer_json
-        elif os.path.isfile(vocab_txt):
-            kwargs["vocab_file"] = vocab_txt
-            kwargs["added_tokens"] = _added_tokens_decoder(config, config_file)
-        else:
-            raise FileNotFoundError(f"{folder} has neither tokenizer.json nor vocab.txt")
-
-        sentence_config, sentence_config_file = optional_json("sentence_bert_config.json")
-        if sentence_config is not None:
-            kwargs["lowercase_input"] = bool(_bool_field(sentence_config, "do_lower_case", sentence_config_file))
-            if sentence_config.get("max_seq_length") is not None:
-                kwargs["model_max_length"] = _positive_int_field(sentence_config, "max_seq_length",
-                                                                 sentence_config_file)
-            else:
-                model_config = optional_json("config.json")[0] or {}
-                positions = model_config.get("max_position_embeddings")
-                if _is_int(positions) and positions > 0:
-                    kwargs["model_max_length"] = min(kwargs.get("model_max_length", VERY_LARGE_INTEGER), positions)
+        kwargs = pretrained_kwargs(path)
         kwargs.update(overrides)
         return cls(**kwargs)
 
@@ -451,7 +254,7 @@ class Tokenizer:
         padding_mode = _PADDING[padding]
         truncation_mode = _TRUNCATION[truncation]
         if max_length is not None:
-            if not _is_int(max_length) or max_length < 0:
+            if not is_int(max_length) or max_length < 0:
                 raise ValueError(f"max_length must be a non-negative integer or None, got {max_length!r}")
             if padding is False and truncation is None:
                 truncation_mode = TRUNCATE_LONGEST_FIRST  # transformers' legacy rule
@@ -467,7 +270,7 @@ class Tokenizer:
                 else:
                     max_length = self.model_max_length
         if pad_to_multiple_of is not None:
-            if not _is_int(pad_to_multiple_of) or pad_to_multiple_of < 1:
+            if not is_int(pad_to_multiple_of) or pad_to_multiple_of < 1:
                 raise ValueError(f"pad_to_multiple_of must be a positive integer or None, got {pad_to_multiple_of!r}")
             if truncation_mode and padding_mode and max_length is not None and max_length % pad_to_multiple_of:
                 raise ValueError(f"truncation and padding are both on, but max_length={max_length} is not a "
@@ -572,13 +375,13 @@ class Tokenizer:
         """ids as a list of Python ints, each a valid id."""
         if hasattr(ids, "tolist"):  # numpy arrays and scalars
             ids = ids.tolist()
-        if _is_int(ids):
+        if is_int(ids):
             ids = [ids]
         if not isinstance(ids, (list, tuple)):
             raise TypeError(f"token ids must be an int or a sequence of ints, got {type(ids).__name__}")
         n = len(self._id_to_token)
         for i in ids:
-            if not _is_int(i):
+            if not is_int(i):
                 raise TypeError(f"token ids must be ints, got {i!r}")
             if not 0 <= i < n:
                 raise ValueError(f"token id {i} is outside the vocabulary (0..{n - 1})")
@@ -586,7 +389,7 @@ class Tokenizer:
 
     def convert_ids_to_tokens(self, ids, skip_special_tokens=False):
         """Token of an id, or the list of tokens of a list of ids."""
-        single = _is_int(ids) or (hasattr(ids, "ndim") and ids.ndim == 0)
+        single = is_int(ids) or (hasattr(ids, "ndim") and ids.ndim == 0)
         ids = self._check_ids(ids)
         tokens = [self._id_to_token[i] for i in ids if not (skip_special_tokens and i in self._special_ids)]
         return tokens[0] if single else tokens
